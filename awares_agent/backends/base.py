@@ -1,0 +1,85 @@
+"""The contract every chat-VLM backend fulfils.
+
+A backend is a thin adapter: it turns backend-neutral :class:`~awares_agent.messages.ChatMessage` lists (with
+image references resolved through an :class:`~awares_agent.image_store.ImageStore`) and an optional list of
+tools into one model turn, and returns a :class:`ChatReply`. Nothing outside a backend branches on which
+backend is in use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+from awares_agent.messages import ChatMessage, ToolCall, ToolSpec
+
+if TYPE_CHECKING:
+    from awares_agent.image_store import ImageStore
+
+
+class Usage(BaseModel):
+    """Token usage of one backend call, as reported by the backend (0 where it reports nothing)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+        )
+
+
+class ChatReply(BaseModel):
+    """One model turn.
+
+    Attributes:
+        text: the text the model produced (may be empty when it only called a tool).
+        tool_calls: structured function calls, for backends with native function calling.
+        usage: token usage of the call.
+        finish_reason: the backend's finish reason, when it gives one.
+        model: the model name the backend reports.
+        latency_s: wall-clock seconds the call took, retries included.
+    """
+
+    text: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    finish_reason: str | None = None
+    model: str | None = None
+    latency_s: float = 0.0
+
+
+@runtime_checkable
+class ChatBackend(Protocol):
+    """One chat-VLM turn: messages with image references and optional tools in, a :class:`ChatReply` out.
+
+    Implementations raise subclasses of :class:`~awares_agent.errors.BackendError` on failure.
+    """
+
+    @property
+    def model_name(self) -> str:
+        """The model the backend talks to (used for token accounting and trajectories)."""
+        ...
+
+    def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        images: ImageStore,
+        tools: Sequence[ToolSpec] | None = None,
+    ) -> ChatReply:
+        """Run one turn synchronously."""
+        ...
+
+    async def acomplete(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        images: ImageStore,
+        tools: Sequence[ToolSpec] | None = None,
+    ) -> ChatReply:
+        """Run one turn asynchronously."""
+        ...
