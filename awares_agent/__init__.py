@@ -1,0 +1,92 @@
+"""awares: let a vision-language model look at a low-resolution view and fetch only the crops it needs.
+
+The names a user needs are importable from here::
+
+    from awares_agent import AwaResAgent, OpenAIBackend
+    agent = AwaResAgent(OpenAIBackend("Qwen/Qwen2.5-VL-7B-Instruct", base_url="http://localhost:8000/v1"))
+    result = agent.ask("page.png", "What is the invoice number?")
+
+Exports load on first use, so importing a submodule (``awares_agent.errors``) stays cheap and the packages
+``tools`` and ``graphs`` can import from here without cycles.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "AgentConfig": "awares_agent.config",
+    "AgentEvent": "awares_agent.agent",
+    "AskResult": "awares_agent.agent",
+    "AwaResAgent": "awares_agent.agent",
+    "AwaresError": "awares_agent.errors",
+    "BackendError": "awares_agent.errors",
+    "ChatBackend": "awares_agent.backends.base",
+    "ChatReply": "awares_agent.backends.base",
+    "ConfigError": "awares_agent.errors",
+    "CropRequestError": "awares_agent.errors",
+    "ImageDecodeError": "awares_agent.errors",
+    "ImageError": "awares_agent.errors",
+    "ImageStore": "awares_agent.image_store",
+    "ImageTooLargeError": "awares_agent.errors",
+    "OpenAIBackend": "awares_agent.backends.openai_compat",
+    "Trajectory": "awares_agent.trajectory",
+    "Usage": "awares_agent.backends.base",
+    "ViewSpec": "awares_agent.images",
+    "open_image": "awares_agent.images",
+}
+
+__all__ = [
+    "AgentConfig",
+    "AgentEvent",
+    "AskResult",
+    "AwaResAgent",
+    "AwaresError",
+    "BackendError",
+    "ChatBackend",
+    "ChatReply",
+    "ConfigError",
+    "CropRequestError",
+    "ImageDecodeError",
+    "ImageError",
+    "ImageStore",
+    "ImageTooLargeError",
+    "OpenAIBackend",
+    "Trajectory",
+    "Usage",
+    "ViewSpec",
+    "open_image",
+]
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from awares_agent.agent import AgentEvent, AskResult, AwaResAgent
+    from awares_agent.backends.base import ChatBackend, ChatReply, Usage
+    from awares_agent.backends.openai_compat import OpenAIBackend
+    from awares_agent.config import AgentConfig
+    from awares_agent.errors import (
+        AwaresError,
+        BackendError,
+        ConfigError,
+        CropRequestError,
+        ImageDecodeError,
+        ImageError,
+        ImageTooLargeError,
+    )
+    from awares_agent.image_store import ImageStore
+    from awares_agent.images import ViewSpec, open_image
+    from awares_agent.trajectory import Trajectory
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'awares_agent' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -28,7 +28,7 @@ class ImagePart(BaseModel):
         image_id: content id of the image in the store.
         width: width in pixels of the image as sent to the model.
         height: height in pixels of the image as sent to the model.
-        kind: what the image is: the low-resolution ``view``, a high-resolution ``crop``, or the ``full`` image.
+        kind: what the image is: the low-res ``view``, a high-res ``crop``, or the ``full`` image.
         label: a short human-readable label, e.g. ``"crop 0 (top-left)"``.
     """
 
@@ -46,7 +46,7 @@ Part = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
 class ToolCall(BaseModel):
-    """A function call emitted by a model. ``arguments`` is the raw JSON text exactly as the model wrote it."""
+    """A function call emitted by a model; ``arguments`` is the raw JSON text as the model wrote it."""
 
     model_config = ConfigDict(frozen=True)
 

@@ -1,0 +1,21 @@
+"""The crop tool: crop sets, the typed ``get_crops`` request, and the tool-call protocols."""
+
+from tools.crop_sets import CropSet, GridCropSet, PaperCropSet, Region, crop_set
+from tools.crop_tool import CROP_TOOL_NAME, CropRequest, CropTool
+from tools.protocols import AwaresTextProtocol, Decision, JsonProtocol, ToolProtocol, make_protocol
+
+__all__ = [
+    "CROP_TOOL_NAME",
+    "AwaresTextProtocol",
+    "CropRequest",
+    "CropSet",
+    "CropTool",
+    "Decision",
+    "GridCropSet",
+    "JsonProtocol",
+    "PaperCropSet",
+    "Region",
+    "ToolProtocol",
+    "crop_set",
+    "make_protocol",
+]

@@ -1,0 +1,54 @@
+"""The agent's configuration: one pydantic model, defaults from the AwaRes paper."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from awares_agent.images import DEFAULT_MAX_IMAGE_PIXELS, ViewSpec
+
+
+class AgentConfig(BaseModel):
+    """How an :class:`~awares_agent.agent.AwaResAgent` looks, decides and crops.
+
+    Attributes:
+        protocol: tool-call protocol: ``"json"`` (function calling, native or hermes ``<tool_call>`` text)
+            or ``"awares-text"`` (the released model's ``GET_CROPS: [...]``).
+        crop_set: ``"paper"`` (9 regions + ``all``) or ``"grid-RxC"``.
+        view_scale: the low-res view's scale of the original's width and height (paper: 0.5).
+        view_longest_side: if set, the view's longest side in pixels instead of ``view_scale``.
+        max_rounds: crop rounds allowed per query (paper: 1).
+        max_corrections: times a model may correct an invalid tool call before it must answer (default 1).
+        max_rtr: optional visual-token budget per query, as a retained token ratio; crops beyond it are
+            withheld.
+        token_rule: visual-token rule (``"qwen2.5-vl"``, ``"qwen3-vl"``, ``"pixels"``...); ``None`` infers it
+            from the model name.
+        system_prompt: replaces the protocol's system prompt (the crop map is then yours to describe).
+        max_image_pixels: refuse images with more pixels than this (decompression-bomb guard).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    protocol: Literal["json", "awares-text"] = "json"
+    crop_set: str = "paper"
+    view_scale: float = Field(default=0.5, gt=0, le=1)
+    view_longest_side: int | None = Field(default=None, ge=1)
+    max_rounds: int = Field(default=1, ge=0, le=8)
+    max_corrections: int = Field(default=1, ge=0, le=8)
+    max_rtr: float | None = Field(default=None, gt=0)
+    token_rule: str | None = None
+    system_prompt: str | None = None
+    max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1)
+
+    @model_validator(mode="after")
+    def _check_crop_set(self) -> AgentConfig:
+        from tools.crop_sets import crop_set
+
+        crop_set(self.crop_set)  # raises ConfigError for an unknown key
+        return self
+
+    @property
+    def view(self) -> ViewSpec:
+        """The low-res view's spec."""
+        return ViewSpec(scale=self.view_scale, longest_side=self.view_longest_side)

@@ -1,0 +1,532 @@
+"""Opening source images safely and deriving the low-resolution view and high-resolution crops from them.
+
+A :class:`SourceImage` reads only the image header when it is opened (so its size, format and EXIF orientation
+are known and a decompression bomb is refused before any pixel is allocated) and decodes pixels lazily. The
+low-resolution view of a JPEG is decoded with libjpeg's DCT scaling (1/2, 1/4, 1/8), which is several times
+faster than decoding the full image and resizing it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import math
+import os
+import struct
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from numbers import Integral, Real
+from pathlib import Path
+from typing import TypeAlias
+
+from PIL import Image, UnidentifiedImageError
+
+from awares_agent.errors import ConfigError, ImageDecodeError, ImageTooLargeError
+
+ImageInput: TypeAlias = str | os.PathLike[str] | bytes | Image.Image
+"""What :func:`open_image` accepts: a file path, encoded bytes, a ``data:`` URI string or a PIL image."""
+
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+"""Images with more pixels than this are refused unless a larger ``max_pixels`` is passed."""
+
+_ORIENTATION_TAG = 0x0112
+# EXIF orientation -> the transpose that displays the image upright (the table ImageOps.exif_transpose uses).
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_AXES = frozenset({5, 6, 7, 8})
+_JPEG_FORMATS = frozenset({"JPEG", "MPO"})
+_HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+# What PIL raises on corrupt or truncated data (struct.error, IndexError: malformed headers in some plugins).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, struct.error, IndexError, EOFError)
+
+# --- PIL's own decompression-bomb limit ----------------------------------------------------------------
+#
+# PIL checks Image.MAX_IMAGE_PIXELS (a process-wide global) in Image.open and Image.crop: it warns above it
+# and raises above twice it. Our per-call max_pixels must be the limit that applies, whether higher or lower,
+# so while we open or decode an image PIL's check is switched off (reference-counted, so overlapping threads
+# restore it only when the last one leaves). It is switched off only around header reads, which allocate no
+# pixels, and around decodes of images whose size we have already checked and which PIL would flag.
+# warnings.catch_warnings is not used because it is not thread-safe.
+
+_pil_limit_lock = threading.Lock()
+_pil_limit_depth = 0
+_pil_limit_saved: int | None = None
+
+
+@contextmanager
+def _pil_limit_lifted(pixels: int | None) -> Iterator[None]:
+    """Switch PIL's bomb check off for the duration, if ``pixels`` (None: not yet known) would trip it."""
+    global _pil_limit_depth, _pil_limit_saved
+    with _pil_limit_lock:
+        pil_limit = _pil_limit_saved if _pil_limit_depth else Image.MAX_IMAGE_PIXELS
+        lift = pixels is None or (pil_limit is not None and pixels > pil_limit)
+        if lift:
+            if _pil_limit_depth == 0:
+                _pil_limit_saved = Image.MAX_IMAGE_PIXELS
+                Image.MAX_IMAGE_PIXELS = None
+            _pil_limit_depth += 1
+    try:
+        yield
+    finally:
+        if lift:
+            with _pil_limit_lock:
+                _pil_limit_depth -= 1
+                if _pil_limit_depth == 0:
+                    Image.MAX_IMAGE_PIXELS = _pil_limit_saved
+
+
+# --- the view ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """How to derive the low-resolution view from a source image.
+
+    Args:
+        scale: factor applied to both sides, in (0, 1]; each side is ``max(1, floor(side * scale))``, so the
+            default 0.5 gives exactly half the width and half the height (rounded down).
+        longest_side: if set, takes precedence over ``scale``: the view is resized so that its longest side
+            equals this (the other side scaled in proportion, rounded down), and is never upscaled.
+
+    Raises:
+        ConfigError: ``scale`` is not in (0, 1] or ``longest_side`` is not a positive integer.
+    """
+
+    scale: float = 0.5
+    longest_side: int | None = None
+
+    def __post_init__(self) -> None:
+        scale = self.scale
+        if isinstance(scale, bool) or not isinstance(scale, Real) or not (0 < scale <= 1):
+            raise ConfigError(f"ViewSpec.scale must be a number in (0, 1], got {scale!r}")
+        side = self.longest_side
+        if side is not None and (isinstance(side, bool) or not isinstance(side, Integral) or side < 1):
+            raise ConfigError(f"ViewSpec.longest_side must be a positive integer or None, got {side!r}")
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        """The view's size for a source image of ``width`` x ``height`` pixels (each side at least 1).
+
+        Args:
+            width: width of the (orientation-corrected) source image.
+            height: height of the (orientation-corrected) source image.
+        """
+        if self.longest_side is not None:
+            longest = max(width, height)
+            if longest <= self.longest_side:
+                return width, height
+            target = int(self.longest_side)
+            if width >= height:
+                return target, max(1, height * target // width)
+            return max(1, width * target // height), target
+        # The epsilon keeps products like 10 * 0.7 = 6.999... from flooring one pixel short.
+        return (
+            max(1, math.floor(width * self.scale + 1e-9)),
+            max(1, math.floor(height * self.scale + 1e-9)),
+        )
+
+    def key(self) -> str:
+        """A stable string naming this view, used to build content ids (``"scale=0.5"``)."""
+        if self.longest_side is not None:
+            return f"longest_side={int(self.longest_side)}"
+        return f"scale={float(self.scale)!r}"
+
+
+# --- colour modes --------------------------------------------------------------------------------------
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert an image of any PIL mode to RGB.
+
+    Transparent images (RGBA, LA, PA, P or L/RGB with a transparency key) are composited on white; 16- and
+    32-bit integer images are brought to 8 bits (``value >> 8`` when their values exceed 255, a linear
+    stretch of their range when they are negative or exceed 16 bits); float (``F``) images are stretched from
+    their range to 0..255. Other modes (CMYK, YCbCr, 1, L, P, HSV) use PIL's conversion.
+
+    Args:
+        img: the image; an RGB image is returned as is (not copied).
+
+    Returns:
+        An RGB image of the same size.
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode in _HIGH_BIT_DEPTH_MODES or img.mode == "F":
+        return _to_8bit(img).convert("RGB")
+    if img.has_transparency_data:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """An L image from a high-bit-depth integer (I, I;16...) or float (F) image, scaled, not clipped."""
+    if img.mode != "F":
+        img = img.convert("I")
+    lo, hi = img.getextrema()
+    if img.mode == "I" and lo >= 0 and hi <= 255:
+        return img.convert("L")
+    if img.mode == "I" and lo >= 0 and hi <= 65535:
+        # Multiplying by 1/256 (exact in binary) then truncating is value >> 8.
+        return img.point(lambda v: v * (1 / 256)).convert("L")
+    if hi == lo:
+        return Image.new("L", img.size, min(255, max(0, round(lo))))
+    factor = 255 / (hi - lo)
+    # +0.5: both point() on I and the F -> L conversion truncate; this rounds to nearest.
+    return img.point(lambda v: (v - lo) * factor + 0.5).convert("L")
+
+
+def _orient(img: Image.Image, orientation: int) -> Image.Image:
+    """``img`` transposed so an image stored with EXIF ``orientation`` displays upright."""
+    method = _ORIENTATION_TRANSPOSE.get(orientation)
+    return img if method is None else img.transpose(method)
+
+
+def _resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    return img.copy() if img.size == size else img.resize(size, Image.Resampling.LANCZOS)
+
+
+# --- the source image ----------------------------------------------------------------------------------
+
+
+class SourceImage:
+    """One source image: its header is read on construction, its pixels are decoded lazily. Thread-safe.
+
+    Prefer :func:`open_image` to build one.
+
+    Args:
+        src: a path, encoded bytes, a ``data:`` URI or a PIL image (copied: the caller may go on changing it).
+        max_pixels: refuse images with more pixels than this.
+        image_id: use this id instead of hashing the input (for reopening bytes persisted under a known id).
+        label: name the input by this in messages instead of the default label.
+
+    Attributes:
+        id: sha256 hex digest of the encoded bytes (path, bytes and data-URI input) or, for a PIL image, of
+            its mode, size, palette and pixels.
+        width: width in pixels, after the EXIF orientation is applied.
+        height: height in pixels, after the EXIF orientation is applied.
+        format: the file format PIL identified (``"JPEG"``, ``"PNG"``...), or None.
+        label: the input in words: the path, ``"<bytes>"``, ``"<data-uri>"`` or ``"<PIL image>"``.
+        orientation: the EXIF orientation (1 to 8) the pixels are corrected for.
+        encoded: the encoded file bytes, or None for a PIL image input.
+
+    Raises:
+        ImageDecodeError: the input is missing, empty, not an image, or its header is corrupt.
+        ImageTooLargeError: the image has more than ``max_pixels`` pixels.
+    """
+
+    def __init__(
+        self,
+        src: ImageInput,
+        *,
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        image_id: str | None = None,
+        label: str | None = None,
+    ) -> None:
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, Integral) or max_pixels < 1:
+            raise ConfigError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+        self.max_pixels = int(max_pixels)
+        self._lock = threading.Lock()
+        self._full: Image.Image | None = None
+        self._pil: Image.Image | None = None
+
+        if isinstance(src, Image.Image):
+            self.label = label or "<PIL image>"
+            self.encoded: bytes | None = None
+            self._pil = self._copy_pil(src)
+            with _pil_limit_lifted(self.width * self.height):
+                self.id = image_id or _pil_digest(self._pil)
+        else:
+            default_label, data = _read_input(src)
+            self.label = label or default_label
+            self.encoded = data
+            self._init_from_header(data)
+            self.id = image_id or hashlib.sha256(data).hexdigest()
+
+    def _copy_pil(self, img: Image.Image) -> Image.Image:
+        """An upright private copy of a caller's PIL image; sets the size, orientation and format."""
+        raw_w, raw_h = img.size
+        self._check_size(raw_w, raw_h)
+        try:
+            with _pil_limit_lifted(raw_w * raw_h):
+                orientation = int(img.getexif().get(_ORIENTATION_TAG, 1) or 1)
+                copy = img.copy()
+        except _DECODE_ERRORS as exc:
+            raise self._decode_error(exc) from exc
+        self.orientation = orientation if orientation in _ORIENTATION_TRANSPOSE else 1
+        upright = _orient(copy, self.orientation)
+        self.width, self.height = upright.size
+        self.format = img.format
+        return upright
+
+    def _init_from_header(self, data: bytes) -> None:
+        if not data:
+            raise ImageDecodeError(f"{self.label} is empty (0 bytes), not an image", source=self.label)
+        im = self._open(data, pixels=None)
+        raw_w, raw_h = im.size
+        self._check_size(raw_w, raw_h)
+        self.format = im.format
+        self.orientation = _header_orientation(im)
+        if self.orientation in _SWAPS_AXES:
+            raw_w, raw_h = raw_h, raw_w
+        self.width, self.height = raw_w, raw_h
+
+    def _check_size(self, width: int, height: int) -> None:
+        if width * height > self.max_pixels:
+            raise ImageTooLargeError(
+                f"{self.label} is {width}x{height} = {width * height:,} pixels, more than the limit of "
+                f"{self.max_pixels:,} pixels (a decompression-bomb guard); if you trust this image, pass a "
+                f"larger max_pixels (e.g. max_pixels={width * height}) to open_image or ImageStore",
+                source=self.label,
+            )
+
+    def _decode_error(self, exc: BaseException) -> ImageDecodeError:
+        return ImageDecodeError(
+            f"{self.label} could not be decoded ({type(exc).__name__}: {exc}); the file may be truncated "
+            "or corrupt",
+            source=self.label,
+        )
+
+    def _open(self, data: bytes, *, pixels: int | None) -> Image.Image:
+        """A lazily-loaded PIL image of ``data`` (header read only)."""
+        try:
+            with _pil_limit_lifted(pixels):
+                return Image.open(io.BytesIO(data))
+        except UnidentifiedImageError as exc:
+            raise ImageDecodeError(
+                f"{self.label} is not an image PIL can read ({len(data):,} bytes starting {data[:8]!r})",
+                source=self.label,
+            ) from exc
+        except Image.DecompressionBombError as exc:
+            # Only if someone else re-armed PIL's global limit between our check and this call.
+            raise ImageTooLargeError(f"{self.label}: {exc}", source=self.label) from exc
+        except _DECODE_ERRORS as exc:
+            raise self._decode_error(exc) from exc
+
+    @property
+    def full_decoded(self) -> bool:
+        """Whether the full-resolution pixels have been decoded (and are cached)."""
+        return self._full is not None
+
+    def full(self) -> Image.Image:
+        """The full-resolution image: RGB, EXIF orientation applied, first frame of an animation.
+
+        Decoded on the first call and cached; treat it as read-only (it is shared).
+
+        Raises:
+            ImageDecodeError: the pixel data is truncated or corrupt.
+        """
+        with self._lock:
+            if self._full is None:
+                self._full = self._decode_full()
+            return self._full
+
+    def _decode_full(self) -> Image.Image:
+        if self._pil is not None:
+            return to_rgb(self._pil)
+        assert self.encoded is not None
+        pixels = self.width * self.height
+        try:
+            with _pil_limit_lifted(pixels):
+                im = self._open(self.encoded, pixels=pixels)
+                im.load()
+                return _orient(to_rgb(im), self.orientation)
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLargeError(f"{self.label}: {exc}", source=self.label) from exc
+        except _DECODE_ERRORS as exc:
+            raise self._decode_error(exc) from exc
+
+    def release(self) -> None:
+        """Drop the decoded full image to free memory; :meth:`full` decodes it again when next needed."""
+        with self._lock:
+            self._full = None
+
+    def low_res(self, spec: ViewSpec) -> Image.Image:
+        """The low-resolution view: an RGB image of size ``spec.size(width, height)``.
+
+        JPEGs are decoded at a reduced size (DCT scaling) and then resized with LANCZOS, without decoding
+        the full image; other formats are resized (LANCZOS) from :meth:`full`. The result depends only on
+        the source and ``spec``, not on what was decoded before, so a view can be re-derived bit for bit.
+
+        Args:
+            spec: the view to produce.
+
+        Raises:
+            ImageDecodeError: the pixel data is truncated or corrupt.
+        """
+        target = spec.size(self.width, self.height)
+        # libjpeg reduces only by 2, 4 or 8; below 2 a reduced decode is a full one, so share full().
+        reduction = min(self.width // target[0], self.height // target[1])
+        if self.format in _JPEG_FORMATS and self.encoded is not None and reduction >= 2:
+            raw_target = target[::-1] if self.orientation in _SWAPS_AXES else target
+            return self._low_res_jpeg(raw_target, target)
+        return _resize(self.full(), target)
+
+    def _low_res_jpeg(self, raw_target: tuple[int, int], target: tuple[int, int]) -> Image.Image:
+        assert self.encoded is not None
+        pixels = self.width * self.height
+        try:
+            with _pil_limit_lifted(pixels):
+                im = self._open(self.encoded, pixels=pixels)
+                # draft() takes the size in the file's stored (un-rotated) orientation and picks the largest
+                # DCT reduction that still gives at least that size.
+                im.draft("RGB", raw_target)
+                im.load()
+                return _resize(_orient(to_rgb(im), self.orientation), target)
+        except _DECODE_ERRORS as exc:
+            raise self._decode_error(exc) from exc
+
+    def crop(self, box: tuple[int, int, int, int]) -> Image.Image:
+        """A crop of the full-resolution image (decoding it if needed).
+
+        Args:
+            box: ``(left, top, right, bottom)`` in pixels of the orientation-corrected image; must lie within
+                it and be non-empty.
+
+        Raises:
+            ConfigError: the box is malformed, empty or outside the image.
+            ImageDecodeError: the pixel data is truncated or corrupt.
+        """
+        left, top, right, bottom = validate_box(box, self.width, self.height, label=self.label)
+        full = self.full()
+        with _pil_limit_lifted((right - left) * (bottom - top)):
+            return full.crop((left, top, right, bottom))
+
+    def __repr__(self) -> str:
+        return (
+            f"SourceImage(id={self.id[:12]}..., label={self.label!r}, size={self.width}x{self.height}, "
+            f"format={self.format!r}, full_decoded={self.full_decoded})"
+        )
+
+
+def validate_box(
+    box: tuple[int, int, int, int], width: int, height: int, *, label: str = "the image"
+) -> tuple[int, int, int, int]:
+    """Check that ``box`` is a non-empty ``(left, top, right, bottom)`` integer box within the image.
+
+    Args:
+        box: the box to check.
+        width: the image's width.
+        height: the image's height.
+        label: names the image in the error message.
+
+    Returns:
+        The box as a tuple of four ints.
+
+    Raises:
+        ConfigError: the box is not four integers, is empty, or reaches outside ``width`` x ``height``.
+    """
+    try:
+        values = tuple(box)
+    except TypeError:
+        values = ()
+    if len(values) != 4 or any(isinstance(v, bool) or not isinstance(v, Integral) for v in values):
+        raise ConfigError(f"a crop box must be four integers (left, top, right, bottom), got {box!r}")
+    left, top, right, bottom = (int(v) for v in values)
+    if not (0 <= left < right <= width and 0 <= top < bottom <= height):
+        raise ConfigError(
+            f"crop box {(left, top, right, bottom)} is empty or outside {label} ({width}x{height}); it needs "
+            f"0 <= left < right <= {width} and 0 <= top < bottom <= {height}"
+        )
+    return left, top, right, bottom
+
+
+def open_image(src: ImageInput, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> SourceImage:
+    """Open an image: read and check its header now, decode its pixels only when they are needed.
+
+    Args:
+        src: a file path (``str`` or path-like), encoded bytes, a ``data:image/...;base64,...`` URI string,
+            or a PIL image. ``http(s)://`` URLs are refused: this toolkit does not fetch.
+        max_pixels: refuse images with more pixels than this (a decompression-bomb guard). PIL's own global
+            limit does not apply; this one does, whether higher or lower.
+
+    Returns:
+        The :class:`SourceImage`.
+
+    Raises:
+        ImageDecodeError: the input is a URL, a missing file, empty, not an image, or corrupt.
+        ImageTooLargeError: the image has more than ``max_pixels`` pixels.
+    """
+    return SourceImage(src, max_pixels=max_pixels)
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+
+
+def _read_input(src: str | os.PathLike[str] | bytes) -> tuple[str, bytes]:
+    """The label and the encoded bytes of a non-PIL input."""
+    if isinstance(src, bytes | bytearray | memoryview):
+        return "<bytes>", bytes(src)
+    if isinstance(src, str):
+        head = src[:8].lower()
+        if head.startswith("data:"):
+            return "<data-uri>", _decode_data_uri(src)
+        if head.startswith(("http://", "https://")):
+            shown = src if len(src) <= 200 else src[:200] + "..."
+            raise ImageDecodeError(
+                f"{shown}: URLs are not fetched; download the image and pass the path", source=shown
+            )
+    elif not isinstance(src, os.PathLike):
+        raise TypeError(
+            f"an image must be a path, bytes, a data: URI or a PIL image, not {type(src).__name__}"
+        )
+    path = Path(os.fsdecode(os.fspath(src)))
+    label = str(path)
+    try:
+        return label, path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ImageDecodeError(f"image file {label} does not exist", source=label) from exc
+    except OSError as exc:
+        raise ImageDecodeError(f"image file {label} could not be read: {exc}", source=label) from exc
+
+
+def _decode_data_uri(uri: str) -> bytes:
+    header, sep, payload = uri.partition(",")
+    if not sep:
+        raise ImageDecodeError("<data-uri> is malformed: no ',' after the media type", source="<data-uri>")
+    try:
+        if header.lower().endswith(";base64"):
+            return base64.b64decode("".join(payload.split()), validate=True)
+        return urllib.parse.unquote_to_bytes(payload)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageDecodeError(f"<data-uri> has invalid base64 data: {exc}", source="<data-uri>") from exc
+
+
+def _header_orientation(im: Image.Image) -> int:
+    """The EXIF orientation known from the header, without loading pixels."""
+    try:
+        # The base-class getexif reads only what the header gave; PngImageFile.getexif would decode the
+        # whole image to look for an eXIf chunk after the pixel data.
+        orientation = Image.Image.getexif(im).get(_ORIENTATION_TAG, 1)
+        orientation = int(orientation)
+    except Exception:  # a malformed EXIF block must not make an otherwise readable image unusable
+        return 1
+    return orientation if orientation in _ORIENTATION_TRANSPOSE else 1
+
+
+def _pil_digest(img: Image.Image) -> str:
+    """sha256 of a PIL image's mode, size, palette, transparency and pixels (hashed in bands)."""
+    digest = hashlib.sha256()
+    digest.update(f"{img.mode}|{img.size[0]}x{img.size[1]}|".encode())
+    if img.palette is not None:
+        digest.update(b"palette|" + img.palette.mode.encode() + b"|" + bytes(img.palette.tobytes()))
+    if "transparency" in img.info:
+        digest.update(b"|transparency|" + repr(img.info["transparency"]).encode())
+    width, height = img.size
+    row_bytes = max(1, len(img.crop((0, 0, width, 1)).tobytes())) if width and height else 1
+    band = max(1, (4 << 20) // row_bytes)
+    for top in range(0, height, band):
+        digest.update(img.crop((0, top, width, min(height, top + band))).tobytes())
+    return digest.hexdigest()

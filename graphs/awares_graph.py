@@ -1,0 +1,295 @@
+"""The AwaRes loop as a LangGraph state machine: look -> decide -> (crop -> decide)* -> answer.
+
+* ``look``: make the low-resolution view, count its tokens, write the opening messages.
+* ``decide``: one model turn; the protocol reads it as an answer, a crop request, or an invalid turn.
+  An invalid turn is shown back to the model (``decide`` again) up to ``max_corrections`` times.
+* ``crop``: serve the requested regions at full resolution, within the optional RTR budget.
+* ``answer``: finish; if the model was cut off (rounds exhausted, budget spent, invalid calls), ask it once
+  more for an answer with no tools.
+
+Nodes are plain functions of the state; the backend, image store and protocol are bound by the factory.
+``decide`` and ``answer`` have sync and async forms, so the graph runs under ``invoke`` and ``ainvoke``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langchain_core.runnables import RunnableLambda
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from awares_agent.backends.base import ChatBackend, ChatReply
+from awares_agent.config import AgentConfig
+from awares_agent.image_store import ImageStore
+from awares_agent.messages import ChatMessage, TextPart, ToolSpec
+from awares_agent.tokens import TokenRule, token_rule
+from awares_agent.trajectory import CropRecord, ErrorRecord
+from graphs.state import AwaresState, UsageInfo
+from tools.crop_sets import Region, crop_set
+from tools.protocols import Decision, ToolProtocol, make_protocol
+
+
+def _dump(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    return [m.model_dump(mode="json") for m in messages]
+
+
+def _emit(event: dict[str, Any]) -> None:
+    """Send a node event to ``stream_mode="custom"`` consumers (a no-op under plain ``invoke``)."""
+    get_stream_writer()(event)
+
+
+def _usage(reply: ChatReply) -> UsageInfo:
+    return {
+        "prompt_tokens": reply.usage.prompt_tokens,
+        "completion_tokens": reply.usage.completion_tokens,
+        "calls": 1,
+        "backend_s": reply.latency_s,
+    }
+
+
+def _error(round_no: int, kind: str, message: str, raw: str | None = None) -> dict[str, Any]:
+    return ErrorRecord(round=round_no, kind=kind, message=message, raw=raw).model_dump(mode="json")  # type: ignore[arg-type]
+
+
+class AwaresNodes:
+    """The graph's nodes, bound to one backend, configuration and image store.
+
+    Args:
+        backend: the chat VLM.
+        config: the agent configuration.
+        store: where images live; the state holds only their ids.
+    """
+
+    def __init__(self, backend: ChatBackend, config: AgentConfig, store: ImageStore) -> None:
+        self.backend = backend
+        self.config = config
+        self.store = store
+        self.crop_set = crop_set(config.crop_set)
+        self.protocol: ToolProtocol = make_protocol(config.protocol, self.crop_set)
+        self.rule: TokenRule = token_rule(config.token_rule, model_name=backend.model_name)
+
+    # --- look --------------------------------------------------------------------------------------------
+
+    def look(self, state: AwaresState) -> dict[str, Any]:
+        src = state["source"]
+        view = self.store.view(src["id"], self.config.view)
+        view_tokens = self.rule.count(view.width, view.height)
+        full_tokens = self.rule.count(src["width"], src["height"])
+        system = self.config.system_prompt or self.protocol.system_prompt()
+        messages = [
+            ChatMessage.text_message("system", system),
+            ChatMessage(role="user", content=[view, TextPart(text=state["question"])]),
+        ]
+        info = {"id": view.image_id, "width": view.width, "height": view.height}
+        _emit({"type": "view", "view": info, "view_tokens": view_tokens, "full_tokens": full_tokens})
+        return {
+            "view": info,
+            "view_tokens": view_tokens,
+            "full_tokens": full_tokens,
+            "messages": _dump(messages),
+            "rounds": 0,
+            "corrections": 0,
+            "force": None,
+            "answer": None,
+            "decision": None,
+        }
+
+    # --- decide ------------------------------------------------------------------------------------------
+
+    def _request(self, state: AwaresState) -> tuple[list[ChatMessage], list[ToolSpec] | None]:
+        messages = [ChatMessage.model_validate(m) for m in state["messages"]]
+        may_crop = not state.get("force") and state["rounds"] < self.config.max_rounds
+        return messages, self.protocol.tools() if may_crop else None
+
+    def decide(self, state: AwaresState) -> dict[str, Any]:
+        messages, tools = self._request(state)
+        return self._after_decide(state, self.backend.complete(messages, images=self.store, tools=tools))
+
+    async def adecide(self, state: AwaresState) -> dict[str, Any]:
+        messages, tools = self._request(state)
+        reply = await self.backend.acomplete(messages, images=self.store, tools=tools)
+        return self._after_decide(state, reply)
+
+    def _after_decide(self, state: AwaresState, reply: ChatReply) -> dict[str, Any]:
+        decision = self.protocol.parse(reply)
+        round_no = state["rounds"] + 1
+        messages = [self.protocol.assistant_message(reply)]
+        update: dict[str, Any] = {"usage": _usage(reply), "decision": decision.model_dump(mode="json")}
+        errors: list[dict[str, Any]] = []
+        if decision.kind == "answer":
+            update["answer"] = decision.answer
+        elif decision.kind == "crop" and state["rounds"] >= self.config.max_rounds:
+            reason = "No more crops can be requested for this question."
+            errors.append(_error(round_no, "extra_tool_round", reason, decision.raw))
+            messages += self.protocol.refusal_messages(decision, reason)
+            update["force"] = "extra_tool_round"
+        elif decision.kind == "invalid":
+            errors.append(
+                _error(
+                    round_no, decision.error_kind or "invalid_tool_call", decision.error or "", decision.raw
+                )
+            )
+            if state["corrections"] < self.config.max_corrections:
+                messages += self.protocol.feedback_messages(decision)
+                update["corrections"] = state["corrections"] + 1
+            else:
+                messages += self.protocol.refusal_messages(decision, decision.error or "")
+                update["force"] = "invalid"
+        update["messages"] = _dump(messages)
+        update["errors"] = errors
+        _emit(
+            {
+                "type": "model",
+                "kind": decision.kind,
+                "text": reply.text,
+                "crops": decision.crops,
+                "error": decision.error,
+                "latency_s": reply.latency_s,
+            }
+        )
+        return update
+
+    # --- crop --------------------------------------------------------------------------------------------
+
+    def crop(self, state: AwaresState) -> dict[str, Any]:
+        decision = Decision.model_validate(state["decision"])
+        src = state["source"]
+        round_no = state["rounds"] + 1
+        full = state["full_tokens"]
+        sent = state["view_tokens"] + sum(c["tokens"] for c in state.get("crops", []))
+        budget = self.config.max_rtr
+        accepted: list[tuple[Region, int]] = []
+        withheld: list[Region] = []
+        for rid in decision.crops:
+            region = self.crop_set.region(rid, src["width"], src["height"])
+            tokens = self.rule.count(region.width, region.height)
+            if budget is not None and (sent + tokens) / full > budget + 1e-9:
+                withheld.append(region)
+                continue
+            sent += tokens
+            accepted.append((region, tokens))
+
+        errors = []
+        if withheld:
+            ids = ", ".join(r.id for r in withheld)
+            reason = f"Crops {ids} were withheld: they would exceed this question's visual-token budget."
+            errors.append(_error(round_no, "budget", reason))
+        if not accepted:
+            reason = "The visual-token budget for this question does not allow these crops."
+            return {
+                "messages": _dump(self.protocol.refusal_messages(decision, reason)),
+                "errors": errors,
+                "force": "budget",
+            }
+
+        served = []
+        records = []
+        for region, tokens in accepted:
+            part = self.store.crop(src["id"], region.box, label=f"crop {region.id} ({region.name})")
+            served.append((region.id, region.name, part))
+            records.append(
+                CropRecord(
+                    round=round_no,
+                    region_id=region.id,
+                    name=region.name,
+                    box=region.box,
+                    image_id=part.image_id,
+                    width=part.width,
+                    height=part.height,
+                    tokens=tokens,
+                ).model_dump(mode="json")
+            )
+        note = errors[0]["message"] if errors else None
+        _emit({"type": "crops", "crops": records, "withheld": [r.id for r in withheld]})
+        return {
+            "messages": _dump(self.protocol.crops_messages(decision, served, note=note)),
+            "crops": records,
+            "errors": errors,
+            "rounds": round_no,
+        }
+
+    # --- answer ------------------------------------------------------------------------------------------
+
+    def answer(self, state: AwaresState) -> dict[str, Any]:
+        if not self._must_ask(state):
+            return self._done(state)
+        messages, _ = self._request(state)
+        return self._final(state, self.backend.complete(messages, images=self.store, tools=None))
+
+    async def aanswer(self, state: AwaresState) -> dict[str, Any]:
+        if not self._must_ask(state):
+            return self._done(state)
+        messages, _ = self._request(state)
+        return self._final(state, await self.backend.acomplete(messages, images=self.store, tools=None))
+
+    @staticmethod
+    def _must_ask(state: AwaresState) -> bool:
+        return state.get("answer") is None and bool(state.get("force"))
+
+    def _done(self, state: AwaresState) -> dict[str, Any]:
+        _emit({"type": "answer", "answer": state.get("answer")})
+        return {}
+
+    def _final(self, state: AwaresState, reply: ChatReply) -> dict[str, Any]:
+        decision = self.protocol.parse(reply)
+        update: dict[str, Any] = {
+            "messages": _dump([self.protocol.assistant_message(reply)]),
+            "usage": _usage(reply),
+            "decision": decision.model_dump(mode="json"),
+        }
+        if decision.kind == "answer":
+            update["answer"] = decision.answer
+        else:
+            message = "The model gave no answer when asked to answer without crops."
+            update["errors"] = [_error(state["rounds"] + 1, "no_answer", message, reply.text)]
+        _emit({"type": "answer", "answer": update.get("answer")})
+        return update
+
+
+def route_after_decide(state: AwaresState) -> Literal["decide", "crop", "answer"]:
+    """Where a model turn leads: a valid request to crop, an invalid one back to decide, else answer."""
+    if state.get("answer") is not None or state.get("force"):
+        return "answer"
+    decision = state.get("decision") or {}
+    return "crop" if decision.get("kind") == "crop" else "decide"
+
+
+def route_after_crop(state: AwaresState) -> Literal["decide", "answer"]:
+    """After serving crops the model decides again; if none could be served it must answer."""
+    return "answer" if state.get("force") else "decide"
+
+
+def build_graph(
+    backend: ChatBackend,
+    config: AgentConfig | None = None,
+    *,
+    store: ImageStore,
+    checkpointer: BaseCheckpointSaver | None = None,
+) -> CompiledStateGraph:
+    """Build and compile the AwaRes graph.
+
+    Args:
+        backend: the chat VLM, any :class:`~awares_agent.backends.base.ChatBackend`.
+        config: agent configuration (paper defaults if omitted).
+        store: the image store holding the source image named in the input state.
+        checkpointer: any LangGraph checkpointer (``InMemorySaver``, ``SqliteSaver``...); runs then need a
+            ``thread_id`` in their config.
+
+    Returns:
+        A compiled graph. Its input is ``{"question": str, "source": {"id", "width", "height"}}``.
+    """
+    nodes = AwaresNodes(backend, config or AgentConfig(), store)
+    graph = StateGraph(AwaresState)
+    graph.add_node("look", nodes.look)
+    graph.add_node("decide", RunnableLambda(nodes.decide, afunc=nodes.adecide, name="decide"))
+    graph.add_node("crop", nodes.crop)
+    graph.add_node("answer", RunnableLambda(nodes.answer, afunc=nodes.aanswer, name="answer"))
+    graph.add_edge(START, "look")
+    graph.add_edge("look", "decide")
+    graph.add_conditional_edges("decide", route_after_decide, ["decide", "crop", "answer"])
+    graph.add_conditional_edges("crop", route_after_crop, ["decide", "answer"])
+    graph.add_edge("answer", END)
+    return graph.compile(checkpointer=checkpointer, name="awares")

@@ -1,0 +1,229 @@
+"""The Python API: ask/aask/stream, concurrency, checkpoints and resume, bad input, the trajectory schema."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from chat_server import Completion, Delay, Echo, HTTPError, ScriptedChatServer
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+from PIL import Image, ImageDraw
+
+from awares_agent import (
+    AwaResAgent,
+    BackendError,
+    ConfigError,
+    ImageDecodeError,
+    ImageStore,
+    ImageTooLargeError,
+    OpenAIBackend,
+    Trajectory,
+)
+from awares_agent.errors import BackendHTTPError, BackendTimeoutError
+
+SCHEMA_FILE = Path(__file__).resolve().parents[1] / "schemas" / "trajectory.schema.json"
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    img = Image.new("RGB", (1000, 800), (200, 220, 240))
+    ImageDraw.Draw(img).text((820, 700), "EXIT 12", fill="black")
+    path = tmp_path / "photo.jpg"
+    img.save(path, quality=92)
+    return path
+
+
+def backend(server: ScriptedChatServer, **kw: object) -> OpenAIBackend:
+    return OpenAIBackend("Qwen/Qwen2.5-VL-7B-Instruct", base_url=server.base_url, max_retries=0, **kw)
+
+
+def test_three_lines_of_python(chat_server: ScriptedChatServer, photo: Path) -> None:
+    chat_server.enqueue(
+        Completion(tool_calls=[("get_crops", {"crops": ["bottom-right"]})]), Completion(text="12")
+    )
+    agent = AwaResAgent(OpenAIBackend("qwen2.5-vl-7b", base_url=chat_server.base_url))
+    result = agent.ask(photo, "Which exit?")
+    assert (result.answer, [c.name for c in result.crops]) == ("12", ["bottom-right"])
+    assert result.trajectory.image.source == str(photo)
+    assert result.latency_s > 0
+
+
+def test_every_input_kind(chat_server: ScriptedChatServer, photo: Path) -> None:
+    import base64
+
+    data = photo.read_bytes()
+    uri = "data:image/jpeg;base64," + base64.b64encode(data).decode()
+    chat_server.enqueue(*[Completion(text="ok")] * 4)
+    agent = AwaResAgent(backend(chat_server))
+    ids = {agent.ask(src, "q").trajectory.image.id for src in (photo, str(photo), data, uri)}
+    assert len(ids) == 1  # same encoded file, same content id
+    pil = agent.ask  # a PIL image works too (its own content id)
+    chat_server.enqueue(Completion(text="ok"))
+    assert pil(Image.open(photo), "q").answer == "ok"
+
+
+def test_ask_many_threads_in_input_order(chat_server: ScriptedChatServer, tmp_path: Path) -> None:
+    images = []
+    for i in range(8):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (300 + i, 200), (i * 20, 0, 0)).save(path)
+        images.append(path)
+    chat_server.enqueue(*[Delay(0.2, Echo())] * 8)
+    agent = AwaResAgent(backend(chat_server))
+    results = agent.ask_many([(p, f"question {i}") for i, p in enumerate(images)], max_concurrency=8)
+    assert [r.answer for r in results] == [f"question {i}" for i in range(8)]
+    assert [r.trajectory.image.width for r in results] == [300 + i for i in range(8)]
+    # Eight 0.2 s replies ran concurrently, not one after another.
+    assert max(r.latency_s for r in results) < 1.2
+
+
+def test_aask_many_and_errors_in_place(chat_server: ScriptedChatServer, photo: Path) -> None:
+    chat_server.enqueue(Completion(text="a"), Completion(text="b"))
+    agent = AwaResAgent(backend(chat_server))
+    queries = [(photo, "q1"), (b"not an image", "q2"), (photo, "q3")]
+    results = asyncio.run(agent.aask_many(queries, max_concurrency=2, return_exceptions=True))
+    assert isinstance(results[1], ImageDecodeError)
+    assert sorted(r.answer for r in (results[0], results[2])) == ["a", "b"]
+    with pytest.raises(ImageDecodeError):
+        agent.ask_many([(b"", "q")])
+
+
+def test_aask(chat_server: ScriptedChatServer, photo: Path) -> None:
+    chat_server.enqueue(Completion(tool_calls=[("get_crops", {"crops": ["3"]})]), Completion(text="12"))
+    result = asyncio.run(AwaResAgent(backend(chat_server)).aask(photo, "Which exit?"))
+    assert result.answer == "12" and [c.region_id for c in result.crops] == ["3"]
+
+
+def test_stream_events_in_order(chat_server: ScriptedChatServer, photo: Path) -> None:
+    chat_server.enqueue(Completion(tool_calls=[("get_crops", {"crops": ["3"]})]), Completion(text="12"))
+    events = list(AwaResAgent(backend(chat_server)).stream(photo, "Which exit?"))
+    assert [e.type for e in events] == ["view", "model", "crops", "model", "answer", "result"]
+    assert events[0].data["view"]["width"] == 500
+    assert events[1].data["kind"] == "crop" and events[1].data["crops"] == ["3"]
+    assert events[-1].result is not None and events[-1].result.answer == "12"
+
+
+def test_astream(chat_server: ScriptedChatServer, photo: Path) -> None:
+    chat_server.enqueue(Completion(text="12"))
+
+    async def collect() -> list[str]:
+        return [e.type async for e in AwaResAgent(backend(chat_server)).astream(photo, "q")]
+
+    assert asyncio.run(collect()) == ["view", "model", "answer", "result"]
+
+
+def test_in_memory_checkpointer(chat_server: ScriptedChatServer, photo: Path) -> None:
+    chat_server.enqueue(Completion(text="12"))
+    agent = AwaResAgent(backend(chat_server), checkpointer=InMemorySaver())
+    result = agent.ask(photo, "q", thread_id="t1")
+    state = agent.graph.get_state({"configurable": {"thread_id": "t1"}}).values
+    assert state["answer"] == result.answer == "12"
+
+
+def test_sqlite_checkpoint_round_trip(chat_server: ScriptedChatServer, photo: Path, tmp_path: Path) -> None:
+    db, images = tmp_path / "runs.sqlite", tmp_path / "images"
+    chat_server.enqueue(Completion(tool_calls=[("get_crops", {"crops": ["3", "0"]})]), Completion(text="12"))
+    with sqlite3.connect(db, check_same_thread=False) as conn:
+        agent = AwaResAgent(
+            backend(chat_server), store=ImageStore(root=images), checkpointer=SqliteSaver(conn)
+        )
+        first = agent.ask(photo, "Which exit?", thread_id="q-1")
+
+    # A new process: new connection, new store on the same folder, new agent.
+    with sqlite3.connect(db, check_same_thread=False) as conn:
+        store = ImageStore(root=images)
+        agent = AwaResAgent(backend(chat_server), store=store, checkpointer=SqliteSaver(conn))
+        state = agent.graph.get_state({"configurable": {"thread_id": "q-1"}}).values
+        again = agent.trajectory_from_state(state)
+        for crop in again.crops:
+            assert store.get(crop.image_id).size == (crop.width, crop.height)
+    assert again.answer == first.answer
+    assert again.crops == first.trajectory.crops
+    assert again.messages == first.trajectory.messages
+    assert again.cost == first.trajectory.cost
+    # No pixels in the checkpoint: it stays small even with two 500x400 crops and a view.
+    assert db.stat().st_size < 400_000
+
+
+def test_resume_after_backend_failure(chat_server: ScriptedChatServer, photo: Path, tmp_path: Path) -> None:
+    chat_server.enqueue(
+        Completion(tool_calls=[("get_crops", {"crops": ["3"]})]),
+        HTTPError(500, headers={"x-should-retry": "false"}),
+    )
+    agent = AwaResAgent(
+        backend(chat_server), store=ImageStore(root=tmp_path / "img"), checkpointer=InMemorySaver()
+    )
+    with pytest.raises(BackendHTTPError):
+        agent.ask(photo, "Which exit?", thread_id="t")
+    chat_server.enqueue(Completion(text="12"))
+    result = agent.resume("t")
+    assert result.answer == "12"
+    assert [c.region_id for c in result.crops] == ["3"]
+    assert len(chat_server.chat_requests) == 3  # the crop turn was not asked again
+    with pytest.raises(ConfigError):
+        agent.resume("no-such-thread")
+
+
+def test_backend_errors_propagate_typed(chat_server: ScriptedChatServer, photo: Path) -> None:
+    chat_server.enqueue(Delay(2.0, Completion(text="late")))
+    agent = AwaResAgent(backend(chat_server, timeout=0.3))
+    with pytest.raises(BackendTimeoutError) as info:
+        agent.ask(photo, "q")
+    assert isinstance(info.value, BackendError)
+
+
+def test_bad_input_fails_before_any_request(chat_server: ScriptedChatServer, tmp_path: Path) -> None:
+    agent = AwaResAgent(backend(chat_server), max_image_pixels=1_000_000)
+    with pytest.raises(ImageDecodeError, match=r"missing\.png"):
+        agent.ask(tmp_path / "missing.png", "q")
+    with pytest.raises(ImageTooLargeError):
+        agent.ask(Image.new("L", (2000, 1000)), "q")
+    with pytest.raises(ConfigError):
+        agent.ask(Image.new("RGB", (10, 10)), "   ")
+    assert chat_server.chat_requests == []
+
+
+def test_truncated_jpeg_fails_cleanly(chat_server: ScriptedChatServer, photo: Path) -> None:
+    data = photo.read_bytes()
+    with pytest.raises(ImageDecodeError):
+        AwaResAgent(backend(chat_server)).ask(data[: len(data) // 3], "q")
+    assert chat_server.chat_requests == []
+
+
+def test_tiny_and_extreme_images(chat_server: ScriptedChatServer) -> None:
+    chat_server.enqueue(Completion(tool_calls=[("get_crops", {"crops": ["0"]})]), Completion(text="dot"))
+    chat_server.enqueue(Completion(tool_calls=[("get_crops", {"crops": ["8"]})]), Completion(text="line"))
+    agent = AwaResAgent(backend(chat_server))
+    tiny = agent.ask(Image.new("RGB", (1, 1), "red"), "colour?")
+    assert tiny.answer == "dot" and tiny.crops[0].box == (0, 0, 1, 1)  # under 100 px: sent whole
+    wide = agent.ask(Image.new("RGB", (12000, 150), "white"), "text?")
+    assert wide.answer == "line" and wide.crops[0].box == (6000, 0, 12000, 150)
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ConfigError, match="crop set"):
+        AwaResAgent(OpenAIBackend("m", base_url="http://127.0.0.1:9/v1"), crop_set="hexagons")
+    with pytest.raises(ValueError):
+        AwaResAgent(OpenAIBackend("m", base_url="http://127.0.0.1:9/v1"), max_rounds=-1)
+
+
+def test_trajectory_schema_is_stable() -> None:
+    """The committed JSON schema is the generated one, so a schema change is deliberate.
+
+    Regenerate with ``python -m awares_agent.trajectory > schemas/trajectory.schema.json``, and bump
+    SCHEMA_VERSION if the change breaks readers.
+    """
+    generated = Trajectory.model_json_schema()
+    assert json.loads(SCHEMA_FILE.read_text()) == generated
+
+
+def test_trajectory_json_round_trip(chat_server: ScriptedChatServer, photo: Path) -> None:
+    chat_server.enqueue(Completion(tool_calls=[("get_crops", {"crops": ["3"]})]), Completion(text="12"))
+    result = AwaResAgent(backend(chat_server)).ask(photo, "Which exit?")
+    text = result.trajectory.model_dump_json()
+    assert Trajectory.model_validate_json(text) == result.trajectory
+    assert "base64" not in text  # images are references, never pixels
