@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint bench clean
+.PHONY: setup test lint bench ask clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,12 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
+
+# Ask one question through an OpenAI-compatible server you run (vLLM, SGLang, Ollama, OpenAI...).
+ask: setup
+	@test -n "$(IMAGE)" -a -n "$(QUESTION)" -a -n "$(MODEL)" || \
+	  { echo 'usage: make ask IMAGE=page.png QUESTION="..." MODEL=name [BASE_URL=http://localhost:8000/v1]'; exit 2; }
+	$(BIN)/awares ask "$(IMAGE)" "$(QUESTION)" --model "$(MODEL)" $(if $(BASE_URL),--base-url "$(BASE_URL)")
 
 bench: setup
 	$(BIN)/python benchmarks/bench_agent_overhead.py

@@ -121,7 +121,7 @@ class AwaResAgent:
         base = config or AgentConfig()
         self.config = AgentConfig.model_validate({**base.model_dump(), **options}) if options else base
         self.backend = backend
-        self.store = store or ImageStore(max_pixels=self.config.max_image_pixels)
+        self.store = store if store is not None else ImageStore(max_pixels=self.config.max_image_pixels)
         self.checkpointer = checkpointer
         self.graph: CompiledStateGraph = build_graph(
             backend, self.config, store=self.store, checkpointer=checkpointer

@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument(
         "--image-format", choices=["png", "jpeg"], default="png", help="how images travel (default: png)"
     )
+    server.add_argument(
+        "--image-detail",
+        choices=["auto", "low", "high"],
+        help="OpenAI image detail; use 'high' on api.openai.com so crops keep their resolution",
+    )
     agent = ask.add_argument_group("agent")
     agent.add_argument(
         "--protocol",
@@ -98,6 +103,7 @@ def _ask(args: argparse.Namespace, console: Console) -> int:
         timeout=args.timeout,
         max_retries=args.max_retries,
         image_format=args.image_format,
+        image_detail=args.image_detail,
     )
     agent = AwaResAgent(backend, config)
     if args.json:

@@ -80,6 +80,10 @@ class BackendResponseError(BackendError):
     """The backend answered, but the reply is not a valid chat completion."""
 
 
+class MessageTranslationError(AwaresError, ValueError):
+    """A message cannot be expressed in a backend's format (e.g. an image inside a ``tool`` message)."""
+
+
 # --- configuration -------------------------------------------------------------------------------------
 
 

@@ -130,16 +130,17 @@ class ImageStore:
         image = SourceImage(src, max_pixels=self.max_pixels)
         with self._lock:
             existing = self._sources.get(image.id)
-            if existing is not None:
-                return existing
-            self._sources[image.id] = image
+        if existing is not None:
+            return existing
         if self.root is not None:
+            # Written before the id is handed out, so another process never sees an id it cannot open.
             path = self.root / "sources" / image.id
             if not path.exists():
                 # PIL inputs have no encoded form; PNG of the RGB pixels reproduces full() exactly.
                 data = image.encoded if image.encoded is not None else _encode_png(image.full())
                 _write_atomic(path, data)
-        return image
+        with self._lock:
+            return self._sources.setdefault(image.id, image)
 
     def source(self, image_id: str) -> SourceImage:
         """The source image with this id.

@@ -17,7 +17,7 @@ import os
 import struct
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -261,11 +261,10 @@ class SourceImage:
         self._check_size(raw_w, raw_h)
         try:
             with _pil_limit_lifted(raw_w * raw_h):
-                orientation = int(img.getexif().get(_ORIENTATION_TAG, 1) or 1)
                 copy = img.copy()
         except _DECODE_ERRORS as exc:
             raise self._decode_error(exc) from exc
-        self.orientation = orientation if orientation in _ORIENTATION_TRANSPOSE else 1
+        self.orientation = _exif_orientation(img.getexif)
         upright = _orient(copy, self.orientation)
         self.width, self.height = upright.size
         self.format = img.format
@@ -278,7 +277,9 @@ class SourceImage:
         raw_w, raw_h = im.size
         self._check_size(raw_w, raw_h)
         self.format = im.format
-        self.orientation = _header_orientation(im)
+        # The base-class getexif reads only what the header gave; PngImageFile.getexif would decode the
+        # whole image to look for an eXIf chunk after the pixel data.
+        self.orientation = _exif_orientation(lambda: Image.Image.getexif(im))
         if self.orientation in _SWAPS_AXES:
             raw_w, raw_h = raw_h, raw_w
         self.width, self.height = raw_w, raw_h
@@ -384,9 +385,14 @@ class SourceImage:
                 # DCT reduction that still gives at least that size.
                 im.draft("RGB", raw_target)
                 im.load()
-                return _resize(_orient(to_rgb(im), self.orientation), target)
+                oriented = _orient(to_rgb(im), self.orientation)
         except _DECODE_ERRORS as exc:
             raise self._decode_error(exc) from exc
+        # DCT scaling rounds odd sizes up by one pixel. Trimming that pixel moves the view by under one pixel;
+        # a LANCZOS pass to drop it would cost more than the whole reduced decode on large photos.
+        if 0 <= oriented.width - target[0] <= 1 and 0 <= oriented.height - target[1] <= 1:
+            return oriented.crop((0, 0, *target)) if oriented.size != target else oriented
+        return _resize(oriented, target)
 
     def crop(self, box: tuple[int, int, int, int]) -> Image.Image:
         """A crop of the full-resolution image (decoding it if needed).
@@ -504,13 +510,10 @@ def _decode_data_uri(uri: str) -> bytes:
         raise ImageDecodeError(f"<data-uri> has invalid base64 data: {exc}", source="<data-uri>") from exc
 
 
-def _header_orientation(im: Image.Image) -> int:
-    """The EXIF orientation known from the header, without loading pixels."""
+def _exif_orientation(read_exif: Callable[[], Image.Exif]) -> int:
+    """The EXIF orientation (1 to 8) that ``read_exif`` finds; 1 when there is none or it is malformed."""
     try:
-        # The base-class getexif reads only what the header gave; PngImageFile.getexif would decode the
-        # whole image to look for an eXIf chunk after the pixel data.
-        orientation = Image.Image.getexif(im).get(_ORIENTATION_TAG, 1)
-        orientation = int(orientation)
+        orientation = int(read_exif().get(_ORIENTATION_TAG, 1))
     except Exception:  # a malformed EXIF block must not make an otherwise readable image unusable
         return 1
     return orientation if orientation in _ORIENTATION_TRANSPOSE else 1

@@ -1,4 +1,4 @@
-"""Benchmark: the low-resolution view of a JPEG by reduced-size (DCT-scaled) decoding vs. full decode + resize.
+"""Benchmark: a JPEG's low-resolution view by reduced-size (DCT-scaled) decoding vs. full decode + resize.
 
 Synthesises a realistic photo-like JPEG (smooth gradients plus fine detail and noise, quality 90), then times,
 interleaved in one run so that both see the same machine state, the median of ``--repeats`` runs of:
@@ -25,7 +25,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageStat
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from awares_agent.images import ViewSpec, open_image  # noqa: E402
+from awares_agent.images import ViewSpec, open_image
 
 
 def synthesize_photo(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the synthetic image")
     args = parser.parse_args(argv)
 
-    width = int(round(math.sqrt(args.megapixels * 1e6 * 4 / 3)))
-    height = int(round(width * 3 / 4))
+    width = round(math.sqrt(args.megapixels * 1e6 * 4 / 3))
+    height = round(width * 3 / 4)
     spec = ViewSpec()
     target = spec.size(width, height)
 

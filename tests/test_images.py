@@ -607,3 +607,13 @@ def test_repr_does_not_leak_data_uri() -> None:
     source = open_image(uri)
     assert uri not in repr(source)
     assert "<data-uri>" in repr(source)
+
+
+def test_png_exif_orientation_is_read_from_the_header() -> None:
+    img = quadrants(64, 48)
+    exif = img.getexif()
+    exif[0x0112] = 6
+    source = open_image(encode(img, "PNG", exif=exif))
+    assert (source.width, source.height) == (48, 64)
+    assert not source.full_decoded
+    assert source.full().tobytes() == img.transpose(Image.Transpose.ROTATE_270).tobytes()

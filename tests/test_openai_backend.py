@@ -240,6 +240,16 @@ def test_jpeg_image_format(chat_server: ScriptedChatServer, store: ImageStore) -
     assert chat_server.last_request.images()[0].size == (32, 32)
 
 
+@pytest.mark.parametrize("detail", [None, "high"])
+def test_image_detail(chat_server: ScriptedChatServer, store: ImageStore, detail: str | None) -> None:
+    src = store.add(pattern_image(32, 32))
+    chat_server.enqueue(Completion(text="ok"))
+    message = ChatMessage(role="user", content=[store.full(src.id)])
+    backend_for(chat_server, image_detail=detail).complete([message], images=store)
+    (part,) = chat_server.last_request.messages[0]["content"]
+    assert part["image_url"].get("detail") == detail
+
+
 def test_tool_call_history_is_translated(chat_server: ScriptedChatServer, store: ImageStore) -> None:
     src = store.add(pattern_image(80, 60))
     view = store.view(src.id, ViewSpec())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from itertools import pairwise
 
 from awares_agent.errors import ConfigError
 
@@ -103,7 +104,7 @@ class CropSet(ABC):
             return text
         norm = normalize_name(text)
         for rid, name in zip(self.ids, self.names, strict=True):
-            if norm in (name, rid):
+            if norm == name:  # not ``rid``: normalizing strips "-", and "-1" must not resolve to "1"
                 return rid
         raise KeyError(token)
 
@@ -219,7 +220,7 @@ def _grid_spans(length: int, parts: int) -> list[tuple[int, int]]:
     """``parts`` consecutive spans covering ``[0, length)``, each widened to ``MIN_CROP_SIDE`` if needed."""
     cuts = [length * i // parts for i in range(parts + 1)]
     spans = []
-    for a, b in zip(cuts, cuts[1:], strict=False):
+    for a, b in pairwise(cuts):
         if b - a < MIN_CROP_SIDE:
             mid = (a + b) // 2
             a = min(max(0, mid - MIN_CROP_SIDE // 2), length - MIN_CROP_SIDE)

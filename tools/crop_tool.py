@@ -27,7 +27,7 @@ class CropRequest(BaseModel):
 
     crops: list[str] = Field(
         min_length=1,
-        description="Ids (or names) of the high-resolution crops to fetch, e.g. [\"0\", \"5\"].",
+        description='Ids (or names) of the high-resolution crops to fetch, e.g. ["0", "5"].',
     )
 
     @field_validator("crops", mode="before")
@@ -39,7 +39,9 @@ class CropRequest(BaseModel):
         if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str) and "," in value[0]:
             value = value[0].split(",")
         if isinstance(value, list):
-            return [str(v).strip() if isinstance(v, str | int) and not isinstance(v, bool) else v for v in value]
+            return [
+                str(v).strip() if isinstance(v, str | int) and not isinstance(v, bool) else v for v in value
+            ]
         return value
 
 
@@ -77,7 +79,8 @@ class CropTool:
         """
         if not crops:
             raise CropRequestError(
-                "No crops were requested. List at least one crop id, or answer the question directly.", raw=raw
+                "No crops were requested. List at least one crop id, or answer the question directly.",
+                raw=raw,
             )
         seen: dict[str, str] = {}
         for token in crops:
@@ -100,7 +103,7 @@ class CropTool:
         """Validate the JSON arguments of a function call and return canonical region ids.
 
         Raises:
-            CropRequestError: the arguments are not JSON, do not match :class:`CropRequest`, or name bad crops.
+            CropRequestError: the arguments are not JSON, do not fit :class:`CropRequest`, or name bad crops.
         """
         raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
         if isinstance(arguments, str):
@@ -124,9 +127,12 @@ class CropTool:
         except ValidationError as exc:
             if any(e["type"] == "too_short" for e in exc.errors()):
                 return self.validate([], raw=raw)
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()
+            )
             raise CropRequestError(
-                f'Invalid arguments for {self.name} ({problems}). Call it as {self.name}({{"crops": ["0", "5"]}}).',
+                f"Invalid arguments for {self.name} ({problems}). "
+                f'Call it as {self.name}({{"crops": ["0", "5"]}}).',
                 raw=raw,
             ) from None
         return self.validate(request.crops, raw=raw)

@@ -55,7 +55,8 @@ class Decision(BaseModel):
 
 
 _FINAL_INSTRUCTION = (
-    "Answer the question now from the images you already have. Do not request crops; reply with the answer only."
+    "Answer the question now from the images you already have. "
+    "Do not request crops; reply with the answer only."
 )
 
 
@@ -73,7 +74,7 @@ class ToolProtocol(ABC):
         """The system prompt that teaches the convention."""
 
     def tools(self) -> list[ToolSpec] | None:
-        """Tools to pass to the backend when crops may still be requested (``None``: the prompt teaches it)."""
+        """Tools to offer while crops may still be requested (``None``: the system prompt teaches it)."""
         return None
 
     @abstractmethod
@@ -108,13 +109,16 @@ class ToolProtocol(ABC):
 
     def refusal_messages(self, decision: Decision, reason: str) -> list[ChatMessage]:
         """Messages telling the model that a crop request was not served (budget spent, rounds exhausted)."""
-        return [*self._ack(decision, reason), ChatMessage.text_message("user", f"{reason} {_FINAL_INSTRUCTION}")]
+        return [
+            *self._ack(decision, reason),
+            ChatMessage.text_message("user", f"{reason} {_FINAL_INSTRUCTION}"),
+        ]
 
     def feedback_messages(self, decision: Decision) -> list[ChatMessage]:
         """Messages showing the model what was wrong with its turn, so it can correct itself."""
         text = f"{decision.error} Either request valid crops or answer the question."
         if decision.call_id is not None:
-            return [ChatMessage(role="tool", tool_call_id=i, content=[TextPart(text=t)]) for i, t in _ids(decision, text)]
+            return _tool_messages(decision, text)
         return [ChatMessage.text_message("user", text)]
 
     def final_instruction(self) -> ChatMessage:
@@ -126,7 +130,7 @@ class ToolProtocol(ABC):
         # the next request. Images cannot portably ride in it, so it carries only text.
         if decision.call_id is None:
             return []
-        return [ChatMessage(role="tool", tool_call_id=i, content=[TextPart(text=t)]) for i, t in _ids(decision, text)]
+        return _tool_messages(decision, text)
 
     def _crop_parts(self, crops: list[tuple[str, str, ImagePart]]) -> list[Part]:
         parts: list[Part] = []
@@ -149,13 +153,16 @@ class ToolProtocol(ABC):
         try:
             crops = fn(*args)
         except CropRequestError as exc:
-            return Decision(kind="invalid", error=str(exc), error_kind="invalid_tool_call", call_id=call_id, raw=raw)
+            return Decision(
+                kind="invalid", error=str(exc), error_kind="invalid_tool_call", call_id=call_id, raw=raw
+            )
         return Decision(kind="crop", crops=crops, call_id=call_id, raw=raw)
 
 
-def _ids(decision: Decision) -> list[str]:
-    """The structured call ids a reply must answer: ``call_id`` and every other call of the same turn."""
-    return list(dict.fromkeys(i for i in [decision.call_id, *decision.call_ids] if i is not None))
+def _tool_messages(decision: Decision, text: str) -> list[ChatMessage]:
+    """One tool message per structured call of the turn: each call id must be answered, not only the first."""
+    ids = dict.fromkeys(i for i in [decision.call_id, *decision.call_ids] if i is not None)
+    return [ChatMessage(role="tool", tool_call_id=i, content=[TextPart(text=text)]) for i in ids]
 
 
 _TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
@@ -201,7 +208,8 @@ class JsonProtocol(ToolProtocol):
             )
         if len(calls) > 1:
             # Several calls in one turn are merged into one request; duplicates across them are an error.
-            return self._validated(self._merged_arguments, [c.arguments for c in calls], call_id=call_id, raw=text)
+            arguments = [c.arguments for c in calls]
+            return self._validated(self._merged_arguments, arguments, call_id=call_id, raw=text)
         return self._validated(self.tool.parse_arguments, calls[0].arguments, call_id=call_id, raw=text)
 
     def _merged_arguments(self, arguments: list[Any]) -> list[str]:
@@ -311,7 +319,10 @@ class AwaresTextProtocol(ToolProtocol):
         return [image for _, _, image in crops]
 
 
-PROTOCOLS: dict[str, type[ToolProtocol]] = {JsonProtocol.key: JsonProtocol, AwaresTextProtocol.key: AwaresTextProtocol}
+PROTOCOLS: dict[str, type[ToolProtocol]] = {
+    JsonProtocol.key: JsonProtocol,
+    AwaresTextProtocol.key: AwaresTextProtocol,
+}
 
 
 def make_protocol(key: str, crop_set: CropSet) -> ToolProtocol:

@@ -22,7 +22,6 @@ import openai
 
 from awares_agent.backends.base import ChatReply, Usage
 from awares_agent.errors import (
-    AwaresError,
     BackendAuthError,
     BackendConnectionError,
     BackendError,
@@ -31,6 +30,7 @@ from awares_agent.errors import (
     BackendResponseError,
     BackendTimeoutError,
     ConfigError,
+    MessageTranslationError,
 )
 from awares_agent.messages import ChatMessage, ImagePart, TextPart, ToolCall, ToolSpec
 
@@ -54,15 +54,14 @@ PLACEHOLDER_API_KEY = "EMPTY"
 _EXCERPT_CHARS = 200
 
 
-class MessageTranslationError(AwaresError, ValueError):
-    """A message cannot be expressed in the OpenAI chat format (e.g. an image inside a ``tool`` message)."""
-
-
 # --- request translation -------------------------------------------------------------------------------
 
 
 def to_openai_messages(
-    messages: Sequence[ChatMessage], images: ImageStore, image_format: Literal["png", "jpeg"] = "png"
+    messages: Sequence[ChatMessage],
+    images: ImageStore,
+    image_format: Literal["png", "jpeg"] = "png",
+    image_detail: Literal["auto", "low", "high"] | None = None,
 ) -> list[dict[str, Any]]:
     """Translate backend-neutral messages into OpenAI chat-completions ``messages``.
 
@@ -70,6 +69,7 @@ def to_openai_messages(
         messages: the conversation, in order.
         images: the store that resolves each :class:`ImagePart` to a ``data:`` URI.
         image_format: how images are encoded in the data URIs.
+        image_detail: OpenAI's ``detail`` for every image (``None``: not sent, the server decides).
 
     Returns:
         A list of JSON-ready message dicts: ``system`` and ``tool`` contents are strings; a text-only
@@ -101,7 +101,7 @@ def to_openai_messages(
             out.append(
                 {
                     "role": "assistant",
-                    "content": _content(msg, images, image_format) if msg.content else None,
+                    "content": _content(msg, images, image_format, image_detail) if msg.content else None,
                     "tool_calls": [
                         {
                             "id": c.id,
@@ -113,12 +113,15 @@ def to_openai_messages(
                 }
             )
         else:
-            out.append({"role": msg.role, "content": _content(msg, images, image_format)})
+            out.append({"role": msg.role, "content": _content(msg, images, image_format, image_detail)})
     return out
 
 
 def _content(
-    msg: ChatMessage, images: ImageStore, image_format: Literal["png", "jpeg"]
+    msg: ChatMessage,
+    images: ImageStore,
+    image_format: Literal["png", "jpeg"],
+    image_detail: Literal["auto", "low", "high"] | None,
 ) -> str | list[dict[str, Any]]:
     if not msg.images:
         return msg.text
@@ -127,8 +130,10 @@ def _content(
         if isinstance(part, TextPart):
             parts.append({"type": "text", "text": part.text})
         elif isinstance(part, ImagePart):
-            url = images.data_uri(part.image_id, image_format)
-            parts.append({"type": "image_url", "image_url": {"url": url}})
+            image_url = {"url": images.data_uri(part.image_id, image_format)}
+            if image_detail is not None:
+                image_url["detail"] = image_detail
+            parts.append({"type": "image_url", "image_url": image_url})
     return parts
 
 
@@ -272,6 +277,8 @@ class OpenAIBackend:
         max_retries: retries on connection errors, timeouts, 408/409/429 and 5xx, with the client's
             exponential backoff that honours a positive ``Retry-After``; 0 disables them.
         image_format: how images are encoded in the ``data:`` URIs.
+        image_detail: OpenAI's image ``detail`` (``"high"`` keeps crops at full resolution on
+            api.openai.com; ``None`` sends none, which local servers expect).
         temperature: sampling temperature; ``None`` leaves it to the server.
         max_tokens: cap on generated tokens; ``None`` leaves it to the server.
         extra_body: extra JSON fields merged into every request body (e.g. vLLM's ``top_k``).
@@ -291,6 +298,7 @@ class OpenAIBackend:
         timeout: float = 60.0,
         max_retries: int = 3,
         image_format: Literal["png", "jpeg"] = "png",
+        image_detail: Literal["auto", "low", "high"] | None = None,
         temperature: float | None = 0.0,
         max_tokens: int | None = None,
         extra_body: dict[str, Any] | None = None,
@@ -304,6 +312,8 @@ class OpenAIBackend:
             raise ConfigError(f"OpenAIBackend: max_retries must be an integer >= 0, got {max_retries!r}")
         if image_format not in ("png", "jpeg"):
             raise ConfigError(f"OpenAIBackend: image_format must be 'png' or 'jpeg', got {image_format!r}")
+        if image_detail not in (None, "auto", "low", "high"):
+            raise ConfigError(f"OpenAIBackend: image_detail must be auto/low/high/None, got {image_detail!r}")
         if max_tokens is not None and max_tokens <= 0:
             raise ConfigError(f"OpenAIBackend: max_tokens must be positive or None, got {max_tokens!r}")
         if base_url is not None and not base_url.startswith(("http://", "https://")):
@@ -329,6 +339,7 @@ class OpenAIBackend:
         self._timeout = float(timeout)
         self._max_retries = max_retries
         self._image_format: Literal["png", "jpeg"] = image_format
+        self._image_detail = image_detail
         self._temperature = temperature
         self._max_tokens = max_tokens
         self._extra_body = dict(extra_body) if extra_body else None
@@ -463,7 +474,7 @@ class OpenAIBackend:
     ) -> dict[str, Any]:
         request: dict[str, Any] = {
             "model": self._model,
-            "messages": to_openai_messages(messages, images, self._image_format),
+            "messages": to_openai_messages(messages, images, self._image_format, self._image_detail),
         }
         if tools:
             request["tools"] = [spec.to_openai() for spec in tools]
