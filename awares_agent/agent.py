@@ -118,8 +118,7 @@ class AwaResAgent:
         checkpointer: BaseCheckpointSaver | None = None,
         **options: Any,
     ) -> None:
-        base = config or AgentConfig()
-        self.config = AgentConfig.model_validate({**base.model_dump(), **options}) if options else base
+        self.config = AgentConfig.from_options(config, **options) if options or config is None else config
         self.backend = backend
         self.store = store if store is not None else ImageStore(max_pixels=self.config.max_image_pixels)
         self.checkpointer = checkpointer

@@ -88,7 +88,7 @@ def _ask(args: argparse.Namespace, console: Console) -> int:
     from awares_agent.backends.openai_compat import OpenAIBackend
     from awares_agent.config import AgentConfig
 
-    config = AgentConfig(
+    config = AgentConfig.from_options(
         protocol=args.protocol,
         crop_set=args.crop_set,
         max_rounds=args.max_rounds,

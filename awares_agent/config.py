@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from awares_agent.errors import ConfigError
 from awares_agent.images import DEFAULT_MAX_IMAGE_PIXELS, ViewSpec
 
 
@@ -47,6 +48,23 @@ class AgentConfig(BaseModel):
 
         crop_set(self.crop_set)  # raises ConfigError for an unknown key
         return self
+
+    @classmethod
+    def from_options(cls, base: AgentConfig | None = None, **options: Any) -> AgentConfig:
+        """A config from ``base`` (defaults if omitted) with ``options`` overriding its fields.
+
+        Raises:
+            ConfigError: an unknown option or an invalid value, with every problem named.
+        """
+        data = {**(base.model_dump() if base is not None else {}), **options}
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']} (got {e.get('input')!r})"
+                for e in exc.errors()
+            )
+            raise ConfigError(f"invalid agent configuration: {problems}") from None
 
     @property
     def view(self) -> ViewSpec:

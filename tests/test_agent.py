@@ -156,6 +156,23 @@ def test_sqlite_checkpoint_round_trip(chat_server: ScriptedChatServer, photo: Pa
     assert db.stat().st_size < 400_000
 
 
+def test_async_sqlite_checkpointer(chat_server: ScriptedChatServer, photo: Path, tmp_path: Path) -> None:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    chat_server.enqueue(Completion(tool_calls=[("get_crops", {"crops": ["3"]})]), Completion(text="12"))
+
+    async def run() -> tuple[str | None, dict]:
+        async with AsyncSqliteSaver.from_conn_string(str(tmp_path / "a.sqlite")) as saver:
+            agent = AwaResAgent(backend(chat_server), checkpointer=saver)
+            result = await agent.aask(photo, "Which exit?", thread_id="a-1")
+            snapshot = await agent.graph.aget_state({"configurable": {"thread_id": "a-1"}})
+            return result.answer, snapshot.values
+
+    answer, values = asyncio.run(run())
+    assert answer == values["answer"] == "12"
+    assert [c["region_id"] for c in values["crops"]] == ["3"]
+
+
 def test_resume_after_backend_failure(chat_server: ScriptedChatServer, photo: Path, tmp_path: Path) -> None:
     chat_server.enqueue(
         Completion(tool_calls=[("get_crops", {"crops": ["3"]})]),
@@ -214,8 +231,10 @@ def test_tiny_and_extreme_images(chat_server: ScriptedChatServer) -> None:
 def test_config_errors() -> None:
     with pytest.raises(ConfigError, match="crop set"):
         AwaResAgent(OpenAIBackend("m", base_url="http://127.0.0.1:9/v1"), crop_set="hexagons")
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="max_rounds"):
         AwaResAgent(OpenAIBackend("m", base_url="http://127.0.0.1:9/v1"), max_rounds=-1)
+    with pytest.raises(ConfigError, match="colour"):
+        AwaResAgent(OpenAIBackend("m", base_url="http://127.0.0.1:9/v1"), colour="blue")
 
 
 def test_trajectory_schema_is_stable() -> None:

@@ -58,6 +58,7 @@ def test_json_output_is_one_object(
     ("reply", "code", "message"),
     [
         (HTTPError(500, headers={"x-should-retry": "false"}), 1, "500"),
+        (HTTPError(429, headers={"x-should-retry": "false"}), 1, "429"),
         (Garbage(b"<html>oops"), 1, "not JSON"),
         (Delay(2.0), 1, "timeout"),
         (HTTPError(401), 1, "OPENAI_API_KEY"),
@@ -85,6 +86,15 @@ def test_bad_image_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["ask", str(bad), "q", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"]) == 2
     err = capsys.readouterr().err
     assert "notes.png" in err and "Traceback" not in err
+
+
+def test_bad_option_value(sign: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["ask", str(sign), "q", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--max-rtr", "-1"]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "max_rtr" in err and "Traceback" not in err
 
 
 def test_unreachable_server(sign: Path, capsys: pytest.CaptureFixture[str]) -> None:
