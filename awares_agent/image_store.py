@@ -7,6 +7,11 @@ checkpoint) can resolve the same ids::
 
     root/sources/<id>        the source image's original encoded bytes (PIL images: as PNG), written once
     root/derived/<id>.json   how a view or crop was made (source id + operation); its pixels are not written
+
+Memory: everything computed from a source (derived pixels, encodings, data URIs and the decoded
+full-resolution source pixels) lives in one least-recently-used cache of ``cache_bytes``; an evicted entry is
+recomputed deterministically when next needed. The sources themselves (their encoded bytes) are kept until
+:meth:`ImageStore.discard`.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ import os
 import re
 import tempfile
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from PIL import Image
 
@@ -37,6 +44,8 @@ from awares_agent.messages import ImagePart
 
 _ID_PATTERN = re.compile(r"[0-9a-f]{64}")
 _RECIPE_VERSION = 1
+DEFAULT_CACHE_BYTES = 512 * 2**20
+"""The default budget of an :class:`ImageStore`'s cache of computed pixels and encodings (512 MiB)."""
 
 
 class UnknownImageError(AwaresError, KeyError):
@@ -86,25 +95,39 @@ class _Recipe:
 class ImageStore:
     """Content-addressed images: sources, their low-resolution views and their crops. Thread-safe.
 
-    Derived pixels are computed when a view or crop is first requested and cached in memory; encodings (PNG,
-    JPEG, data URIs) are cached too. :meth:`clear_cache` drops both; they are re-derived on demand.
+    Derived pixels are computed when a view or crop is first requested; they, the encodings (PNG, JPEG, data
+    URIs) and the decoded full-resolution sources share one least-recently-used cache of at most
+    ``cache_bytes`` (each entry charged its approximate size: width x height x bands for pixels, the length
+    for encodings). Whatever is evicted is re-derived, bit for bit, when next needed, so the budget only
+    trades memory for time. :meth:`clear_cache` empties the cache; :meth:`discard` forgets a source
+    altogether.
 
     Args:
         root: a folder to persist to (created if needed), or None to keep everything in memory only.
         max_pixels: refuse source images with more pixels than this (a decompression-bomb guard).
+        cache_bytes: the cache's budget in bytes; 0 caches nothing (everything is recomputed each time).
+            An entry larger than the budget is computed and returned but not kept.
+
+    Raises:
+        ConfigError: ``cache_bytes`` is not a non-negative integer.
     """
 
     def __init__(
-        self, root: str | os.PathLike[str] | None = None, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
+        if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, Integral) or cache_bytes < 0:
+            raise ConfigError(f"cache_bytes must be a non-negative integer (bytes), got {cache_bytes!r}")
         self.root = Path(root) if root is not None else None
         self.max_pixels = max_pixels
         self._lock = threading.RLock()
         self._sources: dict[str, SourceImage] = {}
         self._recipes: dict[str, _Recipe] = {}
-        self._pixels: dict[str, Image.Image] = {}
-        self._encoded: dict[tuple[str, str, int | None], bytes] = {}
-        self._uris: dict[tuple[str, str, int | None], str] = {}
+        # Keys: ("pixels", id), ("full", source id), ("encoded" | "uri", id, format, quality).
+        self._cache = _LRUCache(int(cache_bytes))
         if self.root is not None:
             (self.root / "sources").mkdir(parents=True, exist_ok=True)
             (self.root / "derived").mkdir(parents=True, exist_ok=True)
@@ -127,7 +150,7 @@ class ImageStore:
             ImageDecodeError: the input is not a readable image.
             ImageTooLargeError: it has more than ``max_pixels`` pixels.
         """
-        image = SourceImage(src, max_pixels=self.max_pixels)
+        image = SourceImage(src, max_pixels=self.max_pixels, on_full=self._full_returned)
         with self._lock:
             existing = self._sources.get(image.id)
         if existing is not None:
@@ -158,7 +181,13 @@ class ImageStore:
         path = self._persisted("sources", image_id, "")
         if path is None:
             raise UnknownImageError(f"no source image with id {image_id!r} in this image store")
-        image = SourceImage(path.read_bytes(), max_pixels=self.max_pixels, image_id=image_id, label=str(path))
+        image = SourceImage(
+            path.read_bytes(),
+            max_pixels=self.max_pixels,
+            image_id=image_id,
+            label=str(path),
+            on_full=self._full_returned,
+        )
         with self._lock:
             return self._sources.setdefault(image_id, image)
 
@@ -231,10 +260,11 @@ class ImageStore:
         return image_id
 
     def _pixels_of(self, image_id: str, recipe: _Recipe) -> Image.Image:
+        key = ("pixels", image_id)
         with self._lock:
-            cached = self._pixels.get(image_id)
-        if cached is not None:
-            return cached
+            entry = self._cache.get(key)
+        if entry is not None:
+            return entry.value
         # Computed outside the lock so that other images are not held up; a race only wastes one resize.
         source = self.source(recipe.source_id)
         if recipe.op == "view":
@@ -244,8 +274,10 @@ class ImageStore:
             assert recipe.box is not None
             pixels = source.crop(recipe.box)
         with self._lock:
+            if self._sources.get(recipe.source_id) is not source:
+                return pixels  # the source was discarded meanwhile: remember nothing derived from it
             self._recipes.setdefault(image_id, recipe)
-            return self._pixels.setdefault(image_id, pixels)
+        return self._keep(key, pixels)
 
     # --- pixels and encodings --------------------------------------------------------------------------
 
@@ -259,11 +291,11 @@ class ImageStore:
             UnknownImageError: no image has this id.
         """
         with self._lock:
-            cached = self._pixels.get(image_id)
+            entry = self._cache.get(("pixels", image_id))
             recipe = self._recipes.get(image_id)
             source = self._sources.get(image_id)
-        if cached is not None:
-            return cached
+        if entry is not None:
+            return entry.value
         if source is not None:
             return source.full()
         if recipe is None:
@@ -286,15 +318,14 @@ class ImageStore:
             UnknownImageError: no image has this id.
             ConfigError: unknown format or quality out of range.
         """
-        key = self._encoding_key(image_id, fmt, quality)
+        key = ("encoded", *self._encoding_key(image_id, fmt, quality))
         with self._lock:
-            cached = self._encoded.get(key)
-        if cached is not None:
-            return cached
+            entry = self._cache.get(key)
+        if entry is not None:
+            return entry.value
         image = self.get(image_id)
         data = _encode_png(image) if fmt == "png" else _encode_jpeg(image, quality)
-        with self._lock:
-            return self._encoded.setdefault(key, data)
+        return self._keep(key, data)
 
     def data_uri(self, image_id: str, fmt: Literal["png", "jpeg"] = "png", *, quality: int = 95) -> str:
         """The image as a ``data:image/<fmt>;base64,...`` URI; cached.
@@ -308,15 +339,13 @@ class ImageStore:
             UnknownImageError: no image has this id.
             ConfigError: unknown format or quality out of range.
         """
-        key = self._encoding_key(image_id, fmt, quality)
+        key = ("uri", *self._encoding_key(image_id, fmt, quality))
         with self._lock:
-            cached = self._uris.get(key)
-        if cached is not None:
-            return cached
+            entry = self._cache.get(key)
+        if entry is not None:
+            return entry.value
         payload = base64.b64encode(self.encode(image_id, fmt, quality=quality)).decode()
-        uri = f"data:image/{fmt};base64,{payload}"
-        with self._lock:
-            return self._uris.setdefault(key, uri)
+        return self._keep(key, f"data:image/{fmt};base64,{payload}")
 
     @staticmethod
     def _encoding_key(image_id: str, fmt: str, quality: int) -> tuple[str, str, int | None]:
@@ -328,15 +357,83 @@ class ImageStore:
             raise ConfigError(f"JPEG quality must be an integer from 1 to 100, got {quality!r}")
         return image_id, fmt, quality
 
+    # --- memory --------------------------------------------------------------------------------------
+
+    @property
+    def cache_bytes(self) -> int:
+        """The cache's budget in bytes (as passed to the constructor)."""
+        return self._cache.budget
+
+    @property
+    def cached_bytes(self) -> int:
+        """The approximate size of everything the cache holds now (at most ``cache_bytes``)."""
+        with self._lock:
+            return self._cache.total
+
     def clear_cache(self) -> None:
         """Drop cached pixels (derived and decoded sources) and encodings; they are recomputed when needed."""
+        dropped: list[_Entry] = []
         with self._lock:
-            self._pixels.clear()
-            self._encoded.clear()
-            self._uris.clear()
+            self._cache.clear(dropped)
             sources = list(self._sources.values())
         for source in sources:
             source.release()
+        _released(dropped)
+
+    def discard(self, source_id: str) -> None:
+        """Forget a source and everything derived from it (its views' and crops' recipes, pixels, encodings).
+
+        Use it in a long-running process (an evaluation or data-collection run) once a query is done and its
+        images are no longer needed: the cache is bounded by ``cache_bytes``, but every registered source
+        keeps its encoded bytes (a few MB for a photo) and every view or crop its recipe until discarded.
+        Only memory is freed: files under ``root`` are kept, so this store (or another on the same root) can
+        still resolve the ids from them; in a memory-only store the ids are unknown afterwards. A
+        :class:`SourceImage` the caller still holds goes on working on its own.
+
+        Args:
+            source_id: a source's id; an id this store does not hold in memory is ignored.
+        """
+        dropped: list[_Entry] = []
+        with self._lock:
+            source = self._sources.pop(source_id, None)
+            ids = {source_id}
+            for image_id, recipe in list(self._recipes.items()):
+                if recipe.source_id == source_id:
+                    del self._recipes[image_id]
+                    ids.add(image_id)
+            for key in [key for key in self._cache.entries if key[1] in ids]:
+                self._cache.pop(key, dropped)
+        if source is not None:
+            source.on_full = None
+            source.release()
+        _released(dropped)
+
+    def _keep(self, key: _CacheKey, value: Any) -> Any:
+        """Cache ``value`` under ``key`` as the most recent entry; another thread's value if it was first."""
+        dropped: list[_Entry] = []
+        with self._lock:
+            entry = self._cache.get(key)
+            if entry is not None:
+                return entry.value
+            self._cache.put(key, _Entry(value, _size(value)), dropped)
+        _released(dropped)
+        return value
+
+    def _full_returned(self, source: SourceImage, image: Image.Image) -> None:
+        """``source.full()`` returned ``image`` (its ``on_full`` hook): charge it to the cache, or drop it."""
+        key = ("full", source.id)
+        dropped: list[_Entry] = []
+        kept = False
+        with self._lock:
+            if self._sources.get(source.id) is source:
+                entry = self._cache.get(key)  # a hit: now the most recent
+                # Already charged; or superseded (released, or decoded again: that call charges the new one).
+                if (entry is not None and entry.value is image) or source._full is not image:
+                    return
+                kept = self._cache.put(key, _Entry(image, _size(image), source), dropped)
+        if not kept:  # larger than the budget, or the source is not (or no longer) registered
+            source.release(image)
+        _released(dropped)
 
     # --- membership ------------------------------------------------------------------------------------
 
@@ -385,7 +482,81 @@ class ImageStore:
 
     def __repr__(self) -> str:
         where = f"root={str(self.root)!r}" if self.root is not None else "in memory"
-        return f"ImageStore({where}, {len(self._sources)} sources, {len(self._recipes)} derived)"
+        return (
+            f"ImageStore({where}, {len(self._sources)} sources, {len(self._recipes)} derived, "
+            f"cache {self._cache.total:,}/{self.cache_bytes:,} bytes)"
+        )
+
+
+_CacheKey: TypeAlias = tuple[Any, ...]
+
+
+@dataclass(eq=False)
+class _Entry:
+    """A cached value and the bytes it is charged; for a decoded full image, the source that holds it."""
+
+    value: Any
+    size: int
+    source: SourceImage | None = None
+
+
+class _LRUCache:
+    """Entries charged their size, least recently used first; inserting evicts down to the budget.
+
+    Not thread-safe: the store uses it under its lock. Removed entries are handed back to the caller so that,
+    outside the lock, their sources release decoded full images (and their memory is freed there).
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.entries: OrderedDict[_CacheKey, _Entry] = OrderedDict()
+        self.total = 0
+
+    def get(self, key: _CacheKey) -> _Entry | None:
+        """The entry under ``key``, now the most recently used; None if there is none."""
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+        return entry
+
+    def put(self, key: _CacheKey, entry: _Entry, dropped: list[_Entry]) -> bool:
+        """Store ``entry`` (replacing any under ``key``) as the most recent, evicting the least recent down to
+        the budget; False, and nothing stored, if it alone is over the budget."""
+        self.pop(key, dropped)
+        if self.budget == 0 or entry.size > self.budget:
+            return False
+        self.entries[key] = entry
+        self.total += entry.size
+        while self.total > self.budget:
+            _, oldest = self.entries.popitem(last=False)
+            self.total -= oldest.size
+            dropped.append(oldest)
+        return True
+
+    def pop(self, key: _CacheKey, dropped: list[_Entry]) -> None:
+        entry = self.entries.pop(key, None)
+        if entry is not None:
+            self.total -= entry.size
+            dropped.append(entry)
+
+    def clear(self, dropped: list[_Entry]) -> None:
+        dropped.extend(self.entries.values())
+        self.entries.clear()
+        self.total = 0
+
+
+def _size(value: Image.Image | bytes | str) -> int:
+    """What a cached value is charged: width x height x bands for pixels, the length for bytes and text."""
+    if isinstance(value, Image.Image):
+        return value.width * value.height * len(value.getbands())
+    return len(value)
+
+
+def _released(dropped: list[_Entry]) -> None:
+    """Release dropped decoded full images from their sources; called outside the store's lock."""
+    for entry in dropped:
+        if entry.source is not None:
+            entry.source.release(entry.value)
 
 
 def _sha256(text: str) -> str:

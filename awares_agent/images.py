@@ -211,6 +211,11 @@ class SourceImage:
         max_pixels: refuse images with more pixels than this.
         image_id: use this id instead of hashing the input (for reopening bytes persisted under a known id).
         label: name the input by this in messages instead of the default label.
+        on_full: for an owner that budgets memory (:class:`~awares_agent.image_store.ImageStore`): called,
+            outside this image's lock, with this image and the decoded full image each time :meth:`full`
+            returns it (just decoded or kept from before; not when it is a PIL input's own RGB copy, which is
+            kept anyway), so the owner can account for it and drop it with :meth:`release`. None (the
+            default): the decoded full image is kept until :meth:`release`.
 
     Attributes:
         id: sha256 hex digest of the encoded bytes (path, bytes and data-URI input) or, for a PIL image, of
@@ -221,6 +226,7 @@ class SourceImage:
         label: the input in words: the path, ``"<bytes>"``, ``"<data-uri>"`` or ``"<PIL image>"``.
         orientation: the EXIF orientation (1 to 8) the pixels are corrected for.
         encoded: the encoded file bytes, or None for a PIL image input.
+        on_full: the ``on_full`` hook (see Args); may be replaced, or set to None to detach the owner.
 
     Raises:
         ImageDecodeError: the input is missing, empty, not an image, or its header is corrupt.
@@ -234,6 +240,7 @@ class SourceImage:
         max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         image_id: str | None = None,
         label: str | None = None,
+        on_full: Callable[[SourceImage, Image.Image], None] | None = None,
     ) -> None:
         if isinstance(max_pixels, bool) or not isinstance(max_pixels, Integral) or max_pixels < 1:
             raise ConfigError(f"max_pixels must be a positive integer, got {max_pixels!r}")
@@ -241,6 +248,7 @@ class SourceImage:
         self._lock = threading.Lock()
         self._full: Image.Image | None = None
         self._pil: Image.Image | None = None
+        self.on_full = on_full
 
         if isinstance(src, Image.Image):
             self.label = label or "<PIL image>"
@@ -324,15 +332,19 @@ class SourceImage:
     def full(self) -> Image.Image:
         """The full-resolution image: RGB, EXIF orientation applied, first frame of an animation.
 
-        Decoded on the first call and cached; treat it as read-only (it is shared).
+        Decoded on the first call and kept until :meth:`release`; treat it as read-only (it is shared).
 
         Raises:
             ImageDecodeError: the pixel data is truncated or corrupt.
         """
         with self._lock:
-            if self._full is None:
-                self._full = self._decode_full()
-            return self._full
+            image = self._full
+            if image is None:
+                image = self._full = self._decode_full()
+        on_full = self.on_full
+        if on_full is not None and image is not self._pil:
+            on_full(self, image)
+        return image
 
     def _decode_full(self) -> Image.Image:
         if self._pil is not None:
@@ -349,10 +361,15 @@ class SourceImage:
         except _DECODE_ERRORS as exc:
             raise self._decode_error(exc) from exc
 
-    def release(self) -> None:
-        """Drop the decoded full image to free memory; :meth:`full` decodes it again when next needed."""
+    def release(self, image: Image.Image | None = None) -> None:
+        """Drop the decoded full image to free memory; :meth:`full` decodes it again when next needed.
+
+        Args:
+            image: drop it only if it is this very image (so a stale request cannot drop a newer decode).
+        """
         with self._lock:
-            self._full = None
+            if image is None or self._full is image:
+                self._full = None
 
     def low_res(self, spec: ViewSpec) -> Image.Image:
         """The low-resolution view: an RGB image of size ``spec.size(width, height)``.

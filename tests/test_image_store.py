@@ -313,3 +313,243 @@ def test_many_threads_adding_and_cropping(jpeg_bytes: bytes, monkeypatch: pytest
     assert len(set(results)) == 1
     assert decodes == 1
     assert len(store) == 1 + 1 + 16 + 1  # source, view, 16 crops, the shared (0, 0, 50, 50) crop
+
+
+# --- the bounded cache ---------------------------------------------------------------------------------
+
+FULL_BYTES = 400 * 300 * 3  # a decoded 400x300 RGB source
+CROP_BYTES = 100 * 100 * 3
+
+
+def cached_pixel_ids(store: ImageStore) -> set[str]:
+    return {key[1] for key in store._cache.entries if key[0] == "pixels"}
+
+
+def assert_consistent(store: ImageStore) -> None:
+    """The accounting adds up, stays within budget, and every decoded full image is charged."""
+    with store._lock:
+        entries = dict(store._cache.entries)
+        total = store.cached_bytes
+        sources = list(store._sources.values())
+    assert sum(entry.size for entry in entries.values()) == total <= store.cache_bytes
+    for source in sources:
+        # A PIL input's RGB copy is its full image, kept by the source anyway: not charged.
+        if source.full_decoded and source._full is not source._pil:
+            entry = entries.get(("full", source.id))
+            assert entry is not None and entry.value is source._full
+
+
+def test_cache_bytes_is_validated() -> None:
+    for bad in (-1, True, 1.5, "1", None):
+        with pytest.raises(ConfigError, match="cache_bytes"):
+            ImageStore(cache_bytes=bad)  # type: ignore[arg-type]
+    assert ImageStore().cache_bytes == 512 * 2**20
+    assert ImageStore(cache_bytes=0).cached_bytes == 0
+
+
+def test_a_small_budget_bounds_the_cache_and_re_derives_identical_pixels(jpeg_bytes: bytes) -> None:
+    budget = FULL_BYTES + 5 * CROP_BYTES
+    store, reference = ImageStore(cache_bytes=budget), ImageStore()
+    source_id = store.add(jpeg_bytes).id
+    reference.add(jpeg_bytes)
+    parts = []
+    for i in range(40):
+        box = (i * 5, i * 3, i * 5 + 100, i * 3 + 100)
+        parts.append(store.crop(source_id, box))
+        parts.append(store.view(source_id, ViewSpec(longest_side=50 + i)))
+        assert reference.crop(source_id, box) == parts[-2]
+        assert reference.view(source_id, ViewSpec(longest_side=50 + i)) == parts[-1]
+        store.data_uri(parts[-2].image_id)
+        store.encode(parts[-1].image_id, "jpeg", quality=80)
+        assert 0 < store.cached_bytes <= budget
+        assert_consistent(store)
+    assert len(cached_pixel_ids(store)) < len(parts)  # most were evicted...
+    for part in parts:  # ...and come back identical
+        assert store.get(part.image_id).tobytes() == reference.get(part.image_id).tobytes()
+        assert store.get(part.image_id).size == (part.width, part.height)
+        assert store.cached_bytes <= budget
+    last = parts[0].image_id
+    assert store.encode(last) == reference.encode(last)
+    assert store.data_uri(last, "jpeg") == reference.data_uri(last, "jpeg")
+    assert len(store) == 1 + len(parts)  # evicting pixels forgets no recipe
+    assert_consistent(store)
+
+
+def test_decoded_full_images_are_evicted_and_decoded_again(jpeg_bytes: bytes) -> None:
+    store, reference = ImageStore(cache_bytes=FULL_BYTES + 2 * CROP_BYTES), ImageStore()
+    first = store.add(jpeg_bytes)
+    second = store.add(encode(photo().transpose(Image.Transpose.FLIP_LEFT_RIGHT), "JPEG", quality=90))
+    reference.add(jpeg_bytes)
+
+    store.crop(first.id, (0, 0, 100, 100))
+    assert first.full_decoded
+    assert store.cached_bytes == FULL_BYTES + CROP_BYTES
+    store.crop(second.id, (0, 0, 100, 100))  # its full image pushes out the first's
+    assert second.full_decoded
+    assert not first.full_decoded
+    assert_consistent(store)
+
+    box = (150, 100, 250, 200)
+    again = store.crop(first.id, box)  # decodes the first source again, correctly
+    assert first.full_decoded
+    assert not second.full_decoded
+    assert (
+        store.get(again.image_id).tobytes() == reference.get(reference.crop(first.id, box).image_id).tobytes()
+    )
+    assert store.get(first.id).tobytes() == reference.get(first.id).tobytes()
+    assert_consistent(store)
+
+    # A full image larger than the whole budget is used, then dropped at once.
+    small = ImageStore(cache_bytes=FULL_BYTES - 1)
+    source = small.add(jpeg_bytes)
+    crop = small.crop(source.id, box)
+    assert reference.crop(source.id, box) == crop
+    assert not source.full_decoded
+    assert small.get(source.id).tobytes() == reference.get(source.id).tobytes()
+    assert not source.full_decoded
+    assert small.get(crop.image_id).tobytes() == reference.get(crop.image_id).tobytes()
+    assert_consistent(small)
+
+
+def test_least_recently_used_entries_go_first(jpeg_bytes: bytes) -> None:
+    store = ImageStore(cache_bytes=3 * CROP_BYTES)  # three crops; the full image never fits
+    source_id = store.add(jpeg_bytes).id
+    a, b, c = (store.crop(source_id, (i, 0, i + 100, 100)).image_id for i in (0, 10, 20))
+    assert cached_pixel_ids(store) == {a, b, c}
+    assert store.cached_bytes == 3 * CROP_BYTES
+    kept = store.get(a)  # a hit: a is now the most recent, b the oldest
+
+    d = store.crop(source_id, (30, 0, 130, 100)).image_id
+    assert cached_pixel_ids(store) == {a, c, d}
+    assert store.get(a) is kept
+    evicted = store.get(b)  # re-derived (and cached again, pushing out c)
+    assert cached_pixel_ids(store) == {a, d, b}
+    assert store.get(b) is evicted
+    assert_consistent(store)
+
+
+def test_a_zero_budget_caches_nothing(jpeg_bytes: bytes) -> None:
+    store, reference = ImageStore(cache_bytes=0), ImageStore()
+    source = store.add(jpeg_bytes)
+    reference.add(jpeg_bytes)
+    view = store.view(source.id, ViewSpec())
+    crop = store.crop(source.id, (10, 20, 210, 170))
+    assert not source.full_decoded
+    assert (reference.view(source.id, ViewSpec()), reference.crop(source.id, (10, 20, 210, 170))) == (
+        view,
+        crop,
+    )
+    for image_id in (source.id, view.image_id, crop.image_id):
+        assert store.get(image_id) is not store.get(image_id)
+        assert store.get(image_id).tobytes() == reference.get(image_id).tobytes()
+        assert store.encode(image_id) == reference.encode(image_id)
+        assert store.data_uri(image_id, "jpeg", quality=70) == reference.data_uri(
+            image_id, "jpeg", quality=70
+        )
+    assert store.cached_bytes == 0
+    assert store._cache.entries == {}
+    assert not source.full_decoded
+    assert len(store) == 3
+
+
+def test_discard_forgets_a_source_and_what_was_derived_from_it(jpeg_bytes: bytes) -> None:
+    store = ImageStore()
+    source = store.add(jpeg_bytes)
+    other = store.add(photo(64, 48))
+    view = store.view(source.id, ViewSpec())
+    crop = store.crop(source.id, (0, 0, 100, 100))
+    store.data_uri(crop.image_id)
+    store.encode(source.id)
+    kept = store.crop(other.id, (0, 0, 10, 10))
+    store.encode(kept.image_id)
+    assert source.full_decoded
+
+    store.discard(source.id)
+    for image_id in (source.id, view.image_id, crop.image_id):
+        assert image_id not in store
+        with pytest.raises(UnknownImageError):
+            store.get(image_id)
+    assert len(store) == 2
+    assert cached_pixel_ids(store) == {kept.image_id}
+    assert {key[1] for key in store._cache.entries} == {kept.image_id}
+    assert store.cached_bytes == 10 * 10 * 3 + len(store.encode(kept.image_id))
+    assert not source.full_decoded
+    assert_consistent(store)
+    # The caller's SourceImage goes on working on its own; unknown ids are ignored.
+    assert source.full().size == (400, 300)
+    assert source.full_decoded
+    assert store.cached_bytes == 10 * 10 * 3 + len(store.encode(kept.image_id))
+    store.discard(source.id)
+    store.discard("nope")
+    store.discard(view.image_id)
+    assert store.get(kept.image_id).size == (10, 10)
+    # Adding it again registers it afresh.
+    assert store.add(jpeg_bytes).id in store
+    assert store.add(jpeg_bytes) is not source
+
+
+def test_discard_keeps_persisted_files(tmp_path: Path, jpeg_bytes: bytes) -> None:
+    store = ImageStore(tmp_path / "store")
+    source = store.add(jpeg_bytes)
+    view = store.view(source.id, ViewSpec())
+    crop = store.crop(source.id, (0, 0, 100, 100))
+    before = {i: store.get(i).tobytes() for i in (source.id, view.image_id, crop.image_id)}
+
+    store.discard(source.id)
+    assert store.cached_bytes == 0
+    assert not source.full_decoded
+    for image_id, pixels in before.items():
+        assert image_id in store
+        assert store.get(image_id).tobytes() == pixels
+    assert store.source(source.id) is not source  # reopened from root
+    assert len(store) == 3
+    assert ImageStore(tmp_path / "store").get(crop.image_id).tobytes() == before[crop.image_id]
+
+
+@pytest.mark.parametrize("budget", [0, 2 * CROP_BYTES, FULL_BYTES + CROP_BYTES, 3 * FULL_BYTES])
+def test_threads_under_a_tiny_budget_keep_the_accounting_consistent(jpeg_bytes: bytes, budget: int) -> None:
+    sources = [jpeg_bytes, encode(photo().transpose(Image.Transpose.FLIP_TOP_BOTTOM), "JPEG", quality=85)]
+    store = ImageStore(cache_bytes=budget)
+    errors: list[BaseException] = []
+    crops: list[tuple[str, tuple[int, int, int, int], bytes, str]] = []
+    views: list[tuple[str, ViewSpec, bytes]] = []
+    barrier = threading.Barrier(12)
+
+    def work(i: int) -> None:
+        try:
+            barrier.wait()
+            for j in range(12):
+                source_id = store.add(sources[(i + j) % 2]).id
+                left, top = (i * 7 + j) % 250, (i + j * 5) % 150
+                box = (left, top, left + 100, top + 80)
+                crop = store.crop(source_id, box)
+                spec = ViewSpec(longest_side=40 + j % 3)
+                view = store.view(source_id, spec)
+                crops.append(
+                    (source_id, box, store.get(crop.image_id).tobytes(), store.data_uri(crop.image_id))
+                )
+                views.append((source_id, spec, store.encode(view.image_id, "jpeg")))
+                assert store.get(source_id).size == (400, 300)
+                if (i + j) % 17 == 0:
+                    store.clear_cache()
+                assert store.cached_bytes <= budget
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert_consistent(store)
+    reference = ImageStore()
+    for data in sources:
+        reference.add(data)
+    for source_id, box, pixels, uri in crops:
+        crop_id = reference.crop(source_id, box).image_id
+        assert pixels == reference.get(crop_id).tobytes()
+        assert uri == reference.data_uri(crop_id)
+    for source_id, spec, jpeg in views:
+        assert jpeg == reference.encode(reference.view(source_id, spec).image_id, "jpeg")

@@ -42,6 +42,8 @@ class ChatReply(BaseModel):
         finish_reason: the backend's finish reason, when it gives one.
         model: the model name the backend reports.
         latency_s: wall-clock seconds the call took, retries included.
+        image_tokens: visual tokens of each image in the request, in order, as the model's own processor
+            counted them (local backends; ``None`` where the backend cannot know).
     """
 
     text: str = ""
@@ -50,6 +52,7 @@ class ChatReply(BaseModel):
     finish_reason: str | None = None
     model: str | None = None
     latency_s: float = 0.0
+    image_tokens: list[int] | None = None
 
 
 @runtime_checkable

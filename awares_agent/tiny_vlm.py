@@ -1,0 +1,204 @@
+"""A tiny Qwen2.5-VL, built locally from config: a real model of the real architecture, for tests and CPU runs.
+
+:func:`build_tiny_vlm` writes a checkpoint directory laid out like a real Qwen2.5-VL one (``config.json``,
+safetensors weights, tokenizer, image-processor and processor configs, a chat template) with about 0.6 M
+parameters and random weights. It loads offline through the Auto classes and
+:func:`~awares_agent.backends.hf_processors.load_processor`, exactly like ``Qwen/Qwen2.5-VL-7B-Instruct``;
+nothing that loads it knows it is tiny. The test suite and the training package share it.
+
+Its parts:
+
+* a byte-level BPE tokenizer trained on the spot (all 256 bytes are in the vocabulary, so no text is ever
+  unknown) plus Qwen's special tokens and the ``<tool_call>``/``<tool_response>`` tags as single tokens;
+* the Qwen2-VL image processor with the AwaRes paper's pixel bounds (32 to 2048 visual tokens);
+* :data:`CHAT_TEMPLATE`, Qwen's hermes-style tools block with image parts and ``{% generation %}`` markers
+  around assistant output, so ``return_assistant_tokens_mask=True`` gives the training loss mask.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tools.crop_sets import PaperCropSet
+from tools.protocols import AwaresTextProtocol, JsonProtocol
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+TAG_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
+
+MIN_PIXELS = 32 * 28 * 28
+MAX_PIXELS = 2048 * 28 * 28
+
+# Parts are dispatched on ``type`` only: rows read back from `datasets` carry ``image: None`` on text parts.
+CHAT_TEMPLATE = (
+    "{%- macro render(content) -%}"
+    "{%- if content is string -%}{{- content -}}"
+    "{%- elif content is not none -%}{%- for part in content -%}"
+    "{%- if part.type == 'image' or part.type == 'image_url' -%}{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    "{%- elif part.type == 'text' -%}{{- part.text -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{%- endmacro -%}"
+    "{%- if tools -%}"
+    "{{- '<|im_start|>system\\n' -}}"
+    "{%- if messages[0].role == 'system' -%}{{- render(messages[0].content) -}}"
+    "{%- else -%}{{- 'You are a helpful assistant.' -}}{%- endif -%}"
+    "{{- '\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' -}}"
+    "{%- for tool in tools -%}{{- '\\n' -}}{{- tool | tojson -}}{%- endfor -%}"
+    "{{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments "
+    'within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{"name": <function-name>, "arguments": '
+    "<args-json-object>}\\n</tool_call><|im_end|>\\n' -}}"
+    "{%- elif messages[0].role != 'system' -%}"
+    "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' -}}"
+    "{%- endif -%}"
+    "{%- for message in messages -%}"
+    "{%- if message.role == 'system' -%}"
+    "{%- if not (loop.first and tools) -%}"
+    "{{- '<|im_start|>system\\n' -}}{{- render(message.content) -}}{{- '<|im_end|>\\n' -}}"
+    "{%- endif -%}"
+    "{%- elif message.role == 'user' -%}"
+    "{{- '<|im_start|>user\\n' -}}{{- render(message.content) -}}{{- '<|im_end|>\\n' -}}"
+    "{%- elif message.role == 'assistant' -%}"
+    "{{- '<|im_start|>assistant\\n' -}}"
+    "{%- generation -%}"
+    "{{- render(message.content) -}}"
+    "{%- for call in message.tool_calls or [] -%}"
+    "{%- set f = call.function if call.function is defined else call -%}"
+    "{%- if not loop.first or message.content -%}{{- '\\n' -}}{%- endif -%}"
+    '{{- \'<tool_call>\\n{"name": "\' -}}{{- f.name -}}{{- \'", "arguments": \' -}}'
+    "{%- if f.arguments is string -%}{{- f.arguments -}}{%- else -%}{{- f.arguments | tojson -}}{%- endif -%}"
+    "{{- '}\\n</tool_call>' -}}"
+    "{%- endfor -%}"
+    "{{- '<|im_end|>' -}}"
+    "{%- endgeneration -%}"
+    "{{- '\\n' -}}"
+    "{%- elif message.role == 'tool' -%}"
+    "{%- if loop.first or messages[loop.index0 - 1].role != 'tool' -%}{{- '<|im_start|>user' -}}{%- endif -%}"
+    "{{- '\\n<tool_response>\\n' -}}{{- render(message.content) -}}{{- '\\n</tool_response>' -}}"
+    "{%- if loop.last or messages[loop.index0 + 1].role != 'tool' -%}{{- '<|im_end|>\\n' -}}{%- endif -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+
+def _corpus() -> list[str]:
+    """Text the tokenizer is trained on: the prompts and calls the agent really exchanges, plus plain text."""
+    crop_set = PaperCropSet()
+    texts = [
+        JsonProtocol(crop_set).system_prompt(),
+        AwaresTextProtocol(crop_set).system_prompt(),
+        json.dumps(JsonProtocol(crop_set).tool.spec().to_openai()),
+        "You may call one or more functions to assist with the user query.",
+        "What is written in the top-left corner? What is the total? Which exit? Answer the question now.",
+        "The quick brown fox jumps over the lazy dog. 0123456789 $%.,:;!?'\"()[]{}<>-_/",
+    ]
+    texts += [f'{{"name": "get_crops", "arguments": {{"crops": ["{i}"]}}}}' for i in crop_set.ids]
+    texts += [f"GET_CROPS: ['{i}']" for i in crop_set.ids]
+    return texts * 4
+
+
+def build_tokenizer() -> object:
+    """A byte-level BPE ``PreTrainedTokenizerFast`` with Qwen's special tokens and the tool tags."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AddedToken, PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=700, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    core.train_from_iterator(_corpus(), trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>", padding_side="left"
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
+    # The tool tags are single tokens but not special: decoding with skip_special_tokens keeps them.
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAG_TOKENS])
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_vlm(path: str | Path, *, seed: int = 0) -> Path:
+    """Build a randomly initialised tiny Qwen2.5-VL and save it as a checkpoint directory.
+
+    Args:
+        path: the directory to write (created if needed).
+        seed: the seed of the random weights.
+
+    Returns:
+        ``path``, which ``AutoModelForImageTextToText.from_pretrained`` and
+        :func:`~awares_agent.backends.hf_processors.load_processor` load offline.
+    """
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from awares_agent.backends.hf_processors import image_only_processor_class
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 128,
+            "intermediate_size": 256,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 8192,
+            # mrope splits head_dim / 2 = 16 rotary pairs over (time, height, width).
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_heads": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 112,
+            "fullatt_block_indexes": [1],
+            "out_hidden_size": 128,
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(out)
+
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+    processor = image_only_processor_class("qwen2_5_vl")(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
+    )
+    processor.save_pretrained(out)
+    # Name the stock processor class, as a real Qwen2.5-VL checkpoint does; loaders pick their own variant.
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        file = out / name
+        if file.exists():
+            data = json.loads(file.read_text())
+            if "processor_class" in data:
+                data["processor_class"] = "Qwen2_5_VLProcessor"
+                file.write_text(json.dumps(data, indent=2) + "\n")
+    return out
