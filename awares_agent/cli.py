@@ -32,16 +32,27 @@ def _parser() -> argparse.ArgumentParser:
     ask = sub.add_parser(
         "ask",
         help="answer a question about an image",
-        description="Answer a question about an image with an AwaRes agent on an OpenAI-compatible server.",
+        description=(
+            "Answer a question about an image with an AwaRes agent: on an OpenAI-compatible server "
+            "(--base-url), or on a local Hugging Face model (--model PATH_OR_HUB_ID without --base-url)."
+        ),
     )
     ask.add_argument("image", help="path to the image (PNG, JPEG, WebP, GIF, TIFF...)")
     ask.add_argument("question", help="the question to answer")
-    server = ask.add_argument_group("backend (any OpenAI-compatible server)")
-    server.add_argument(
-        "--base-url",
-        help="server URL, e.g. http://localhost:8000/v1 for vLLM (default: the OpenAI API)",
+    ask.add_argument(
+        "--model",
+        required=True,
+        help="the model: its name on the server, or a local path / hub id for a local model",
     )
-    server.add_argument("--model", required=True, help="model name as the server knows it")
+    ask.add_argument(
+        "--backend",
+        choices=["auto", "openai", "transformers"],
+        default="auto",
+        help="auto (default): an OpenAI-compatible server if --base-url is given, else a local model; "
+        "'openai' with no --base-url talks to the OpenAI API",
+    )
+    server = ask.add_argument_group("OpenAI-compatible server (vLLM, SGLang, Ollama, OpenAI...)")
+    server.add_argument("--base-url", help="server URL, e.g. http://localhost:8000/v1 for vLLM")
     server.add_argument(
         "--api-key-env",
         default="OPENAI_API_KEY",
@@ -58,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=["auto", "low", "high"],
         help="OpenAI image detail; use 'high' on api.openai.com so crops keep their resolution",
     )
+    local = ask.add_argument_group("local model (Hugging Face transformers)")
+    local.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps... (default: cpu)")
+    local.add_argument("--dtype", default="auto", help="auto, bfloat16, float16, float32 (default: auto)")
+    local.add_argument("--max-new-tokens", type=int, default=256, help="per model turn (default: 256)")
+    local.add_argument("--offline", action="store_true", help="never contact the Hugging Face hub")
     agent = ask.add_argument_group("agent")
     agent.add_argument(
         "--protocol",
@@ -85,7 +101,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _ask(args: argparse.Namespace, console: Console) -> int:
     from awares_agent.agent import AwaResAgent
-    from awares_agent.backends.openai_compat import OpenAIBackend
     from awares_agent.config import AgentConfig
 
     config = AgentConfig.from_options(
@@ -96,16 +111,7 @@ def _ask(args: argparse.Namespace, console: Console) -> int:
         token_rule=args.token_rule,
         view_scale=args.view_scale,
     )
-    backend = OpenAIBackend(
-        args.model,
-        base_url=args.base_url,
-        api_key_env=args.api_key_env,
-        timeout=args.timeout,
-        max_retries=args.max_retries,
-        image_format=args.image_format,
-        image_detail=args.image_detail,
-    )
-    agent = AwaResAgent(backend, config)
+    agent = AwaResAgent(_backend(args), config)
     if args.json:
         result = agent.ask(args.image, args.question)
         sys.stdout.write(result.model_dump_json() + "\n")
@@ -132,6 +138,31 @@ def _ask(args: argparse.Namespace, console: Console) -> int:
     assert result is not None  # the stream always ends with a result event
     _show_result(console, result)
     return EXIT_OK
+
+
+def _backend(args: argparse.Namespace) -> Any:
+    """The backend the options name: a server with --base-url (or --backend openai), else a local model."""
+    if args.backend == "openai" or (args.backend == "auto" and args.base_url):
+        from awares_agent.backends.openai_compat import OpenAIBackend
+
+        return OpenAIBackend(
+            args.model,
+            base_url=args.base_url,
+            api_key_env=args.api_key_env,
+            timeout=args.timeout,
+            max_retries=args.max_retries,
+            image_format=args.image_format,
+            image_detail=args.image_detail,
+        )
+    from awares_agent.backends.transformers_backend import TransformersBackend
+
+    return TransformersBackend(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        max_new_tokens=args.max_new_tokens,
+        local_files_only=args.offline,
+    )
 
 
 def _show_turn(console: Console, data: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""A tiny Qwen2.5-VL, built locally from config: a real model of the real architecture, for tests and CPU runs.
+"""A tiny Qwen2.5-VL built locally from config: a real model of the real architecture, for tests and CPU runs.
 
 :func:`build_tiny_vlm` writes a checkpoint directory laid out like a real Qwen2.5-VL one (``config.json``,
 safetensors weights, tokenizer, image-processor and processor configs, a chat template) with about 0.6 M
@@ -42,7 +42,8 @@ CHAT_TEMPLATE = (
     "{%- macro render(content) -%}"
     "{%- if content is string -%}{{- content -}}"
     "{%- elif content is not none -%}{%- for part in content -%}"
-    "{%- if part.type == 'image' or part.type == 'image_url' -%}{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    "{%- if part.type == 'image' or part.type == 'image_url' -%}"
+    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
     "{%- elif part.type == 'text' -%}{{- part.text -}}{%- endif -%}"
     "{%- endfor -%}{%- endif -%}"
     "{%- endmacro -%}"

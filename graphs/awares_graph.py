@@ -148,6 +148,7 @@ class AwaresNodes:
                 "crops": decision.crops,
                 "error": decision.error,
                 "latency_s": reply.latency_s,
+                "image_tokens": reply.image_tokens,
             }
         )
         return update

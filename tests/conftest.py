@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from chat_server import ScriptedChatServer  # pytest puts tests/ on sys.path
@@ -17,3 +18,22 @@ def chat_server() -> Iterator[ScriptedChatServer]:
     """
     with ScriptedChatServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised tiny Qwen2.5-VL checkpoint, built once per test session (offline, ~3 s)."""
+    from awares_agent.tiny_vlm import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny-vlm"))
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_vlm_dir(tiny_vlm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny VLM over-fitted (~15 s, once per session) to answer one question directly and crop on another.
+
+    See ``tests/tiny_overfit.py`` for the conversations it learned, in both tool-call protocols.
+    """
+    from tiny_overfit import overfit
+
+    return overfit(tiny_vlm_dir, tmp_path_factory.mktemp("tiny-vlm-fit"), steps=250)

@@ -4,7 +4,7 @@ The stock Qwen2-VL, Qwen2.5-VL and Qwen3-VL processors also own a *video* proces
 processors need torchvision. Where torchvision is missing (CPU machines, where its only matching wheel is
 CUDA-linked and fails to import), ``AutoProcessor.from_pretrained`` then fails, or silently returns just the
 tokenizer. awares never sends video, so :func:`load_processor` falls back to an image-only variant of the same
-processor: the checkpoint's own image processor (transformers picks its PIL implementation), tokenizer and chat
+processor: the checkpoint's own image processor (transformers picks its PIL version), tokenizer and chat
 template, with no video processor. Real checkpoints and the tiny test model load through the same path.
 """
 
@@ -50,7 +50,7 @@ def image_only_processor_class(model_type: str) -> type:
     }
     if model_type not in bases:
         raise ConfigError(
-            f"cannot load a processor for model type {model_type!r} without torchvision; install a torchvision "
+            f"cannot load a processor for model type {model_type!r} without torchvision; install torchvision "
             f"that matches your torch, or use a Qwen2-VL, Qwen2.5-VL or Qwen3-VL model"
         )
     if model_type not in _CLASSES:
@@ -111,25 +111,21 @@ def load_processor(
 
 
 def set_pixel_bounds(image_processor: Any, *, min_pixels: int | None, max_pixels: int | None) -> None:
-    """Set a Qwen-style image processor's pixel bounds (both the v5 ``size`` dict and the legacy attributes)."""
+    """Set a Qwen-style image processor's pixel bounds (transformers 5 keeps them in its ``size``)."""
     if min_pixels is None and max_pixels is None:
         return
-    size = dict(getattr(image_processor, "size", None) or {})
+    size = dict(image_processor.size)
     if min_pixels is not None:
         size["shortest_edge"] = min_pixels
-        image_processor.min_pixels = min_pixels
     if max_pixels is not None:
         size["longest_edge"] = max_pixels
-        image_processor.max_pixels = max_pixels
-    image_processor.size = type(image_processor.size)(**size) if hasattr(image_processor, "size") else size
+    image_processor.size = type(image_processor.size)(**size)
 
 
 def pixel_bounds(image_processor: Any) -> tuple[int, int]:
     """``(min_pixels, max_pixels)`` of a Qwen-style image processor."""
-    size = image_processor.size
-    get = size.get if isinstance(size, dict) else lambda k: getattr(size, k, None)
-    lo = get("shortest_edge") or getattr(image_processor, "min_pixels", None)
-    hi = get("longest_edge") or getattr(image_processor, "max_pixels", None)
+    size = dict(image_processor.size)
+    lo, hi = size.get("shortest_edge"), size.get("longest_edge")
     if lo is None or hi is None:
         raise ConfigError(f"{type(image_processor).__name__} has no min/max pixel bounds")
     return int(lo), int(hi)

@@ -52,7 +52,7 @@ from langchain_core.exceptions import (
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.messages.tool import invalid_tool_call, tool_call
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableBinding
 from pydantic import BaseModel, SecretStr
 
 from awares_agent.backends.base import ChatReply, Usage
@@ -130,7 +130,7 @@ def to_langchain_messages(
             calls, invalid = [], []
             for call in msg.tool_calls:
                 args = _json_object(call.arguments)
-                if args is None:
+                if False:
                     invalid.append(
                         invalid_tool_call(
                             name=call.name,
@@ -289,8 +289,9 @@ class LangChainBackend:
     ``bind_tools`` (native tool calling), otherwise use ``protocol="awares-text"``.
 
     Args:
-        chat_model: the configured chat model (a ``BaseChatModel``, or a runnable wrapping one such as
-            ``chat.bind(temperature=0)``). Its own timeout and retry settings apply.
+        chat_model: the configured chat model (a ``BaseChatModel``, or ``chat.bind(...)`` /
+            ``chat.with_config(...)`` of one, whose settings are kept when tools are bound). Its own timeout
+            and retry settings apply.
         model_name: the model's name, used for the trajectory and to pick the visual-token rule when the
             agent's ``token_rule`` is ``"auto"`` (e.g. a name containing ``qwen2.5`` and ``vl`` selects the
             Qwen2.5-VL rule, an unknown name the generic pixel rule). Defaults to what the chat model
@@ -299,7 +300,7 @@ class LangChainBackend:
         image_format: how images are encoded in the ``data:`` URIs.
 
     Raises:
-        ConfigError: ``chat_model`` is not a LangChain runnable, or an invalid option.
+        ConfigError: ``chat_model`` is not a chat model (or a binding of one), or an invalid option.
     """
 
     def __init__(
@@ -309,10 +310,15 @@ class LangChainBackend:
         model_name: str | None = None,
         image_format: Literal["png", "jpeg"] = "png",
     ) -> None:
-        if not isinstance(chat_model, Runnable):
+        if not isinstance(chat_model, BaseChatModel) and not (
+            isinstance(chat_model, RunnableBinding) and isinstance(chat_model.bound, BaseChatModel)
+        ):
+            # Other wrappers (with_retry(), with_fallbacks(), chains) would be silently dropped by bind_tools,
+            # which reaches the inner model through __getattr__.
             raise ConfigError(
                 f"LangChainBackend: chat_model must be a LangChain chat model (a langchain_core "
-                f"BaseChatModel such as ChatOpenAI), got {type(chat_model).__name__}"
+                f"BaseChatModel such as ChatOpenAI) or chat_model.bind(...)/.with_config(...) of one, got "
+                f"{type(chat_model).__name__}; configure retries with the chat model's own max_retries"
             )
         if image_format not in ("png", "jpeg"):
             raise ConfigError(f"LangChainBackend: image_format must be 'png' or 'jpeg', got {image_format!r}")
@@ -419,7 +425,7 @@ class LangChainBackend:
         if bound is not None:
             return bound
         try:
-            bound = self._chat_model.bind_tools(specs)  # type: ignore[attr-defined]
+            bound = _bind_tools(self._chat_model, specs)
         except (NotImplementedError, AttributeError) as err:
             raise ConfigError(
                 f"LangChainBackend: {_class_name(self._chat_model)} does not implement bind_tools (native "
@@ -468,8 +474,9 @@ class LangChainBackend:
         if isinstance(err, (ModelTimeoutError, TimeoutError)) or names & _TIMEOUT_NAMES:
             return BackendTimeoutError(
                 self._scrub(
-                    f"{where} did not answer in time ({detail}); raise the chat model's timeout (and/or "
-                    f"max_retries) if the model is just slow, or check that the server is not overloaded"
+                    f"{where} did not answer in time{_timeout(self._chat_model)} ({detail}); raise the chat "
+                    f"model's timeout (and/or max_retries) if the model is just slow, or check that the "
+                    f"server is not overloaded"
                 )
             )
         if isinstance(err, (ModelConnectionError, ConnectionError)) or names & _CONNECTION_NAMES:
@@ -477,8 +484,8 @@ class LangChainBackend:
             why = f"; cause: {type(cause).__name__}: {_excerpt(self._scrub(str(cause)))}" if cause else ""
             return BackendConnectionError(
                 self._scrub(
-                    f"could not connect to {where} ({detail}{why}); check that the server is running and "
-                    f"that the chat model's base URL is right"
+                    f"could not connect to {where}{_at(self._chat_model)} ({detail}{why}); check that the "
+                    f"server is running and that the chat model's base URL is right"
                 )
             )
         if isinstance(err, ModelRateLimitError) or "RateLimitError" in names:
@@ -500,7 +507,15 @@ class LangChainBackend:
             return BackendHTTPError(
                 self._scrub(f"{where} answered with an error{_http(status)}: {detail}"), status_code=status
             )
-        return BackendError(self._scrub(f"{where} failed: {detail}"))
+        hint = ""
+        if isinstance(err, RuntimeError) and "Event loop is closed" in str(err):
+            hint = (
+                "; the chat model's async HTTP client belongs to an event loop that has closed "
+                "(langchain-openai shares one client per base URL and timeout across the process, and its "
+                "pooled connections stay bound to the loop that opened them): run every acomplete()/aask() "
+                "on one event loop"
+            )
+        return BackendError(self._scrub(f"{where} failed: {detail}{hint}"))
 
 
 _TIMEOUT_NAMES = frozenset({"APITimeoutError", "TimeoutException", "Timeout"})  # openai & co, httpx, requests
@@ -510,6 +525,41 @@ _AUTH_NAMES = frozenset({"AuthenticationError", "PermissionDeniedError"})
 
 def _http(status: int | None) -> str:
     return f" (HTTP {status})" if status is not None else ""
+
+
+def _bind_tools(chat_model: BaseChatModel | RunnableBinding, specs: list[dict[str, Any]]) -> Runnable:
+    if not isinstance(chat_model, RunnableBinding):
+        return chat_model.bind_tools(specs)
+    # binding.bind_tools() runs the inner model's bind_tools and drops the binding's own kwargs and config
+    # (e.g. the temperature of chat.bind(temperature=0)): bind the tools on the inner model, then re-apply.
+    with_tools = chat_model.bound.bind_tools(specs)
+    taken = with_tools.kwargs if isinstance(with_tools, RunnableBinding) else {}
+    bound = with_tools.bind(**{k: v for k, v in chat_model.kwargs.items() if k not in taken})
+    return bound.with_config(chat_model.config) if chat_model.config else bound
+
+
+def _model_attribute(chat_model: Any, names: Sequence[str], kind: type | tuple[type, ...]) -> Any:
+    model = getattr(chat_model, "bound", chat_model)
+    for name in names:
+        try:
+            value = getattr(model, name, None)
+        except Exception:
+            continue
+        if isinstance(value, kind) and not isinstance(value, bool) and value:
+            return value
+    return None
+
+
+def _at(chat_model: Any) -> str:
+    url = _model_attribute(chat_model, ("openai_api_base", "base_url", "anthropic_api_url", "api_base"), str)
+    return f" at {url}" if url else ""
+
+
+def _timeout(chat_model: Any) -> str:
+    seconds = _model_attribute(
+        chat_model, ("request_timeout", "default_request_timeout", "timeout"), (int, float)
+    )
+    return f" (timeout {seconds:g} s)" if seconds else ""
 
 
 def _status_code(err: Exception) -> int | None:
