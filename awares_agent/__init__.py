@@ -30,8 +30,10 @@ _EXPORTS = {
     "ImageError": "awares_agent.errors",
     "ImageStore": "awares_agent.image_store",
     "ImageTooLargeError": "awares_agent.errors",
+    "LangChainBackend": "awares_agent.backends.langchain_backend",
     "OpenAIBackend": "awares_agent.backends.openai_compat",
     "Trajectory": "awares_agent.trajectory",
+    "TransformersBackend": "awares_agent.backends.transformers_backend",
     "Usage": "awares_agent.backends.base",
     "ViewSpec": "awares_agent.images",
     "open_image": "awares_agent.images",
@@ -52,8 +54,10 @@ __all__ = [
     "ImageError",
     "ImageStore",
     "ImageTooLargeError",
+    "LangChainBackend",
     "OpenAIBackend",
     "Trajectory",
+    "TransformersBackend",
     "Usage",
     "ViewSpec",
     "open_image",
@@ -63,7 +67,9 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from awares_agent.agent import AgentEvent, AskResult, AwaResAgent
     from awares_agent.backends.base import ChatBackend, ChatReply, Usage
+    from awares_agent.backends.langchain_backend import LangChainBackend
     from awares_agent.backends.openai_compat import OpenAIBackend
+    from awares_agent.backends.transformers_backend import TransformersBackend
     from awares_agent.config import AgentConfig
     from awares_agent.errors import (
         AwaresError,

@@ -130,7 +130,7 @@ def to_langchain_messages(
             calls, invalid = [], []
             for call in msg.tool_calls:
                 args = _json_object(call.arguments)
-                if False:
+                if args is None:
                     invalid.append(
                         invalid_tool_call(
                             name=call.name,
