@@ -26,7 +26,7 @@ from awares_agent.errors import AwaresError, ConfigError
 from awares_agent.image_store import ImageStore
 from awares_agent.images import ImageInput
 from awares_agent.messages import ChatMessage
-from awares_agent.tokens import token_cost, token_rule
+from awares_agent.tokens import backend_token_rule, token_cost
 from awares_agent.trajectory import CropRecord, ErrorRecord, ImageRecord, Trajectory
 from graphs.awares_graph import build_graph
 from tools.crop_sets import crop_set
@@ -125,7 +125,7 @@ class AwaResAgent:
         self.graph: CompiledStateGraph = build_graph(
             backend, self.config, store=self.store, checkpointer=checkpointer
         )
-        self._rule = token_rule(self.config.token_rule, model_name=backend.model_name)
+        self._rule = backend_token_rule(self.config.token_rule, backend)
         self._crop_set = crop_set(self.config.crop_set)
 
     # --- one query -----------------------------------------------------------------------------------

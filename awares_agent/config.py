@@ -23,8 +23,8 @@ class AgentConfig(BaseModel):
         max_corrections: times a model may correct an invalid tool call before it must answer (default 1).
         max_rtr: optional visual-token budget per query, as a retained token ratio; crops beyond it are
             withheld.
-        token_rule: visual-token rule (``"qwen2.5-vl"``, ``"qwen3-vl"``, ``"pixels"``...); ``None`` infers it
-            from the model name.
+        token_rule: visual-token rule (``"qwen2.5-vl"``, ``"qwen3-vl"``, ``"pixels"``...); ``None`` takes the
+            backend's own (a local model's processor geometry), else infers it from the model name.
         system_prompt: replaces the protocol's system prompt (the crop map is then yours to describe).
         max_image_pixels: refuse images with more pixels than this (decompression-bomb guard).
     """

@@ -413,3 +413,20 @@ def token_cost(
         rtr=sent_tokens / full_tokens,
         pixel_rtr=pixel_rtr((full_w, full_h), (view_w, view_h), crops),
     )
+
+
+def backend_token_rule(spec: str | TokenRule | None, backend: object) -> TokenRule:
+    """The token rule for a backend: ``spec`` if given, else the backend's own, else inferred from its model.
+
+    A backend that knows its model's exact visual-token geometry (a local model with its processor) offers it
+    as a ``token_rule`` attribute; remote backends have none, and the rule is inferred from ``model_name``.
+
+    Args:
+        spec: the configured rule (a name or a :class:`TokenRule`); ``None``/``"auto"`` to resolve it here.
+        backend: the chat backend.
+    """
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "auto"):
+        own = getattr(backend, "token_rule", None)
+        if isinstance(own, TokenRule):
+            return own
+    return token_rule(spec, model_name=getattr(backend, "model_name", None))

@@ -25,7 +25,7 @@ from awares_agent.backends.base import ChatBackend, ChatReply
 from awares_agent.config import AgentConfig
 from awares_agent.image_store import ImageStore
 from awares_agent.messages import ChatMessage, TextPart, ToolSpec
-from awares_agent.tokens import TokenRule, token_rule
+from awares_agent.tokens import TokenRule, backend_token_rule
 from awares_agent.trajectory import CropRecord, ErrorRecord
 from graphs.state import AwaresState, UsageInfo
 from tools.crop_sets import Region, crop_set
@@ -69,7 +69,7 @@ class AwaresNodes:
         self.store = store
         self.crop_set = crop_set(config.crop_set)
         self.protocol: ToolProtocol = make_protocol(config.protocol, self.crop_set)
-        self.rule: TokenRule = token_rule(config.token_rule, model_name=backend.model_name)
+        self.rule: TokenRule = backend_token_rule(config.token_rule, backend)
 
     # --- look --------------------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from awares_agent.tokens import (
     QwenVLTokenRule,
     TokenCost,
     TokenRule,
+    backend_token_rule,
     pixel_rtr,
     smart_resize,
     token_cost,
@@ -430,3 +431,21 @@ def test_token_cost_rejects_bad_sizes(full, view, crops) -> None:
         token_cost(QWEN2_5_VL, full, view, crops)
     with pytest.raises(ConfigError):
         pixel_rtr(full, view, crops)
+
+
+class _Backend:
+    def __init__(self, model_name: str, rule: object = None) -> None:
+        self.model_name = model_name
+        if rule is not None:
+            self.token_rule = rule
+
+
+def test_backend_token_rule_prefers_the_backends_own() -> None:
+    own = QwenVLTokenRule("own", 14, 2, min_pixels=4 * 28 * 28, max_pixels=64 * 28 * 28)
+    assert backend_token_rule(None, _Backend("/models/checkpoint-7", own)) is own
+    assert backend_token_rule("auto", _Backend("/models/checkpoint-7", own)) is own
+    # A configured rule wins; without an own rule the model name decides.
+    assert backend_token_rule("qwen3-vl", _Backend("x", own)) is QWEN3_VL
+    assert backend_token_rule(None, _Backend("Qwen/Qwen2.5-VL-7B-Instruct")) is QWEN2_5_VL
+    assert isinstance(backend_token_rule(None, _Backend("/models/checkpoint-7")), PixelTokenRule)
+    assert isinstance(backend_token_rule(None, _Backend("m", rule="not a rule")), PixelTokenRule)

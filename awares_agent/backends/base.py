@@ -59,7 +59,9 @@ class ChatReply(BaseModel):
 class ChatBackend(Protocol):
     """One chat-VLM turn: messages with image references and optional tools in, a :class:`ChatReply` out.
 
-    Implementations raise subclasses of :class:`~awares_agent.errors.BackendError` on failure.
+    Implementations raise subclasses of :class:`~awares_agent.errors.BackendError` on failure. A backend that
+    knows its model's exact visual-token geometry may also offer a ``token_rule`` attribute
+    (a :class:`~awares_agent.tokens.TokenRule`); the agent then uses it unless a rule is configured.
     """
 
     @property
