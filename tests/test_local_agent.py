@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from awares_agent.backends.transformers_backend import TransformersBackend
 from tiny_overfit import CROP_A, CROP_Q, DIRECT_A, DIRECT_Q, sign_image
 
 from awares_agent import AwaResAgent
+from awares_agent.backends.transformers_backend import TransformersBackend
 from awares_agent.tokens import QWEN2_5_VL
 
 
