@@ -69,6 +69,19 @@ def _arguments(raw: str) -> Any:
         return raw
 
 
+# Qwen's hermes tools block, as its tool-aware chat templates (and awares' tiny model's) render it.
+TOOLS_HEADER = (
+    "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+)
+TOOLS_FOOTER = (
+    "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+    '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": '
+    "<args-json-object>}\n</tool_call>"
+)
+DEFAULT_SYSTEM = "You are a helpful assistant."
+
+
 _BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 
 
@@ -100,3 +113,46 @@ def extract_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
         raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
         calls.append(ToolCall(id=f"call_{i}", name=payload["name"], arguments=raw))
     return _BLOCK.sub("", text).strip(), calls
+
+
+def hermes_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Assistant tool calls as ``<tool_call>`` text and tool results as a user turn of ``<tool_response>``s.
+
+    For chat templates that drop ``tool_calls`` and have no tool role; the text is what Qwen's tool-aware
+    templates render.
+    """
+    out: list[dict[str, Any]] = []
+    previous_was_tool = False
+    for msg in messages:
+        if msg["role"] == "assistant" and msg.get("tool_calls"):
+            parts = list(msg.get("content") or [])
+            calls = []
+            for call in msg["tool_calls"]:
+                fn = call.get("function", call)
+                args = fn.get("arguments")
+                args = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+                calls.append(f'<tool_call>\n{{"name": "{fn["name"]}", "arguments": {args}}}\n</tool_call>')
+            text = "\n".join(calls)
+            parts.append({"type": "text", "text": ("\n" if parts else "") + text})
+            out.append({"role": "assistant", "content": parts})
+        elif msg["role"] == "tool":
+            block = f"<tool_response>\n{msg.get('content') or ''}\n</tool_response>"
+            if out and previous_was_tool:  # consecutive results share one user turn
+                out[-1]["content"][0]["text"] += "\n" + block
+            else:
+                out.append({"role": "user", "content": [{"type": "text", "text": block}]})
+        else:
+            out.append(msg)
+        previous_was_tool = msg["role"] == "tool"
+    return out
+
+
+def with_tools_block(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Append Qwen's hermes tools block to the system message (adding the default one if there is none)."""
+    block = TOOLS_HEADER + "".join("\n" + json.dumps(t, ensure_ascii=False) for t in tools) + TOOLS_FOOTER
+    if messages and messages[0]["role"] == "system":
+        content = messages[0]["content"]
+        if not isinstance(content, str):
+            content = "".join(p.get("text", "") for p in content if p.get("type") == "text")
+        return [{**messages[0], "content": content + block}, *messages[1:]]
+    return [{"role": "system", "content": DEFAULT_SYSTEM + block}, *messages]

@@ -44,7 +44,6 @@ time, without reuse or batching.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -55,7 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from awares_agent.backends.base import ChatReply, Usage
-from awares_agent.backends.hf_chat import extract_tool_calls, to_hf_messages
+from awares_agent.backends.hf_chat import extract_tool_calls, hermes_history, to_hf_messages, with_tools_block
 from awares_agent.backends.hf_processors import load_processor, pixel_bounds, set_pixel_bounds
 from awares_agent.errors import BackendError, ConfigError, MessageTranslationError
 from awares_agent.messages import ChatMessage, ImagePart, ToolSpec
@@ -81,17 +80,6 @@ MIN_REUSE_TOKENS = 16
 _VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
 _END_OF_TURN = "<|im_end|>"
 
-# Qwen's hermes tools block, as its tool-aware chat templates (and awares' tiny model's) render it.
-_TOOLS_HEADER = (
-    "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
-    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
-)
-_TOOLS_FOOTER = (
-    "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
-    '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": '
-    "<args-json-object>}\n</tool_call>"
-)
-_DEFAULT_SYSTEM = "You are a helpful assistant."
 _PROBE_TOOL = {
     "type": "function",
     "function": {
@@ -483,9 +471,9 @@ class TransformersBackend:
         openai_tools = [spec.to_openai() for spec in tools] if tools else None
         renders_tools, renders_calls = self._template_support()
         if not renders_calls:
-            hf_messages = _hermes_history(hf_messages)
+            hf_messages = hermes_history(hf_messages)
         if openai_tools and not renders_tools:
-            hf_messages = _with_tools_block(hf_messages, openai_tools)
+            hf_messages = with_tools_block(hf_messages, openai_tools)
         try:
             text = self.processor.apply_chat_template(
                 hf_messages,
@@ -1053,49 +1041,6 @@ def _usable_prefix(entry: _Entry, request: _Request) -> int:
         if not same or entry.spans[k] != (start, end) or end > n:
             return start  # identical pad tokens do not mean identical pixels: stop before this image
     return n
-
-
-def _hermes_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Assistant tool calls as ``<tool_call>`` text and tool results as a user turn of ``<tool_response>``s.
-
-    For chat templates that drop ``tool_calls`` and have no tool role; the text is what Qwen's tool-aware
-    templates render.
-    """
-    out: list[dict[str, Any]] = []
-    previous_was_tool = False
-    for msg in messages:
-        if msg["role"] == "assistant" and msg.get("tool_calls"):
-            parts = list(msg.get("content") or [])
-            calls = []
-            for call in msg["tool_calls"]:
-                fn = call.get("function", call)
-                args = fn.get("arguments")
-                args = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
-                calls.append(f'<tool_call>\n{{"name": "{fn["name"]}", "arguments": {args}}}\n</tool_call>')
-            text = "\n".join(calls)
-            parts.append({"type": "text", "text": ("\n" if parts else "") + text})
-            out.append({"role": "assistant", "content": parts})
-        elif msg["role"] == "tool":
-            block = f"<tool_response>\n{msg.get('content') or ''}\n</tool_response>"
-            if out and previous_was_tool:  # consecutive results share one user turn
-                out[-1]["content"][0]["text"] += "\n" + block
-            else:
-                out.append({"role": "user", "content": [{"type": "text", "text": block}]})
-        else:
-            out.append(msg)
-        previous_was_tool = msg["role"] == "tool"
-    return out
-
-
-def _with_tools_block(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Append Qwen's hermes tools block to the system message (adding the default one if there is none)."""
-    block = _TOOLS_HEADER + "".join("\n" + json.dumps(t, ensure_ascii=False) for t in tools) + _TOOLS_FOOTER
-    if messages and messages[0]["role"] == "system":
-        content = messages[0]["content"]
-        if not isinstance(content, str):
-            content = "".join(p.get("text", "") for p in content if p.get("type") == "text")
-        return [{**messages[0], "content": content + block}, *messages[1:]]
-    return [{"role": "system", "content": _DEFAULT_SYSTEM + block}, *messages]
 
 
 def _check_int(value: Any, what: str, minimum: int) -> None:
