@@ -30,6 +30,7 @@ ask: setup
 	$(BIN)/awares ask "$(IMAGE)" "$(QUESTION)" --model "$(MODEL)" $(if $(BASE_URL),--base-url "$(BASE_URL)")
 
 bench: setup
+	$(BIN)/python benchmarks/bench_transformers_backend.py
 	$(BIN)/python benchmarks/bench_agent_overhead.py
 	$(BIN)/python benchmarks/bench_lowres_decode.py
 

@@ -51,3 +51,30 @@ def test_ask_many_locally(backend: TransformersBackend) -> None:
     agent = AwaResAgent(backend)
     results = agent.ask_many([(sign_image(), DIRECT_Q), (sign_image(), CROP_Q)] * 2, max_concurrency=4)
     assert [r.answer for r in results] == [DIRECT_A, CROP_A] * 2
+
+
+def test_cli_runs_a_local_model(
+    trained_tiny_vlm_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from awares_agent.cli import main
+
+    image = tmp_path / "sign.png"
+    sign_image().save(image)
+    args = ["ask", str(image), CROP_Q, "--model", str(trained_tiny_vlm_dir), "--offline", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["answer"] == CROP_A
+    assert [c["region_id"] for c in result["crops"]] == ["3"]
+    assert result["trajectory"]["backend"] == "TransformersBackend"
+
+
+def test_cli_missing_local_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from awares_agent.cli import main
+
+    image = tmp_path / "sign.png"
+    sign_image().save(image)
+    assert main(["ask", str(image), "q", "--model", str(tmp_path / "no-model"), "--offline"]) == 2
+    err = capsys.readouterr().err
+    assert "no-model" in err and "Traceback" not in err
