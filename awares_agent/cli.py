@@ -1,8 +1,10 @@
 """The ``awares`` command line.
 
-``awares ask IMAGE QUESTION --base-url URL --model NAME`` runs one AwaRes query against any
-OpenAI-compatible server (vLLM, SGLang, Ollama, OpenAI...) and shows the answer, the crops the model asked for
-and the visual tokens it cost. ``--json`` prints the result as one JSON object instead.
+* ``awares ask IMAGE QUESTION [--base-url URL] [--model NAME]`` runs one AwaRes query (on a server, a local
+  model, or the offline reader) and shows the answer, the crops and what they cost in visual tokens;
+  ``--json`` prints the result as one JSON object instead.
+* ``awares eval --bench NAME_OR_PATH --policy awares,low-res,full-res --out DIR`` evaluates policies.
+* ``awares report DIR...`` renders a markdown table and an accuracy-vs-RTR plot over runs.
 """
 
 from __future__ import annotations
@@ -16,15 +18,23 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from awares_agent.errors import AwaresError, BackendError
+from awares_agent.errors import AwaresError, BackendError, ConfigError
 
 EXIT_OK, EXIT_BACKEND, EXIT_INPUT = 0, 1, 2
+
+
+READER_NOTE = (
+    "With no --model and no --base-url the embedded offline reader answers: an OCR engine that runs on CPU "
+    'with no download. It answers text-reading questions only ("What is the invoice number?"); use a VLM '
+    "(--model or --base-url) for anything else."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="awares",
         description="AwaRes: a VLM looks at a low-resolution view and fetches only the crops it needs.",
+        epilog=READER_NOTE,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log backend requests and graph steps")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -34,24 +44,73 @@ def _parser() -> argparse.ArgumentParser:
         help="answer a question about an image",
         description=(
             "Answer a question about an image with an AwaRes agent: on an OpenAI-compatible server "
-            "(--base-url), or on a local Hugging Face model (--model PATH_OR_HUB_ID without --base-url)."
+            "(--base-url), a local Hugging Face model (--model PATH_OR_HUB_ID), or the offline reader."
         ),
+        epilog=READER_NOTE,
     )
     ask.add_argument("image", help="path to the image (PNG, JPEG, WebP, GIF, TIFF...)")
     ask.add_argument("question", help="the question to answer")
-    ask.add_argument(
-        "--model",
-        required=True,
-        help="the model: its name on the server, or a local path / hub id for a local model",
+    _backend_options(ask)
+    _agent_options(ask)
+    ask.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate policies on a benchmark: accuracy and visual-token cost",
+        description=(
+            "Run policies over a benchmark and write per-sample JSONL and a summary per policy under --out. "
+            "Resumable: run the same command again to finish a killed run."
+        ),
+        epilog=READER_NOTE,
     )
-    ask.add_argument(
+    ev.add_argument(
+        "--bench",
+        required=True,
+        help="'synthetic', a paper benchmark (chartqa, docvqa, ocrbench, pope, realworldqa, vstar) or a path "
+        "to your own data (a datasets directory or JSONL + images)",
+    )
+    ev.add_argument("--split", help="dataset split (default: the benchmark's standard one)")
+    ev.add_argument(
+        "--limit", type=int, help="evaluate the first N samples (synthetic: how many to generate)"
+    )
+    ev.add_argument("--seed", type=int, default=0, help="seed of the synthetic benchmark and random policy")
+    ev.add_argument(
+        "--policy",
+        default="awares",
+        help="comma-separated: awares, low-res, full-res, all-crops, random, oracle (default: awares)",
+    )
+    ev.add_argument("--out", required=True, help="run directory (per-policy results and summaries)")
+    ev.add_argument("--concurrency", type=int, default=2, help="samples in flight at once (default: 2)")
+    _backend_options(ev)
+    _agent_options(ev)
+
+    rep = sub.add_parser(
+        "report",
+        help="a markdown table and an accuracy-vs-RTR plot over evaluation runs",
+        description="Render a Table-1-style markdown table and an accuracy-vs-RTR plot over run directories.",
+    )
+    rep.add_argument("runs", nargs="+", help="run directories written by `awares eval --out`")
+    rep.add_argument(
+        "--markdown", help="write the table here (default: report.md in the first run directory)"
+    )
+    rep.add_argument("--plot", help="write the plot here (default: accuracy_vs_rtr.png beside the table)")
+    return parser
+
+
+def _backend_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        help="the model: its name on the server, or a local path / hub id for a local model "
+        "(default: the offline reader)",
+    )
+    parser.add_argument(
         "--backend",
-        choices=["auto", "openai", "transformers"],
+        choices=["auto", "reader", "openai", "transformers"],
         default="auto",
-        help="auto (default): an OpenAI-compatible server if --base-url is given, else a local model; "
+        help="auto (default): a server if --base-url is given, a local model if --model is, else the reader; "
         "'openai' with no --base-url talks to the OpenAI API",
     )
-    server = ask.add_argument_group("OpenAI-compatible server (vLLM, SGLang, Ollama, OpenAI...)")
+    server = parser.add_argument_group("OpenAI-compatible server (vLLM, SGLang, Ollama, OpenAI...)")
     server.add_argument("--base-url", help="server URL, e.g. http://localhost:8000/v1 for vLLM")
     server.add_argument(
         "--api-key-env",
@@ -69,12 +128,15 @@ def _parser() -> argparse.ArgumentParser:
         choices=["auto", "low", "high"],
         help="OpenAI image detail; use 'high' on api.openai.com so crops keep their resolution",
     )
-    local = ask.add_argument_group("local model (Hugging Face transformers)")
+    local = parser.add_argument_group("local model (Hugging Face transformers)")
     local.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps... (default: cpu)")
     local.add_argument("--dtype", default="auto", help="auto, bfloat16, float16, float32 (default: auto)")
     local.add_argument("--max-new-tokens", type=int, default=256, help="per model turn (default: 256)")
     local.add_argument("--offline", action="store_true", help="never contact the Hugging Face hub")
-    agent = ask.add_argument_group("agent")
+
+
+def _agent_options(parser: argparse.ArgumentParser) -> None:
+    agent = parser.add_argument_group("agent")
     agent.add_argument(
         "--protocol",
         choices=["json", "awares-text"],
@@ -92,18 +154,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     agent.add_argument(
         "--token-rule",
-        help="visual-token rule: qwen2.5-vl, qwen2-vl, qwen3-vl, pixels (default: inferred from --model)",
+        help="visual-token rule: qwen2.5-vl, qwen2-vl, qwen3-vl, pixels (default: the backend's or inferred)",
     )
     agent.add_argument("--view-scale", type=float, default=0.5, help="low-res view scale (default: 0.5)")
-    ask.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    return parser
 
 
-def _ask(args: argparse.Namespace, console: Console) -> int:
-    from awares_agent.agent import AwaResAgent
+def _config(args: argparse.Namespace) -> Any:
     from awares_agent.config import AgentConfig
 
-    config = AgentConfig.from_options(
+    return AgentConfig.from_options(
         protocol=args.protocol,
         crop_set=args.crop_set,
         max_rounds=args.max_rounds,
@@ -111,7 +170,12 @@ def _ask(args: argparse.Namespace, console: Console) -> int:
         token_rule=args.token_rule,
         view_scale=args.view_scale,
     )
-    agent = AwaResAgent(_backend(args), config)
+
+
+def _ask(args: argparse.Namespace, console: Console) -> int:
+    from awares_agent.agent import AwaResAgent
+
+    agent = AwaResAgent(_backend(args), _config(args))
     if args.json:
         result = agent.ask(args.image, args.question)
         sys.stdout.write(result.model_dump_json() + "\n")
@@ -141,8 +205,17 @@ def _ask(args: argparse.Namespace, console: Console) -> int:
 
 
 def _backend(args: argparse.Namespace) -> Any:
-    """The backend the options name: a server with --base-url (or --backend openai), else a local model."""
-    if args.backend == "openai" or (args.backend == "auto" and args.base_url):
+    """The backend the options name: a server, a local model, or the offline reader (see --backend)."""
+    choice = args.backend
+    if choice == "auto":
+        choice = "openai" if args.base_url else "transformers" if args.model else "reader"
+    if choice == "reader":
+        from awares_agent.backends.reader import ReaderBackend
+
+        return ReaderBackend(crop_set=args.crop_set)
+    if not args.model:
+        raise ConfigError(f"--backend {choice} needs --model")
+    if choice == "openai":
         from awares_agent.backends.openai_compat import OpenAIBackend
 
         return OpenAIBackend(
@@ -163,6 +236,84 @@ def _backend(args: argparse.Namespace) -> Any:
         max_new_tokens=args.max_new_tokens,
         local_files_only=args.offline,
     )
+
+
+def _eval(args: argparse.Namespace, console: Console) -> int:
+    from pathlib import Path
+
+    from evals.benchmarks import load_benchmark
+    from rich.markdown import Markdown
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from evals.policies import check_policy
+    from evals.report import markdown_table
+    from evals.runner import awares_crop_counts, run_policy
+
+    policies = [p.strip() for p in args.policy.split(",") if p.strip()]
+    for policy in policies:
+        check_policy(policy)
+    if "random" in policies and "awares" in policies:  # random copies awares' crop counts: run awares first
+        policies = ["awares"] + [p for p in policies if p != "awares"]
+    config, backend = _config(args), _backend(args)
+    with console.status(f"loading {args.bench}..."):
+        samples = load_benchmark(args.bench, split=args.split, limit=args.limit, seed=args.seed)
+    out = Path(args.out)
+    name = Path(args.bench).name if Path(args.bench).exists() else args.bench
+    console.print(f"{name}: {len(samples)} samples, {type(backend).__name__} ({backend.model_name}) -> {out}")
+    summaries = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        for policy in policies:
+            task = progress.add_task(f"{policy:>9}", total=len(samples))
+            done_before = _recorded(out / policy)
+            progress.advance(task, min(done_before, len(samples)))
+            summaries.append(
+                run_policy(
+                    samples,
+                    backend,
+                    policy,
+                    out,
+                    config=config,
+                    benchmark=name,
+                    concurrency=args.concurrency,
+                    awares_crops=awares_crop_counts(out) if policy == "random" else None,
+                    seed=args.seed,
+                    on_result=lambda _r, t=task: progress.advance(t),
+                )
+            )
+    table = markdown_table(summaries)
+    (out / "report.md").write_text(table, encoding="utf-8")
+    console.print(Markdown(table))
+    for s in summaries:
+        if s.skipped or s.failed:
+            console.print(
+                f"[yellow]{s.policy}[/]: {s.skipped} skipped (bad input), {s.failed} failed (backend; "
+                "run the same command again to retry them); details in samples.jsonl"
+            )
+    return EXIT_OK
+
+
+def _recorded(folder: Any) -> int:
+    from evals.runner import SAMPLES_FILE, read_results
+
+    return sum(r.status != "failed" for r in read_results(folder / SAMPLES_FILE).values())
+
+
+def _report(args: argparse.Namespace, console: Console) -> int:
+    from pathlib import Path
+
+    from rich.markdown import Markdown
+
+    from evals.report import load_summaries, markdown_table, plot
+
+    summaries = load_summaries(args.runs)
+    table = markdown_table(summaries)
+    markdown = Path(args.markdown) if args.markdown else Path(args.runs[0]) / "report.md"
+    markdown.write_text(table, encoding="utf-8")
+    figure = plot(summaries, Path(args.plot) if args.plot else markdown.with_name("accuracy_vs_rtr.png"))
+    console.print(Markdown(table))
+    console.print(f"table: {markdown}\nplot:  {figure}")
+    return EXIT_OK
 
 
 def _show_turn(console: Console, data: dict[str, Any]) -> None:
@@ -204,6 +355,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "ask":
             return _ask(args, console)
+        if args.command == "eval":
+            return _eval(args, console)
+        if args.command == "report":
+            return _report(args, console)
     except BackendError as exc:
         errors.print(f"[red]error:[/] {exc}", highlight=False)
         return EXIT_BACKEND
