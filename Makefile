@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint bench ask clean
+.PHONY: setup main test lint bench ask clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -16,6 +16,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 setup: $(VENV)/.installed
+
+# The main job: offline, on CPU, with the embedded reader: low-res vs full-res vs AwaRes on a synthetic
+# high-resolution benchmark, printed as a table (a few minutes).
+main: setup
+	$(BIN)/awares eval --bench synthetic --limit $(or $(LIMIT),48) --policy low-res,full-res,awares --out runs/main
 
 test: setup
 	$(BIN)/python -m pytest -q
