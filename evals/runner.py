@@ -167,6 +167,7 @@ def run_policy(
     def evaluate(sample: EvalSample) -> SampleResult:
         return _evaluate(sample, policy, backend, shared, run_config, store, awares_crops, seed)
 
+    _end_torn_line(jsonl)
     with jsonl.open("a", encoding="utf-8") as fh, ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         futures = [pool.submit(evaluate, s) for s in todo]
         try:
@@ -193,6 +194,15 @@ def run_policy(
     )
     (folder / SUMMARY_FILE).write_text(summary.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def _end_torn_line(path: Path) -> None:
+    """Terminate a last line cut short by a kill, so the next record starts on a line of its own."""
+    if path.exists() and path.stat().st_size:
+        with path.open("rb+") as fh:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
 
 
 class _CountedStore(ImageStore):
