@@ -279,7 +279,7 @@ def _evaluate(
     return SampleResult(
         status="ok",
         prediction=result.answer,
-        score=score(sample.metric, result.answer, sample.answers),
+        score=score(sample.metric, result.answer, sample.answers, question=sample.question),
         crops=[c.region_id for c in t.crops],
         rtr=t.cost.rtr,
         pixel_rtr=t.cost.pixel_rtr,
