@@ -1,0 +1,1234 @@
+"""An offline, training-free AwaRes policy for text-reading questions, as a chat backend.
+
+:class:`ReaderBackend` answers questions whose answer is text written in the image ("What is the invoice
+number?", "What is the price of Espresso?", "What is the Qty for Widget?", "What does the sign say?") by
+reading the image with an OCR engine (``rapidocr-onnxruntime``, whose models ship inside its wheel, so it
+runs with no network and no download). It is a real :class:`~awares_agent.backends.base.ChatBackend`: it
+sees only the images and the text of the messages, and it goes through the same graph, tool-call protocols,
+token accounting and trajectories as a VLM. It handles text-reading questions only; anything else (no key
+it can find, questions about colours, counts, objects...) is answered ``"unknown"``.
+
+The policy:
+
+1. **Turn 1** (the view and the question): OCR the low-resolution view and parse the question into what it
+   asks (a field's key, a table cell's column and row, a bar's label, or a sign's text). If the answer is
+   found and its text is tall enough in the view (``min_text_px``) and read confidently
+   (``min_confidence``), answer at once. Otherwise request the cheapest crop that covers where the answer
+   must be: the value's box, or the key's line when the value is missing, or, when the key itself cannot be
+   read, the hard-to-read text most similar to it. Confidence alone is not enough: OCR reads 6 px text
+   wrongly with high confidence, and only the text's height tells that it was too small.
+2. **Turn 2** (the crops): OCR the crops at full resolution, map every text box back to original-image
+   coordinates (together with the view's boxes outside the crops), and answer from all of it.
+3. When it may not crop (no tool offered and no ``GET_CROPS`` convention, or a final instruction), it
+   answers with the best it has read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Literal
+
+from awares_agent.backends.base import ChatReply, Usage
+from awares_agent.errors import ConfigError
+from awares_agent.messages import ChatMessage, ImagePart, ToolCall, ToolSpec
+from awares_agent.tokens import PixelTokenRule
+from tools.box_mapping import crops_covering
+from tools.crop_sets import ALL, CropSet, Region
+from tools.crop_sets import crop_set as make_crop_set
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from awares_agent.image_store import ImageStore
+
+__all__ = [
+    "DEFAULT_MIN_CONFIDENCE",
+    "DEFAULT_MIN_TEXT_PX",
+    "UNKNOWN",
+    "Query",
+    "ReaderBackend",
+    "TextBox",
+    "parse_question",
+]
+
+#: The answer given when the question is not about text the reader can find.
+UNKNOWN = "unknown"
+
+#: Smallest height, in view pixels, of a detected text box whose reading is trusted. RapidOCR's boxes are
+#: about ``0.95 * em + 4`` px tall, so this is text of about 9 px em: below it, digits and punctuation are
+#: misread with high confidence (a 6 px "1,284.50" comes out as "1.284.50" at 0.97).
+DEFAULT_MIN_TEXT_PX = 12.5
+
+#: Lowest recognition confidence for a reading of the view to be trusted.
+DEFAULT_MIN_CONFIDENCE = 0.9
+
+Box = tuple[float, float, float, float]
+
+
+# --- OCR ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextBox:
+    """One line of text read by OCR.
+
+    Attributes:
+        text: the text as read.
+        confidence: the recogniser's confidence, in [0, 1].
+        box: ``(x0, y0, x1, y1)`` in original-image pixels.
+        px: height of the text box in pixels of the image it was read in (the view, a crop...).
+        source: ``"view"``, ``"crop"`` or ``"full"``: what it was read in.
+    """
+
+    text: str
+    confidence: float
+    box: Box
+    px: float
+    source: str = "view"
+
+    @property
+    def height(self) -> float:
+        """Height of the box in original-image pixels."""
+        return self.box[3] - self.box[1]
+
+    @property
+    def cx(self) -> float:
+        return (self.box[0] + self.box[2]) / 2
+
+    @property
+    def cy(self) -> float:
+        return (self.box[1] + self.box[3]) / 2
+
+
+@dataclass(frozen=True)
+class _RawBox:
+    """An OCR line in the pixels of the image it was read in."""
+
+    text: str
+    confidence: float
+    box: Box
+    px: float
+
+
+#: Ratio of a RapidOCR box's height to its text's mean character width, for ordinary text (2.0-2.4).
+_CHAR_WIDTH_TO_PX = 2.5
+
+_ENGINE: Any = None
+_ENGINE_LOCK = threading.Lock()
+_OCR_LOCK = threading.Lock()
+
+
+def _engine() -> Any:
+    """The shared RapidOCR engine, loaded on first use (importing it takes about a second)."""
+    global _ENGINE
+    with _ENGINE_LOCK:
+        if _ENGINE is None:
+            try:
+                from rapidocr_onnxruntime import RapidOCR
+            except ImportError as exc:  # pragma: no cover - a declared dependency
+                raise ConfigError(
+                    "the reader backend needs rapidocr-onnxruntime: pip install 'rapidocr-onnxruntime>=1.4,<1.5'"
+                ) from exc
+            # Up to 4000 px on a side the engine reads the image as given instead of shrinking it.
+            _ENGINE = RapidOCR(max_side_len=4000)
+        return _ENGINE
+
+
+def _ocr(image: Image.Image) -> list[_RawBox]:
+    """Read every text line of ``image``; boxes in its own pixels."""
+    engine = _engine()
+    rgb = image.convert("RGB")
+    # One call at a time: the engine's per-call options are instance state, and the cores are shared anyway.
+    with _OCR_LOCK:
+        result, _ = engine(rgb, use_cls=False)
+    out = []
+    for points, text, confidence in result or []:
+        xs = [float(p[0]) for p in points]
+        ys = [float(p[1]) for p in points]
+        (x0, y0), (x1, y1), (x2, y2), (x3, y3) = ((float(p[0]), float(p[1])) for p in points)
+        px = (((x3 - x0) ** 2 + (y3 - y0) ** 2) ** 0.5 + ((x2 - x1) ** 2 + (y2 - y1) ** 2) ** 0.5) / 2
+        text = str(text).strip()
+        if not text:
+            continue
+        chars = len(text.replace(" ", ""))
+        if chars >= 4:
+            # A box can be taller than its text (two lines caught in one); narrow characters still tell.
+            px = min(px, _CHAR_WIDTH_TO_PX * (max(xs) - min(xs)) / chars)
+        out.append(_RawBox(text, float(confidence), (min(xs), min(ys), max(xs), max(ys)), px))
+    return out
+
+
+# --- questions ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Query:
+    """What a question asks for.
+
+    Attributes:
+        kind: ``field`` (the value next to a key), ``cell`` (a table cell: ``column`` for row ``key``),
+            ``bar`` (the value printed for a chart's bar named ``key``), ``sign`` (the main text of the
+            image), or ``none`` (not a text-reading question the reader understands).
+        key: the field's key, the cell's row label, or the bar's label.
+        column: the cell's column header.
+        words: the question's content words, tried one by one when ``key`` is not found as a whole.
+        money: the question asks for an amount (a price, a cost, a total): values like ``12.50`` come first.
+    """
+
+    kind: Literal["field", "cell", "bar", "sign", "none"]
+    key: str = ""
+    column: str = ""
+    words: tuple[str, ...] = ()
+    money: bool = False
+
+
+_DOC_WORDS = (
+    r"receipt|form|invoice|document|page|image|picture|photo|table|chart|bar\s+chart|graph|plot|sign|card"
+    r"|label|screen|poster|ticket|bill|statement|report|menu|list|sheet|figure|diagram|board|banner|notice"
+    r"|display|scene|photo"
+)
+_TRAILERS = [
+    re.compile(rf"\s+(?:on|in|of|from|at|for)\s+(?:the|this|that)\s+(?:\w+\s+)?(?:{_DOC_WORDS})\b.*$"),
+    re.compile(
+        r"\s+(?:shown|listed|written|printed|given|stated|displayed|indicated|reported|mentioned)\b.*$"
+    ),
+    re.compile(r"\s+(?:field|line|entry|box|row|cell)$"),
+]
+_LEADERS = re.compile(
+    rf"^(?:(?:according\s+to|based\s+on|looking\s+at|from|in|on)\s+(?:the|this)\s+(?:[\w']+\s+)?(?:{_DOC_WORDS})"
+    r"\s*[,:]?\s*)+"
+)
+_NON_TEXT = re.compile(
+    r"^(?:how\s+many|is\s+there|are\s+there|is\s+it|is\s+the|are\s+the|does\s+the\s+image|who|where|why"
+    r"|what\s+(?:kind|type|time\s+of\s+day|is\s+happening|animal|object)s?)\b|\bcolou?rs?\b|\bshape\b"
+)
+_MONEY_WORDS = re.compile(r"\b(?:how\s+much|price|cost|costs|amount|total|charge|charges|charged|paid|fee)\b")
+_SIGN_SAY = re.compile(
+    rf"^(?:what\s+(?:does|do)\s+(?:the|this|that)\s+(?:{_DOC_WORDS})\s+(?:say|read)"
+    rf"|what\s+(?:is|'s)\s+(?:written|printed|shown)\s+(?:on|in)\s+(?:the|this|that)\s+(?:{_DOC_WORDS})"
+    rf"|what\s+text\s+(?:is|appears)\s+(?:on|in)\s+(?:the|this|that)\s+(?:{_DOC_WORDS})"
+    rf"|read\s+(?:the|this|that)\s+(?:{_DOC_WORDS}))$"
+)
+_CELL_PATTERNS = [
+    re.compile(r"\brow\s+(?P<row>.+?)\s+and\s+(?:the\s+)?column\s+(?P<col>.+)$"),
+    re.compile(r"\bcolumn\s+(?P<col>.+?)\s+and\s+(?:the\s+)?row\s+(?P<row>.+)$"),
+    re.compile(
+        r"\bunder\s+(?:the\s+)?(?P<col>.+?)\s+(?:column\s+)?(?:for|of|in)\s+(?:the\s+)?(?:row\s+)?(?P<row>.+)$"
+    ),
+    re.compile(
+        r"^(?:what|which)\s+(?:is|was)\s+the\s+(?P<col>.+?)\s+(?:value|entry|cell|figure)\s+(?:for|of|in)\s+"
+        r"(?:the\s+)?(?:row\s+)?(?P<row>.+)$"
+    ),
+]
+_BAR_PATTERNS = [
+    re.compile(r"\b(?:for|of)\s+(?:the\s+)?(?P<key>.+?)\s+(?:bar|column)\b"),
+    re.compile(
+        r"\b(?:value|number|amount|figure|total)\s+(?:is\s+|was\s+)?(?:shown\s+|given\s+|printed\s+|listed\s+)?"
+        r"(?:for|of)\s+(?:the\s+)?(?P<key>.+)$"
+    ),
+    re.compile(
+        r"^how\s+(?:much|many)\s+(?:\w+\s+)?(?:does|did|do|is|are|was)\s+(?:the\s+)?(?P<key>.+?)\s+\w+$"
+    ),
+]
+_SIGN_PATTERNS = [
+    re.compile(r"\b(?:on|of)\s+the\s+(?P<key>.+?)\s+sign\b"),
+    re.compile(r"^read\s+the\s+(?P<key>.+?)\s+sign\b"),
+    re.compile(
+        r"\b(?:follows|following|after|next\s+to|beside|under)\s+(?:the\s+)?(?:word\s+)?(?P<key>.+?)(?:\s+on\s+the\s+sign)?$"
+    ),
+    re.compile(r"^(?:which|what)\s+(?P<key>[\w\s]+?)\s+(?:does|do|is|are)\s+(?:the|this)\s+sign\b"),
+]
+_FIELD_PATTERNS = [
+    re.compile(
+        r"\b(?:say|says|list|lists|show|shows|give|gives|state|states|charge|charges|read|reads|have|has)\s+"
+        r"(?:for|about|under|as)\s+(?:the\s+)?(?P<key>.+)$"
+    ),
+    re.compile(
+        r"\b(?:given|shown|listed|printed|written|entered|stated|filled\s+in)\s+"
+        r"(?:for|next\s+to|beside|after|under|by|in)\s+(?:the\s+)?(?P<key>.+)$"
+    ),
+    re.compile(r"\b(?:follows|follow|following)\s+(?:the\s+)?(?P<key>.+)$"),
+    re.compile(
+        r"^how\s+much\s+(?:did|does|do|was|were|is|are)\s+(?:the\s+)?(?P<key>.+?)\s+(?:cost|costs|charge)$"
+    ),
+    re.compile(r"^how\s+much\s+(?:is|was|are|were)\s+(?:the\s+)?(?P<key>.+)$"),
+    re.compile(
+        r"^(?:read|give|tell\s+me|find|report|state)\s+(?:out\s+)?(?:the\s+)?(?P<key>.+?)"
+        r"(?:\s+(?:field|entry|box|line|value))?$"
+    ),
+    re.compile(
+        r"^(?:what|which)\s+(?P<key>[\w\s#.'-]+?)\s+(?:is|are|was|were)\s+(?:given|shown|listed|printed|written|stated|indicated|used|provided)$"
+    ),
+    re.compile(r"^(?:what|which)(?:\s+is|\s+are|\s+was|'s)\s+(?:the\s+|a\s+|an\s+)?(?P<key>.+)$"),
+]
+_OF_RE = re.compile(r"^(?P<column>.+?)\s+(?:for|of)\s+(?:the\s+)?(?P<row>.+)$")
+_STOPWORDS = frozenset(
+    "a an the of for to in on at by from with and or is are was were be been does do did what which when where"
+    " who whom how much many this that these those there it its please tell me give read find state value"
+    " written printed shown listed given say says said stated according indicated indicate indicates here"
+    " cost costs next under after follows following field cell row column entry s".split()
+)
+_DOC_WORD_SET = frozenset(re.sub(r"\\s\+", " ", _DOC_WORDS).replace("|", " ").split())
+
+
+def _trim(text: str) -> str:
+    text = text.strip(" \t\"'`“”‘’,:")
+    text = re.sub(rf"^(?:the\s+)?(?:{_DOC_WORDS})'s\s+", "", text)
+    for pattern in _TRAILERS:
+        text = pattern.sub("", text)
+    return text.strip(" \t\"'`“”‘’,:")
+
+
+def _content_words(text: str) -> tuple[str, ...]:
+    words = re.findall(r"[a-z0-9#]+", text)
+    return tuple(w for w in words if w not in _STOPWORDS and w not in _DOC_WORD_SET)
+
+
+def parse_question(question: str) -> Query:
+    """Parse a text-reading question into a :class:`Query`.
+
+    Understood forms (case-insensitive; quoted labels are taken as written; "According to the table, ...",
+    "on the receipt", "shown"... are ignored): "What is the <key>?", "What does the form say for <key>?",
+    "What value is given for <key>?", 'What is written next to "<key>"?', "Read the <key> field.",
+    "How much did the <item> cost?", "What is the <column> value for <row>?", 'Read the cell in row "<row>"
+    and column "<column>".', "What does the table list under <column> for <row>?", "What is the value of the
+    <label> bar?", "What code follows "<label>" on the sign?", "What does the sign say?". Anything else that
+    looks like a request for text falls back to its content words.
+
+    Args:
+        question: the question text.
+
+    Returns:
+        The query; ``kind="none"`` for questions that are not about reading text (colours, counts...).
+    """
+    text = " ".join(question.split())
+    quoted = [next(g for g in groups if g) for groups in re.findall(r'"([^"]+)"|“([^”]+)”|‘([^’]+)’', text)]
+    q = text.lower().replace("“", '"').replace("”", '"').replace("‘", "'").replace("’", "'")
+    q = re.sub(r"\s*\([^)]*\)\s*$", "", q).strip().rstrip("?.!: ")
+    chart = bool(re.search(r"\b(?:bar|bars|chart|graph|plot)\b", q))
+    q = _LEADERS.sub("", q)
+    if not q or _NON_TEXT.search(q):
+        return Query("none")
+    money = bool(_MONEY_WORDS.search(q))
+    words = _content_words(q)
+    bare = q.replace('"', "")
+    for pattern in _CELL_PATTERNS:
+        if m := pattern.search(bare):
+            row, col = _trim(m.group("row")), _trim(m.group("col"))
+            if row and col:
+                return Query("cell", key=row, column=col, words=words, money=money)
+    if chart:
+        trimmed = _TRAILERS[0].sub("", bare)
+        for pattern in _BAR_PATTERNS:
+            if (m := pattern.search(trimmed)) and (key := _trim(m.group("key"))):
+                return Query("bar", key=key, words=words)
+    if re.search(r"\bsign\b", bare):
+        if _SIGN_SAY.match(bare):
+            return Query("sign")
+        if quoted:
+            return Query("field", key=quoted[0].lower(), words=words)
+        for pattern in _SIGN_PATTERNS:
+            if (m := pattern.search(bare)) and (key := _trim(m.group("key"))):
+                return Query("field", key=key, words=words)
+    elif _SIGN_SAY.match(bare):
+        return Query("sign")
+    if quoted:
+        return Query("field", key=quoted[0].lower(), words=words, money=money)
+    for pattern in _FIELD_PATTERNS:
+        if (m := pattern.search(bare)) and (key := _trim(m.group("key"))):
+            if pattern is _FIELD_PATTERNS[-1] and (cell := _OF_RE.match(key)):
+                column, row = _trim(cell.group("column")), _trim(cell.group("row"))
+                if column and row:
+                    return Query("cell", key=row, column=column, words=words, money=money)
+            return Query("field", key=key, words=words, money=money)
+    if words:
+        return Query("field", key=" ".join(words), words=words, money=money)
+    return Query("none")
+
+
+# --- fuzzy matching ----------------------------------------------------------------------------------------
+
+_SYNONYMS: list[tuple[str, ...]] = [
+    ("number", "no", "#", "num", "nr"),
+    ("telephone", "phone", "tel"),
+    ("quantity", "qty"),
+    ("amount", "amt"),
+    ("reference", "ref"),
+    ("identifier", "id"),
+    ("address", "addr"),
+    ("account", "acct"),
+]
+# Words a label often leaves out: "reference code" is printed "Reference", "total amount" "TOTAL".
+_GENERIC_TAIL = frozenset({"number", "code", "amount", "value", "id", "no", "name", "text", "entry"})
+
+
+def _norm(text: str) -> tuple[str, list[int]]:
+    """Lower-case alphanumerics (and ``#``) of ``text``, with each kept character's index in ``text``."""
+    chars, index = [], []
+    for i, c in enumerate(text):
+        if c.isalnum() or c == "#":
+            chars.append(c.lower())
+            index.append(i)
+    return "".join(chars), index
+
+
+@lru_cache(maxsize=4096)
+def _variants(key: str) -> tuple[tuple[str, float], ...]:
+    """Normalised spellings of a key with a weight: the key, its synonyms, and without a generic last word."""
+    words = [w for w in re.split(r"[\s_\-/]+", key.lower()) if w and w not in ("the", "a", "an")]
+    if not words:
+        return ()
+    out: dict[str, float] = {}
+
+    def expand(options: list[list[str]], weight: float) -> None:
+        spellings = [""]
+        for group in options:
+            spellings = [s + _norm(w)[0] for s in spellings for w in group][:32]
+        for s in spellings:
+            if s and out.get(s, -1.0) < weight:
+                out[s] = weight
+
+    groups = [list(next((g for g in _SYNONYMS if w.strip(".") in g), (w,))) for w in words]
+    expand(groups, 1.0)
+    if len(words) > 1 and words[-1].strip(".") in _GENERIC_TAIL and len("".join(words[:-1])) >= 4:
+        expand(groups[:-1], 0.95)
+    return tuple(out.items())
+
+
+def _substring_distance(pattern: str, text: str) -> tuple[int, int, int]:
+    """Best approximate occurrence of ``pattern`` in ``text``: ``(edit distance, start, end)`` (Sellers)."""
+    n = len(text)
+    prev = [0] * (n + 1)
+    starts = list(range(n + 1))
+    for i in range(1, len(pattern) + 1):
+        cur = [i] + [0] * n
+        cur_starts = [0] * (n + 1)
+        pc = pattern[i - 1]
+        for j in range(1, n + 1):
+            sub = prev[j - 1] + (pc != text[j - 1])
+            dele = prev[j] + 1
+            ins = cur[j - 1] + 1
+            if sub <= dele and sub <= ins:
+                cur[j], cur_starts[j] = sub, starts[j - 1]
+            elif dele <= ins:
+                cur[j], cur_starts[j] = dele, starts[j]
+            else:
+                cur[j], cur_starts[j] = ins, cur_starts[j - 1]
+        prev, starts = cur, cur_starts
+    best = min(range(n + 1), key=lambda j: (prev[j], -j))
+    return prev[best], starts[best], best
+
+
+@dataclass(frozen=True)
+class _Match:
+    """Where a key was found in a text box: ``box.text[start:end]``."""
+
+    box: TextBox
+    score: float
+    end: int
+    start: int = 0
+
+    @property
+    def span(self) -> TextBox:
+        """The part of the box that holds the key."""
+        return _sub_box(self.box, self.start, self.end)
+
+
+def _sub_box(box: TextBox, start: int, end: int) -> TextBox:
+    """The part of ``box`` holding ``box.text[start:end]``, its x-range in proportion to the characters."""
+    n = max(1, len(box.text))
+    x0, y0, x1, y1 = box.box
+    w = x1 - x0
+    return TextBox(
+        box.text[start:end],
+        box.confidence,
+        (x0 + w * start / n, y0, x0 + w * end / n, y1),
+        box.px,
+        box.source,
+    )
+
+
+def _word_start(text: str, i: int) -> bool:
+    """Whether a word starts at ``text[i]`` (spaces are lost when OCR glues words, but case often tells)."""
+    return i <= 0 or not text[i - 1].isalpha() or (text[i - 1].islower() and text[i].isupper())
+
+
+def _word_end(text: str, i: int) -> bool:
+    """Whether a word ends just before ``text[i]``."""
+    return i >= len(text) or not text[i].isalpha() or (text[i - 1].islower() and text[i].isupper())
+
+
+def _match(key: str, box: TextBox, *, loose: bool = False) -> _Match | None:
+    """How well ``key`` occurs in ``box`` as a label (``None`` if it does not).
+
+    ``loose`` allows the many errors of text read far below its legible size (localisation only).
+    """
+    text, index = _norm(box.text)
+    if not text:
+        return None
+    label_len = len(_norm(box.text.split(":")[0])[0]) or len(text)
+    best: _Match | None = None
+    for variant, weight in _variants(key):
+        m = len(variant)
+        if m <= 3:
+            # A short key must be a word of its own: "no" is not the start of "north".
+            pos = text.find(variant)
+            while pos >= 0 and not (
+                _word_start(box.text, index[pos]) and _word_end(box.text, index[pos + m - 1] + 1)
+            ):
+                pos = text.find(variant, pos + 1)
+            if pos < 0:
+                continue
+            dist, start, end = 0, pos, pos + m
+        else:
+            dist, start, end = _substring_distance(variant, text)
+            allowed = max(1, round(0.45 * m)) if loose else (1 if m <= 6 else max(2, m // 5))
+            if dist > allowed or end <= start:
+                continue
+            if loose and start > 2:
+                continue  # garbled text matches anywhere inside a long line: only a line's start counts
+        sim = 1 - dist / m
+        coverage = min(1.0, m / max(label_len, 1))
+        score = weight * sim + 0.15 * coverage
+        if not _word_start(box.text, index[start]):
+            score -= 0.35  # inside a longer word: "total" in "subtotal"
+        score -= 0.05 * (start > 0)
+        if best is None or score > best.score:
+            best = _Match(box, score, index[end - 1] + 1, index[start])
+    return best
+
+
+def _similarity(key: str, text: str) -> float:
+    """A loose similarity in [0, 1] between a key and any part of a (possibly garbled) text."""
+    target, _ = _norm(text)
+    if not target:
+        return 0.0
+    scores = [1 - _substring_distance(v, target)[0] / len(v) for v, _ in _variants(key) if v]
+    return max(scores, default=0.0)
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) - len(suffix) >= 4 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+# --- geometry ----------------------------------------------------------------------------------------------
+
+
+def _v_overlap(a: Box, b: Box) -> float:
+    """Vertical overlap of two boxes as a fraction of the shorter one's height."""
+    inter = min(a[3], b[3]) - max(a[1], b[1])
+    return max(0.0, inter) / max(1e-6, min(a[3] - a[1], b[3] - b[1]))
+
+
+def _h_overlap(a: Box, b: Box) -> float:
+    """Horizontal overlap of two boxes as a fraction of the narrower one's width."""
+    inter = min(a[2], b[2]) - max(a[0], b[0])
+    return max(0.0, inter) / max(1e-6, min(a[2] - a[0], b[2] - b[0]))
+
+
+def _union(boxes: Sequence[Box]) -> Box:
+    return (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+
+
+def _clean_value(text: str) -> str:
+    return text.strip().lstrip(" \t:;=|>-–—·.,").rstrip(" \t:;|,").strip()
+
+
+_DIGIT_RE = re.compile(r"\d")
+_MONEY_RE = re.compile(r"\d\s?[.,]\s?\d\d(?!\d)")
+
+
+# --- reading -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Reading:
+    """What the reader found for a query in a set of text boxes.
+
+    Attributes:
+        answer: the answer text, or ``None`` if no value was found.
+        value_boxes: the boxes the answer was read from.
+        anchors: the boxes that located it (the key, the row label, the column header).
+        score: how well the key matched (higher is better).
+        where: a box (original pixels) where the value should be, when it was not found.
+    """
+
+    answer: str | None
+    value_boxes: list[TextBox] = field(default_factory=list)
+    anchors: list[TextBox] = field(default_factory=list)
+    score: float = 0.0
+    where: Box | None = None
+
+    @property
+    def evidence(self) -> Box | None:
+        """The box (original pixels) holding the key and the value, or where the value should be."""
+        boxes = [b.box for b in (*self.anchors, *self.value_boxes)]
+        if self.where is not None and not self.value_boxes:
+            boxes.append(self.where)
+        return _union(boxes) if boxes else None
+
+
+def _find_key(key: str, boxes: Sequence[TextBox], *, loose: bool = False) -> list[_Match]:
+    if not key:
+        return []
+    floor = 0.55 if loose else 0.75
+    matches = [m for b in boxes if (m := _match(key, b, loose=loose)) is not None and m.score >= floor]
+    return sorted(matches, key=lambda m: -m.score)
+
+
+def _right_of(
+    anchor: TextBox, boxes: Sequence[TextBox], exclude: Sequence[TextBox], *, max_gap: float | None
+) -> list[TextBox]:
+    """Boxes on the anchor's line to its right, nearest first (within ``max_gap`` original pixels)."""
+    a = anchor.box
+    row = [
+        b
+        for b in boxes
+        if b is not anchor
+        and all(b is not e for e in exclude)
+        and _v_overlap(a, b.box) >= 0.5
+        and b.box[0] >= a[2] - 0.5 * anchor.height
+        and (max_gap is None or b.box[0] - a[2] <= max_gap)
+        and b.height <= 2.5 * anchor.height
+        and anchor.height <= 2.5 * b.height
+    ]
+    return sorted(row, key=lambda b: b.box[0])
+
+
+def _below(anchor: TextBox, boxes: Sequence[TextBox], exclude: Sequence[TextBox]) -> list[TextBox]:
+    """Boxes right under the anchor (within about a line), nearest first."""
+    a, h = anchor.box, anchor.height
+    col = [
+        b
+        for b in boxes
+        if b is not anchor
+        and all(b is not e for e in exclude)
+        and b.box[1] >= a[1] + 0.5 * h
+        and b.cy > anchor.cy + 0.4 * h
+        and b.box[1] <= a[3] + 1.5 * h
+        and (_h_overlap(a, b.box) >= 0.3 or abs(b.box[0] - a[0]) <= h)
+    ]
+    return sorted(col, key=lambda b: b.box[1])
+
+
+def _above(anchor: TextBox, boxes: Sequence[TextBox], exclude: Sequence[TextBox]) -> list[TextBox]:
+    """Words with digits above the anchor in its column (a bar's value over its label), nearest first."""
+    a, h = anchor.box, anchor.height
+    col = [
+        t
+        for b in boxes
+        if b is not anchor and all(b is not e for e in exclude) and b.box[3] <= a[1] + 0.3 * h
+        for t in _tokens(b)
+        if _h_overlap(a, t.box) >= 0.3 and _DIGIT_RE.search(t.text)
+    ]
+    return sorted(col, key=lambda b: -b.box[3])
+
+
+def _typed(value: str, money: bool) -> int:
+    """How well a value fits what the question asks: 2 an amount when one is asked, 1 has digits, 0 none."""
+    if money and _MONEY_RE.search(value):
+        return 2
+    return 1 if _DIGIT_RE.search(value) else 0
+
+
+def _value_for(m: _Match, boxes: Sequence[TextBox], keys: Sequence[TextBox], query: Query) -> Reading | None:
+    """The value labelled by the key match ``m``: after it in its box, to its right, under it (or over it).
+
+    Candidates are ranked by how well they fit the question (digits; an amount for "how much"), then by
+    distance in line heights, so a stacked field's value beats a far-away neighbour, and a receipt's price
+    at the end of its line beats the next item under it.
+    """
+    anchor = m.box
+    h = max(1e-6, anchor.height)
+    options: list[tuple[int, float, str, TextBox]] = []  # (type fit, -distance, value, box)
+    rest = _clean_value(anchor.text[m.end :])
+    if _norm(rest)[0]:
+        options.append((_typed(rest, query.money), 0.0, rest, anchor))
+    if query.kind == "bar":
+        label = m.span
+        for b in _above(label, boxes, keys)[:1]:
+            options.append(
+                (_typed(b.text, query.money) + 1, -(label.box[1] - b.box[3]) / h, _clean_value(b.text), b)
+            )
+        for b in _right_of(anchor, boxes, keys, max_gap=None)[:1]:
+            if _DIGIT_RE.search(b.text):
+                options.append((_typed(b.text, query.money) + 1, -(b.box[0] - anchor.box[2]) / h, b.text, b))
+    for b in _right_of(anchor, boxes, keys, max_gap=80 * h)[:1]:
+        options.append(
+            (_typed(b.text, query.money), -(b.box[0] - anchor.box[2]) / h, _clean_value(b.text), b)
+        )
+    for b in _below(anchor, boxes, keys)[:1]:
+        gap = (b.box[1] - anchor.box[3]) / h
+        options.append((_typed(b.text, query.money), -max(0.0, gap) - 0.5, _clean_value(b.text), b))
+    options = [o for o in options if _norm(o[2])[0]]
+    if not options:
+        return None
+    _, _, value, box = max(options, key=lambda o: (o[0], o[1]))
+    return Reading(_clean_value(value), [box], [anchor], m.score)
+
+
+def _read_field(query: Query, boxes: Sequence[TextBox], *, loose: bool = False) -> Reading | None:
+    matches = _find_key(query.key, boxes, loose=loose)
+    if not matches:
+        # Content words are too weak a clue in text read far below its legible size.
+        return _read_words(query, boxes) if query.words and not loose else None
+    # Boxes that hold nothing but a label are not values; "REF-8S58G" matches "reference" but is one.
+    keys = [m.box for m in matches if not _norm(_clean_value(m.box.text[m.end :]))[0]]
+    found: list[Reading] = []
+    for m in matches[:4]:
+        reading = _value_for(m, boxes, keys, query)
+        if reading is not None:
+            found.append(reading)
+    if found:
+        # Among the keys that match about as well as the best, an amount when one is asked for ("How much
+        # is due?": "Amount Due", not "Due Date").
+        top = max(r.score for r in found)
+        close = [r for r in found if r.score >= top - 0.1]
+        return max(close, key=lambda r: (query.money and _typed(r.answer or "", True) == 2, r.score))
+    anchor = matches[0].box
+    a, h = anchor.box, anchor.height
+    where = (a[0], a[1], a[2] + max(a[2] - a[0], 12 * h), a[3] + 1.5 * h)
+    return Reading(None, [], [anchor], matches[0].score, where=where)
+
+
+def _read_words(query: Query, boxes: Sequence[TextBox], *, loose: bool = False) -> Reading | None:
+    """The value next to the box that holds most of the question's content words (``"issued"`` finds
+    ``"Issue Date"``)."""
+    stems = [s for s in dict.fromkeys(_stem(w) for w in query.words if w not in _GENERIC_TAIL) if len(s) >= 3]
+    best: tuple[tuple[int, float], TextBox, int] | None = None
+    for box in boxes:
+        hits = [
+            (len(s), m) for s in stems if (m := _match(s, box, loose=loose)) is not None and m.score >= 0.8
+        ]
+        total = sum(n for n, _ in hits)
+        if total < 4:
+            continue
+        rank = (total, total / max(1, len(_norm(box.text.split(":")[0])[0])))
+        if best is None or rank > best[0]:
+            best = (rank, box, max(m.end for _, m in hits))
+    if best is None:
+        return None
+    _, box, end = best
+    return _value_for(_Match(box, 0.75, end), boxes, [box], query) or Reading(None, [], [box], 0.75)
+
+
+_SPLIT_RE = re.compile(r"\s+|(?<=\d)(?=[A-Z])|(?<=\.\d\d)(?=\d)|(?<=[a-z])(?=[A-Z])")
+
+
+def _tokens(box: TextBox, start: int = 0) -> list[TextBox]:
+    """``box.text[start:]`` cut at spaces and where OCR glued values ("617.03 97.97", "G-1951N-8309")."""
+    out, pos = [], start
+    for m in [*_SPLIT_RE.finditer(box.text, start), None]:
+        end = m.start() if m is not None else len(box.text)
+        if end > pos and box.text[pos:end].strip():
+            out.append(_sub_box(box, pos, end))
+        if m is not None:
+            pos = m.end()
+    return out
+
+
+def _in_span(tokens: Sequence[TextBox], span: tuple[float, float]) -> str:
+    """The text of the tokens centred in the column ``span``; a token wider than the span is cut to it."""
+    inside = [t for t in tokens if span[0] <= t.cx < span[1]]
+    if inside:
+        return " ".join(t.text for t in sorted(inside, key=lambda t: t.box[0]))
+    for t in tokens:  # one glued token over several columns: keep the characters in this one
+        x0, x1 = t.box[0], t.box[2]
+        if x0 < span[0] < span[1] < x1 or x0 < (span[0] + span[1]) / 2 < x1:
+            n = len(t.text)
+            step = (x1 - x0) / max(1, n)
+            chars = [c for i, c in enumerate(t.text) if span[0] <= x0 + (i + 0.5) * step < span[1]]
+            return "".join(chars)
+    return ""
+
+
+def _read_cell(query: Query, boxes: Sequence[TextBox], *, loose: bool = False) -> Reading | None:
+    rows = _find_key(query.key, boxes, loose=loose)
+    columns = _find_key(query.column, boxes, loose=loose)
+    if not rows:
+        return None
+    best: Reading | None = None
+    for r in rows[:4]:
+        row, label = r.box, r.span
+        h = row.height
+        heads = [
+            c
+            for c in columns
+            if c.box is not row
+            and 0.5 * h < row.cy - c.box.cy < 30 * h
+            and c.span.box[0] > label.box[2] - 0.5 * h
+            and c.span.box[0] - label.box[2] < 60 * h
+        ]
+        if not heads:
+            continue
+        c = min(heads, key=lambda c: (row.cy - c.box.cy) - 20 * h * c.score)
+        head = c.span
+        # The column runs from its header to the next header on the header line.
+        header_line = [t for b in boxes if _v_overlap(c.box.box, b.box) >= 0.5 for t in _tokens(b)]
+        starts = [t.box[0] for t in header_line if t.box[0] > head.box[0] + 0.5 * (head.box[2] - head.box[0])]
+        span_end = min(starts, default=head.box[2] + 6 * h) - 0.2 * h
+        span = (head.box[0] - 0.5 * h, span_end)
+        line = [
+            t
+            for b in boxes
+            if _v_overlap(row.box, b.box) >= 0.5 and not (b is c.box)
+            for t in (_tokens(b, r.end) if b is row else _tokens(b))
+        ]
+        value = _clean_value(_in_span(line, span))
+        score = r.score + c.score
+        if _norm(value)[0]:
+            cells = [t for t in line if t.box[2] > span[0] and t.box[0] < span[1]]
+            reading = Reading(value, cells, [label, head], score)
+        else:
+            where = (span[0], row.box[1], span_end, row.box[3])
+            reading = Reading(None, [], [label, head], score, where=where)
+        if best is None or (reading.answer is not None, reading.score) > (
+            best.answer is not None,
+            best.score,
+        ):
+            best = reading
+    if best is not None:
+        return best
+    # No header found: the row's first value, or where the row runs.
+    return _read_field(replace(query, kind="field"), boxes, loose=loose)
+
+
+def _read_sign(boxes: Sequence[TextBox]) -> Reading | None:
+    """The main text: the tallest line, with lines of about its height right below it (a multi-line sign)."""
+    if not boxes:
+        return None
+    top = max(boxes, key=lambda b: (b.height, len(b.text)))
+    lines = [top]
+    for b in sorted(boxes, key=lambda b: b.box[1]):
+        last = lines[-1]
+        if (
+            b is not top
+            and b.box[1] >= last.box[3] - 0.3 * last.height
+            and b.box[1] - last.box[3] <= last.height
+            and abs(b.height - top.height) <= 0.25 * top.height
+            and _h_overlap(b.box, top.box) > 0.3
+        ):
+            lines.append(b)
+    return Reading(" ".join(b.text for b in lines), lines, [], 1.0)
+
+
+def read(query: Query, boxes: Sequence[TextBox], *, loose: bool = False) -> Reading | None:
+    """Find the answer to ``query`` among OCR'd text boxes (all in the same, original-pixel coordinates).
+
+    Args:
+        query: the parsed question.
+        boxes: the text boxes read so far.
+        loose: accept keys read with many errors (to locate text too small to read, not to answer).
+
+    Returns:
+        The reading, possibly without an answer but with the key's location; ``None`` if not even the key
+        was found.
+    """
+    if query.kind == "sign":
+        return _read_sign(boxes)
+    if query.kind == "cell":
+        return _read_cell(query, boxes, loose=loose)
+    if query.kind in ("field", "bar"):
+        return _read_field(query, boxes, loose=loose)
+    return None
+
+
+def _best_guess(query: Query, boxes: Sequence[TextBox]) -> str:
+    """A last-resort answer: the value next to the text most similar to the key, if any is similar enough."""
+    if query.kind == "none" or not boxes:
+        return UNKNOWN
+    reading = read(query, boxes, loose=True)
+    if reading is not None and reading.answer:
+        return reading.answer
+    return UNKNOWN
+
+
+# --- the conversation --------------------------------------------------------------------------------------
+
+_CROP_LABEL_RE = re.compile(r"crop\s+(\S+)", re.IGNORECASE)
+
+
+@dataclass
+class _Turn:
+    """What the messages hold: the question, the view, the crops, and whether a crop may be requested."""
+
+    question: str
+    view: ImagePart | None
+    crops: list[tuple[str | None, ImagePart]]
+    tool_name: str | None
+    text_protocol: bool
+    final: bool
+
+
+def _turn(messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] | None) -> _Turn:
+    view: ImagePart | None = None
+    question = ""
+    crops: list[tuple[str | None, ImagePart]] = []
+    system = " ".join(m.text for m in messages if m.role == "system")
+    for msg in messages:
+        if msg.role != "user":
+            continue
+        for part in msg.images:
+            if part.kind in ("view", "full") and view is None:
+                view = part
+                question = msg.text
+            elif part.kind == "crop":
+                label = _CROP_LABEL_RE.search(part.label or "")
+                crops.append((label.group(1).rstrip("):,") if label else None, part))
+    tool = next((t.name for t in tools or () if "crop" in t.name.lower()), None)
+    last = messages[-1] if messages else None
+    # A turn that follows anything but the opening view (a refusal, feedback, a final instruction) answers.
+    final = last is None or last.role != "user" or not any(p.kind in ("view", "full") for p in last.images)
+    return _Turn(question, view, crops, tool, "GET_CROPS" in system, final)
+
+
+class ReaderBackend:
+    """An OCR reader that plays the AwaRes policy for text-reading questions, with no model and no network.
+
+    It sees what a VLM backend sees (the messages' images and text) and answers through the same protocols:
+    with a crop tool offered it calls ``get_crops`` natively; with the ``awares-text`` protocol (a system
+    prompt teaching ``GET_CROPS``) it replies ``GET_CROPS: ['3']``. See the module docstring for the policy.
+
+    The crop set must be the agent's (``AgentConfig.crop_set``). The first turn assumes the view is the
+    original at ``view_scale`` (the agent's default half-size view); once crops arrive the scale is measured
+    from them instead.
+
+    Args:
+        crop_set: the agent's crop set key (``"paper"``, ``"grid-3x3"``...) or a crop set.
+        min_text_px: smallest height, in view pixels, of a detected text box whose reading of the view is
+            trusted; shorter text is read again from a crop.
+        min_confidence: lowest OCR confidence for a reading of the view to be trusted.
+        view_scale: the view's size relative to the original, assumed on the first turn.
+        model_name: the name reported in replies and trajectories.
+        cache_size: how many images' OCR results are kept (least recently used first out).
+        enlarge: when the question's key cannot be read in the view, the view is read again enlarged this
+            many times (bicubic) to locate it: text too small to read correctly is often still detected
+            and spelled closely enough to find.
+        ambiguity: when the key cannot be found even so, the region with the most hard-to-read, value-like
+            text is requested, and the runner-up too if it scores at least this fraction of the best
+            (``1.0`` or more: never two).
+
+    Raises:
+        ConfigError: an unknown crop set or an out-of-range option.
+    """
+
+    def __init__(
+        self,
+        *,
+        crop_set: str | CropSet = "paper",
+        min_text_px: float = DEFAULT_MIN_TEXT_PX,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        view_scale: float = 0.5,
+        model_name: str = "awares-reader",
+        cache_size: int = 128,
+        enlarge: float = 2.0,
+        ambiguity: float = 0.7,
+    ) -> None:
+        if not 0 < view_scale <= 1:
+            raise ConfigError(f"view_scale must be in (0, 1], got {view_scale!r}")
+        if not 0 <= min_confidence <= 1:
+            raise ConfigError(f"min_confidence must be in [0, 1], got {min_confidence!r}")
+        if min_text_px < 0:
+            raise ConfigError(f"min_text_px must be >= 0, got {min_text_px!r}")
+        if enlarge < 1:
+            raise ConfigError(f"enlarge must be >= 1, got {enlarge!r}")
+        if cache_size < 1:
+            raise ConfigError(f"cache_size must be >= 1, got {cache_size!r}")
+        self.crop_set = make_crop_set(crop_set)
+        self.min_text_px = float(min_text_px)
+        self.min_confidence = float(min_confidence)
+        self.view_scale = float(view_scale)
+        self.cache_size = cache_size
+        self.enlarge = float(enlarge)
+        self.ambiguity = float(ambiguity)
+        self._model_name = model_name
+        self._cache: OrderedDict[str, list[_RawBox]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    @property
+    def model_name(self) -> str:
+        """The name reported in replies and trajectories."""
+        return self._model_name
+
+    @property
+    def token_rule(self) -> PixelTokenRule:
+        """One token per 28x28 pixels: an OCR engine has no visual tokens, so RTR is the paper's pixel ratio."""
+        return PixelTokenRule()
+
+    def __repr__(self) -> str:
+        return (
+            f"ReaderBackend(crop_set={self.crop_set.key!r}, min_text_px={self.min_text_px}, "
+            f"min_confidence={self.min_confidence})"
+        )
+
+    # --- the ChatBackend protocol ------------------------------------------------------------------------
+
+    def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        images: ImageStore,
+        tools: Sequence[ToolSpec] | None = None,
+    ) -> ChatReply:
+        """Run one turn: answer, or request crops (see the module docstring).
+
+        Args:
+            messages: the conversation so far.
+            images: the store that resolves the messages' images.
+            tools: the tools offered (the crop tool while crops may be requested).
+        """
+        started = time.perf_counter()
+        text, call = self._turn(messages, images, tools)
+        if call is not None:
+            return ChatReply(
+                tool_calls=[call],
+                usage=Usage(),
+                finish_reason="tool_calls",
+                model=self._model_name,
+                latency_s=time.perf_counter() - started,
+            )
+        return ChatReply(
+            text=text,
+            usage=Usage(),
+            finish_reason="stop",
+            model=self._model_name,
+            latency_s=time.perf_counter() - started,
+        )
+
+    async def acomplete(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        images: ImageStore,
+        tools: Sequence[ToolSpec] | None = None,
+    ) -> ChatReply:
+        """Async :meth:`complete` (OCR runs in a worker thread)."""
+        return await asyncio.to_thread(self.complete, messages, images=images, tools=tools)
+
+    # --- the policy --------------------------------------------------------------------------------------
+
+    def _turn(
+        self, messages: Sequence[ChatMessage], images: ImageStore, tools: Sequence[ToolSpec] | None
+    ) -> tuple[str, ToolCall | None]:
+        turn = _turn(messages, tools)
+        if turn.view is None:
+            return UNKNOWN, None
+        query = parse_question(turn.question)
+        if query.kind == "none":
+            return UNKNOWN, None
+        may_crop = not turn.crops and (turn.tool_name is not None or (turn.text_protocol and not turn.final))
+        boxes, size, scale = self._boxes(turn, images)
+        reading = read(query, boxes)
+        if not may_crop:
+            if reading is not None and reading.answer:
+                return reading.answer, None
+            return _best_guess(query, boxes), None
+        if reading is not None and reading.answer and self._trusted(reading):
+            return reading.answer, None
+        if reading is None or reading.evidence is None:
+            # The key is not legible in the view: read the view enlarged, where text too small to read
+            # correctly is often still detected and spelled closely enough to say where it lies.
+            assert turn.view is not None
+            enlarged = [b for b in self._enlarged_boxes(turn.view, images, scale) if self._unreadable(b)]
+            reading = read(query, enlarged, loose=True)
+            boxes = enlarged
+        crops = self._where(query, reading, boxes, size)
+        if turn.tool_name is not None:
+            return "", ToolCall(id="call_0", name=turn.tool_name, arguments=json.dumps({"crops": crops}))
+        return "GET_CROPS: [" + ", ".join(f"'{c}'" for c in crops) + "]", None
+
+    def _trusted(self, reading: Reading) -> bool:
+        """Whether a reading of the view can be answered from: every value box tall and confident enough."""
+        return bool(reading.value_boxes) and all(
+            b.source in ("view", "full") and b.px >= self.min_text_px and b.confidence >= self.min_confidence
+            for b in reading.value_boxes
+        )
+
+    def _unreadable(self, box: TextBox) -> bool:
+        return box.px < self.min_text_px or box.confidence < self.min_confidence
+
+    def _where(
+        self, query: Query, reading: Reading | None, boxes: list[TextBox], size: tuple[int, int]
+    ) -> list[str]:
+        """The crops to request: the cheapest covering the evidence, else the likeliest region(s).
+
+        Args:
+            query: the parsed question.
+            reading: where the key (and value) were found, if they were.
+            boxes: the hard-to-read text of the view, to guess from when nothing was found.
+            size: the original image's size.
+        """
+        width, height = size
+        must = reading.evidence if reading is not None else None
+        if must is not None:
+            return crops_covering(_clip(must, width, height), self.crop_set, width, height, tolerance=4.0)
+        return self._likeliest(query, [b for b in boxes if self._unreadable(b)], width, height)
+
+    def _likeliest(self, query: Query, hard: list[TextBox], width: int, height: int) -> list[str]:
+        """A guess from text too small to read: the region with the most value-like hard-to-read text.
+
+        Each box scores its (squared) similarity to the key, plus one if it holds a number (two digits or
+        more), plus one if it looks like an amount when the question asks for one. Regions are the crop set's
+        smallest tiles (and the paper set's centre). When the runner-up tile scores nearly as high
+        (``ambiguity``), both are requested.
+        """
+        regions = [r for r in self.crop_set.regions(width, height) if r.id != ALL]
+        smallest = min(r.width * r.height for r in regions)
+        tiles = [r for r in regions if r.width * r.height <= smallest * 1.01]
+        if not hard:
+            centre = [r for r in tiles if r.name == "center"]
+            return [centre[0].id] if centre else [ALL]
+        keys = [k for k in (query.key, query.column) if k]
+
+        def score(b: TextBox) -> float:
+            sim = max((_similarity(k, b.text) for k in keys), default=0.0)
+            number = len(_DIGIT_RE.findall(b.text)) >= 2
+            amount = query.money and bool(_MONEY_RE.search(b.text))
+            return sim * sim + number + amount
+
+        scores = {b: score(b) for b in hard}
+
+        def mass(r: Region) -> float:
+            x0, y0, x1, y1 = r.box
+            return sum(s for b, s in scores.items() if x0 <= b.cx < x1 and y0 <= b.cy < y1)
+
+        ranked = sorted(tiles, key=mass, reverse=True)
+        best = ranked[0]
+        if best.name == "center" or mass(best) <= 0:
+            return [best.id]
+        runner = next((r for r in ranked[1:] if r.name != "center"), None)
+        if runner is not None and mass(runner) >= self.ambiguity * mass(best):
+            return sorted([best.id, runner.id], key=self.crop_set.ids.index)
+        return [best.id]
+
+    # --- OCR of the conversation's images ----------------------------------------------------------------
+
+    def _read_image(self, part: ImagePart, images: ImageStore, enlarge: float = 1.0) -> list[_RawBox]:
+        """OCR of a stored image (enlarged ``enlarge`` times first), boxes in the image's own pixels; cached."""
+        key = part.image_id if enlarge == 1 else f"{part.image_id}@x{enlarge:g}"
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        image = images.get(part.image_id)
+        if enlarge == 1:
+            boxes = _ocr(image)
+        else:
+            from PIL import Image
+
+            size = (round(image.width * enlarge), round(image.height * enlarge))
+            boxes = [
+                _RawBox(
+                    r.text,
+                    r.confidence,
+                    (r.box[0] / enlarge, r.box[1] / enlarge, r.box[2] / enlarge, r.box[3] / enlarge),
+                    r.px / enlarge,
+                )
+                for r in _ocr(image.convert("RGB").resize(size, Image.Resampling.BICUBIC))
+            ]
+        with self._cache_lock:
+            self._cache[key] = boxes
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return boxes
+
+    def _enlarged_boxes(self, view: ImagePart, images: ImageStore, scale: float) -> list[TextBox]:
+        """The view read at ``enlarge`` times its size, in original pixels (``px`` still in view pixels)."""
+        return [
+            TextBox(r.text, r.confidence, tuple(v / scale for v in r.box), r.px, "enlarged")  # type: ignore[arg-type]
+            for r in self._read_image(view, images, self.enlarge)
+        ]
+
+    def _boxes(self, turn: _Turn, images: ImageStore) -> tuple[list[TextBox], tuple[int, int], float]:
+        """Every text box read so far, in original-image pixels, the original's estimated size and the view's
+        scale.
+
+        Crops replace the view where they overlap: a view box whose centre lies inside a crop is dropped.
+        """
+        assert turn.view is not None
+        view = turn.view
+        scale = 1.0 if view.kind == "full" else self._measured_scale(view, turn.crops)
+        size = (max(1, round(view.width / scale)), max(1, round(view.height / scale)))
+        placed: list[tuple[Box, list[TextBox]]] = []
+        for rid, part in turn.crops:
+            offset = self._crop_box(rid, part, size)
+            if offset is None:
+                continue
+            ox, oy = offset[0], offset[1]
+            sx = (offset[2] - offset[0]) / part.width
+            sy = (offset[3] - offset[1]) / part.height
+            read_boxes = [
+                TextBox(
+                    r.text,
+                    r.confidence,
+                    (ox + r.box[0] * sx, oy + r.box[1] * sy, ox + r.box[2] * sx, oy + r.box[3] * sy),
+                    r.px,
+                    "crop",
+                )
+                for r in self._read_image(part, images)
+            ]
+            placed.append((offset, read_boxes))
+        out: list[TextBox] = []
+        for _, crop_boxes in placed:
+            out += crop_boxes
+        for r in self._read_image(view, images):
+            box = (r.box[0] / scale, r.box[1] / scale, r.box[2] / scale, r.box[3] / scale)
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            if any(c[0] <= cx < c[2] and c[1] <= cy < c[3] for c, _ in placed):
+                continue
+            out.append(TextBox(r.text, r.confidence, box, r.px, view.kind))
+        return out, size, scale
+
+    def _measured_scale(self, view: ImagePart, crops: list[tuple[str | None, ImagePart]]) -> float:
+        """The view's scale: measured from a crop's size and region when there is one, else ``view_scale``."""
+        ref = (max(1, round(view.width / self.view_scale)), max(1, round(view.height / self.view_scale)))
+        for rid, part in crops:
+            if rid is None:
+                continue
+            try:
+                region = self.crop_set.region(rid, *ref)
+            except (KeyError, ConfigError):
+                continue
+            # Regions are fixed fractions of the image, so the crop's width gives the original's.
+            original_width = part.width * ref[0] / max(1, region.width)
+            return min(1.0, view.width / original_width)
+        return self.view_scale
+
+    def _crop_box(self, rid: str | None, part: ImagePart, size: tuple[int, int]) -> Box | None:
+        """Where a crop lies in the original, from its region id; ``None`` if it cannot be placed."""
+        if rid is None:
+            return None
+        try:
+            region = self.crop_set.region(rid, *size)
+        except (KeyError, ConfigError):
+            return None
+        return tuple(float(v) for v in region.box)  # type: ignore[return-value]
+
+
+def _clip(box: Box, width: int, height: int) -> Box:
+    x0, y0, x1, y1 = box
+    x0, x1 = max(0.0, min(x0, width)), max(0.0, min(x1, width))
+    y0, y1 = max(0.0, min(y0, height)), max(0.0, min(y1, height))
+    return (x0, y0, max(x0, x1), max(y0, y1))
+
+
+def _cost(ids: list[str], crops: CropSet, size: tuple[int, int]) -> int:
+    return sum(crops.region(i, *size).width * crops.region(i, *size).height for i in ids)
