@@ -305,15 +305,14 @@ def _from_local_copy(benchmark: Benchmark, path: Path, split: str | None, cache_
 
 
 def _load_synthetic(limit: int | None, seed: int) -> LoadedSamples:
-    try:
-        from evals.synthetic import load_synthetic  # written separately; optional until it lands
-    except ImportError as exc:
-        raise ConfigError(
-            f"the synthetic benchmark is not available yet ({exc}); use one of {', '.join(BENCHMARKS)} "
-            "or a path to custom data"
-        ) from exc
-    result = load_synthetic(limit=limit, seed=seed)
-    return result if isinstance(result, LoadedSamples) else LoadedSamples(result)
+    from evals.synthetic import generate
+
+    # Generated on the fly (deterministic by seed); --limit is how many samples to generate.
+    return LoadedSamples(generate(limit or SYNTHETIC_DEFAULT_SIZE, seed=seed))
+
+
+#: Samples generated for ``--bench synthetic`` without ``--limit``.
+SYNTHETIC_DEFAULT_SIZE = 100
 
 
 def _looks_like_path(text: str) -> bool:

@@ -271,10 +271,7 @@ _FIELD_PATTERNS = [
 ]
 _OF_RE = re.compile(r"^(?P<column>.+?)\s+(?:for|of)\s+(?:the\s+)?(?P<row>.+)$")
 _STOPWORDS = frozenset(
-    "a an the of for to in on at by from with and or is are was were be been does do did what which when where"
-    " who whom how much many this that these those there it its please tell me give read find state value"
-    " written printed shown listed given say says said stated according indicated indicate indicates here"
-    " cost costs next under after follows following field cell row column entry s".split()
+    ["a", "an", "the", "of", "for", "to", "in", "on", "at", "by", "from", "with", "and", "or", "is", "are", "was", "were", "be", "been", "does", "do", "did", "what", "which", "when", "where", "who", "whom", "how", "much", "many", "this", "that", "these", "those", "there", "it", "its", "please", "tell", "me", "give", "read", "find", "state", "value", "written", "printed", "shown", "listed", "given", "say", "says", "said", "stated", "according", "indicated", "indicate", "indicates", "here", "cost", "costs", "next", "under", "after", "follows", "following", "field", "cell", "row", "column", "entry", "s"]
 )
 _DOC_WORD_SET = frozenset(re.sub(r"\\s\+", " ", _DOC_WORDS).replace("|", " ").split())
 
@@ -787,7 +784,7 @@ def _read_cell(query: Query, boxes: Sequence[TextBox], *, loose: bool = False) -
         line = [
             t
             for b in boxes
-            if _v_overlap(row.box, b.box) >= 0.5 and not (b is c.box)
+            if _v_overlap(row.box, b.box) >= 0.5 and b is not c.box
             for t in (_tokens(b, r.end) if b is row else _tokens(b))
         ]
         value = _clean_value(_in_span(line, span))
