@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -410,10 +409,11 @@ def test_benchmark_unknown_split_on_the_hub(monkeypatch: pytest.MonkeyPatch) -> 
         load_benchmark("vstar", split="dev")
 
 
-def test_synthetic_is_reported_unavailable_until_it_exists(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "evals.synthetic", None)  # makes `import evals.synthetic` fail
-    with pytest.raises(ConfigError, match="synthetic benchmark is not available yet"):
-        load_benchmark("synthetic")
+def test_synthetic_is_generated_deterministically() -> None:
+    first = load_benchmark("synthetic", limit=2, seed=3)
+    again = load_benchmark("synthetic", limit=2, seed=3)
+    assert len(first) == 2
+    assert [(s.id, s.question, s.answers) for s in first] == [(s.id, s.question, s.answers) for s in again]
 
 
 # --- custom data: JSONL ------------------------------------------------------------------------------------
