@@ -52,7 +52,7 @@ time in eight, and at 8 px it misses one code with letters in six even at full r
 LARGE_PX = (28, 44)
 """Font sizes (px em, inclusive range) of evidence readable in the half view: 14-22 px there."""
 
-DEFAULT_SIZE_RANGE = ((1400, 1000), (2400, 1800))
+DEFAULT_SIZE_RANGE = ((1100, 800), (1800, 1350))
 """``((min_width, min_height), (max_width, max_height))`` of the generated images."""
 
 MIN_SIZE = (800, 600)

@@ -70,6 +70,9 @@ DEFAULT_MIN_TEXT_PX = 12.5
 #: Lowest recognition confidence for a reading of the view to be trusted.
 DEFAULT_MIN_CONFIDENCE = 0.9
 
+#: Farthest a value read in the view may lie from its key (in the key's line heights) to be trusted.
+_MAX_TRUSTED_GAP = 6.0
+
 Box = tuple[float, float, float, float]
 
 
@@ -137,8 +140,10 @@ def _engine() -> Any:
                 raise ConfigError(
                     "the reader backend needs rapidocr-onnxruntime: pip install 'rapidocr-onnxruntime>=1.4,<1.5'"
                 ) from exc
-            # Up to 4000 px on a side the engine reads the image as given instead of shrinking it.
-            _ENGINE = RapidOCR(max_side_len=4000)
+            # Up to 4000 px on a side the engine reads the image as given instead of shrinking it. Lines are
+            # recognised one at a time: batches pad every line to the widest one's width, which costs about
+            # a third more time on these pages of mixed line lengths.
+            _ENGINE = RapidOCR(max_side_len=4000, rec_batch_num=1)
         return _ENGINE
 
 
@@ -271,7 +276,82 @@ _FIELD_PATTERNS = [
 ]
 _OF_RE = re.compile(r"^(?P<column>.+?)\s+(?:for|of)\s+(?:the\s+)?(?P<row>.+)$")
 _STOPWORDS = frozenset(
-    ["a", "an", "the", "of", "for", "to", "in", "on", "at", "by", "from", "with", "and", "or", "is", "are", "was", "were", "be", "been", "does", "do", "did", "what", "which", "when", "where", "who", "whom", "how", "much", "many", "this", "that", "these", "those", "there", "it", "its", "please", "tell", "me", "give", "read", "find", "state", "value", "written", "printed", "shown", "listed", "given", "say", "says", "said", "stated", "according", "indicated", "indicate", "indicates", "here", "cost", "costs", "next", "under", "after", "follows", "following", "field", "cell", "row", "column", "entry", "s"]
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "for",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "from",
+        "with",
+        "and",
+        "or",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "does",
+        "do",
+        "did",
+        "what",
+        "which",
+        "when",
+        "where",
+        "who",
+        "whom",
+        "how",
+        "much",
+        "many",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "it",
+        "its",
+        "please",
+        "tell",
+        "me",
+        "give",
+        "read",
+        "find",
+        "state",
+        "value",
+        "written",
+        "printed",
+        "shown",
+        "listed",
+        "given",
+        "say",
+        "says",
+        "said",
+        "stated",
+        "according",
+        "indicated",
+        "indicate",
+        "indicates",
+        "here",
+        "cost",
+        "costs",
+        "next",
+        "under",
+        "after",
+        "follows",
+        "following",
+        "field",
+        "cell",
+        "row",
+        "column",
+        "entry",
+        "s",
+    ]
 )
 _DOC_WORD_SET = frozenset(re.sub(r"\\s\+", " ", _DOC_WORDS).replace("|", " ").split())
 
@@ -564,6 +644,7 @@ class Reading:
         anchors: the boxes that located it (the key, the row label, the column header).
         score: how well the key matched (higher is better).
         where: a box (original pixels) where the value should be, when it was not found.
+        gap: how far the value lies from its key, in the key's line heights.
     """
 
     answer: str | None
@@ -571,6 +652,7 @@ class Reading:
     anchors: list[TextBox] = field(default_factory=list)
     score: float = 0.0
     where: Box | None = None
+    gap: float = 0.0
 
     @property
     def evidence(self) -> Box | None:
@@ -644,6 +726,40 @@ def _typed(value: str, money: bool) -> int:
     return 1 if _DIGIT_RE.search(value) else 0
 
 
+_NUMBER_WORDS = frozenset(
+    ["number", "no", "num", "nr", "#", "date", "amount", "amt", "total", "price", "cost", "costs", "fee", "phone", "tel", "telephone", "qty", "quantity"]
+)
+_CODE_WORDS = frozenset(["id", "identifier", "code", "ref", "reference", "serial", "account", "acct", "tracking", "batch", "plate"])
+
+
+def plausible(query: Query, value: str) -> bool:
+    """Whether ``value`` can be what ``query`` asks for: a number, date or amount has digits; an ID or code
+    has digits or is one upper-case word; no value of a field, cell or bar is a sentence of lower-case words.
+
+    Args:
+        query: the parsed question.
+        value: a candidate answer.
+    """
+    words = set(re.findall(r"[a-z0-9#]+", f"{query.key} {query.column}")) | set(query.words)
+    digits = bool(_DIGIT_RE.search(value))
+    if query.money or query.kind == "bar" or words & _NUMBER_WORDS:
+        return digits
+    if words & _CODE_WORDS and not digits and (len(value.split()) > 1 or any(c.islower() for c in value)):
+        return False
+    return len(re.findall(r"\b[a-z]{2,}\b", value)) < 3
+
+
+def _fix_prefix(value: str, key: str) -> str:
+    """Undo OCR's ``0``-for-``O`` in a value that starts with a word of its key ("PO Number": "P0381030")."""
+    for word in re.findall(r"[a-z]{2,4}", key.lower()):
+        if "o" not in word:
+            continue
+        misread = word.upper().replace("O", "0")
+        if value.upper().startswith(misread) and value[: len(word)].upper() != word.upper():
+            return word.upper() + value[len(word) :]
+    return value
+
+
 def _value_for(m: _Match, boxes: Sequence[TextBox], keys: Sequence[TextBox], query: Query) -> Reading | None:
     """The value labelled by the key match ``m``: after it in its box, to its right, under it (or over it).
 
@@ -666,7 +782,7 @@ def _value_for(m: _Match, boxes: Sequence[TextBox], keys: Sequence[TextBox], que
         for b in _right_of(anchor, boxes, keys, max_gap=None)[:1]:
             if _DIGIT_RE.search(b.text):
                 options.append((_typed(b.text, query.money) + 1, -(b.box[0] - anchor.box[2]) / h, b.text, b))
-    for b in _right_of(anchor, boxes, keys, max_gap=80 * h)[:1]:
+    for b in _right_of(anchor, boxes, keys, max_gap=80 * h)[:2]:
         options.append(
             (_typed(b.text, query.money), -(b.box[0] - anchor.box[2]) / h, _clean_value(b.text), b)
         )
@@ -676,8 +792,14 @@ def _value_for(m: _Match, boxes: Sequence[TextBox], keys: Sequence[TextBox], que
     options = [o for o in options if _norm(o[2])[0]]
     if not options:
         return None
-    _, _, value, box = max(options, key=lambda o: (o[0], o[1]))
-    return Reading(_clean_value(value), [box], [anchor], m.score)
+
+    def rank(o: tuple[int, float, str, TextBox]) -> tuple[bool, int, float]:
+        fit = o[0] if query.kind == "bar" or query.money else 0
+        return (plausible(query, o[2]), fit, o[1])
+
+    _, distance, value, box = max(options, key=rank)
+    value = _fix_prefix(_clean_value(value), query.key)
+    return Reading(value, [box], [anchor], m.score, gap=-distance)
 
 
 def _read_field(query: Query, boxes: Sequence[TextBox], *, loose: bool = False) -> Reading | None:
@@ -699,9 +821,16 @@ def _read_field(query: Query, boxes: Sequence[TextBox], *, loose: bool = False) 
         close = [r for r in found if r.score >= top - 0.1]
         return max(close, key=lambda r: (query.money and _typed(r.answer or "", True) == 2, r.score))
     anchor = matches[0].box
-    a, h = anchor.box, anchor.height
-    where = (a[0], a[1], a[2] + max(a[2] - a[0], 12 * h), a[3] + 1.5 * h)
-    return Reading(None, [], [anchor], matches[0].score, where=where)
+    return Reading(None, [], [anchor], matches[0].score, where=_next_to([anchor]))
+
+
+def _next_to(anchors: Sequence[TextBox]) -> Box | None:
+    """Where a key's value should be when it was not read: to its right on its line, or under it."""
+    if not anchors:
+        return None
+    a = _union([b.box for b in anchors])
+    h = min(b.height for b in anchors)
+    return (a[0], a[1], a[2] + max(a[2] - a[0], 12 * h), a[3] + 1.5 * h)
 
 
 def _read_words(query: Query, boxes: Sequence[TextBox], *, loose: bool = False) -> Reading | None:
@@ -740,11 +869,21 @@ def _tokens(box: TextBox, start: int = 0) -> list[TextBox]:
     return out
 
 
-def _in_span(tokens: Sequence[TextBox], span: tuple[float, float]) -> str:
-    """The text of the tokens centred in the column ``span``; a token wider than the span is cut to it."""
-    inside = [t for t in tokens if span[0] <= t.cx < span[1]]
+def _in_span(tokens: Sequence[TextBox], span: tuple[float, float], centre: float) -> str:
+    """The text of the tokens centred in the column ``span``; a token wider than the span is cut to it.
+
+    Only the run of tokens around the one nearest the header's ``centre``, with word gaps between them, is
+    kept: text beside the table on the same line (a paragraph, another table) is not part of the cell.
+    """
+    inside = sorted((t for t in tokens if span[0] <= t.cx < span[1]), key=lambda t: t.box[0])
     if inside:
-        return " ".join(t.text for t in sorted(inside, key=lambda t: t.box[0]))
+        k = min(range(len(inside)), key=lambda i: abs(inside[i].cx - centre))
+        lo = hi = k
+        while lo > 0 and inside[lo].box[0] - inside[lo - 1].box[2] <= 0.6 * inside[lo].height:
+            lo -= 1
+        while hi + 1 < len(inside) and inside[hi + 1].box[0] - inside[hi].box[2] <= 0.6 * inside[hi].height:
+            hi += 1
+        return " ".join(t.text for t in inside[lo : hi + 1])
     for t in tokens:  # one glued token over several columns: keep the characters in this one
         x0, x1 = t.box[0], t.box[2]
         if x0 < span[0] < span[1] < x1 or x0 < (span[0] + span[1]) / 2 < x1:
@@ -787,7 +926,7 @@ def _read_cell(query: Query, boxes: Sequence[TextBox], *, loose: bool = False) -
             if _v_overlap(row.box, b.box) >= 0.5 and b is not c.box
             for t in (_tokens(b, r.end) if b is row else _tokens(b))
         ]
-        value = _clean_value(_in_span(line, span))
+        value = _clean_value(_in_span(line, span, head.cx))
         score = r.score + c.score
         if _norm(value)[0]:
             cells = [t for t in line if t.box[2] > span[0] and t.box[0] < span[1]]
@@ -1036,8 +1175,16 @@ class ReaderBackend:
             if reading is not None and reading.answer:
                 return reading.answer, None
             return _best_guess(query, boxes), None
-        if reading is not None and reading.answer and self._trusted(reading):
-            return reading.answer, None
+        if reading is not None and reading.answer:
+            if (
+                self._trusted(reading)
+                and plausible(query, reading.answer)
+                and reading.gap <= _MAX_TRUSTED_GAP
+            ):
+                return reading.answer, None
+            if not plausible(query, reading.answer) or reading.gap > _MAX_TRUSTED_GAP:
+                # A value of the wrong kind, or far from its key, is someone else's: look again next to the key.
+                reading = Reading(None, [], reading.anchors, reading.score, where=_next_to(reading.anchors))
         if reading is None or reading.evidence is None:
             # The key is not legible in the view: read the view enlarged, where text too small to read
             # correctly is often still detected and spelled closely enough to say where it lies.
@@ -1116,22 +1263,33 @@ class ReaderBackend:
 
     # --- OCR of the conversation's images ----------------------------------------------------------------
 
-    def _read_image(self, part: ImagePart, images: ImageStore, enlarge: float = 1.0) -> list[_RawBox]:
-        """OCR of a stored image (enlarged ``enlarge`` times first), boxes in the image's own pixels; cached."""
-        key = part.image_id if enlarge == 1 else f"{part.image_id}@x{enlarge:g}"
+    def _cached(self, key: str, make: Any) -> list[_RawBox]:
+        """The OCR boxes cached under ``key``, computed by ``make()`` on a miss (least recently used out)."""
         with self._cache_lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-        image = images.get(part.image_id)
-        if enlarge == 1:
-            boxes = _ocr(image)
-        else:
+        boxes = make()
+        with self._cache_lock:
+            self._cache[key] = boxes
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return boxes
+
+    def _read_image(self, part: ImagePart, images: ImageStore, enlarge: float = 1.0) -> list[_RawBox]:
+        """OCR of a stored image (enlarged ``enlarge`` times first), boxes in the image's own pixels; cached."""
+        key = part.image_id if enlarge == 1 else f"{part.image_id}@x{enlarge:g}"
+
+        def make() -> list[_RawBox]:
+            image = images.get(part.image_id)
+            if enlarge == 1:
+                return _ocr(image)
             from PIL import Image
 
             size = (round(image.width * enlarge), round(image.height * enlarge))
-            boxes = [
+            return [
                 _RawBox(
                     r.text,
                     r.confidence,
@@ -1140,12 +1298,36 @@ class ReaderBackend:
                 )
                 for r in _ocr(image.convert("RGB").resize(size, Image.Resampling.BICUBIC))
             ]
-        with self._cache_lock:
-            self._cache[key] = boxes
-            self._cache.move_to_end(key)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return boxes
+
+        return self._cached(key, make)
+
+    def _read_stitched(self, parts: list[tuple[Box, ImagePart]], images: ImageStore) -> list[_RawBox]:
+        """OCR of several native-resolution crops pasted at their places on one canvas; boxes in original
+        pixels.
+
+        Read one by one, a line that runs over the edge between two crops is cut in two (a key in one crop,
+        its value in the other), and the parts two crops share are read twice; on one canvas each line is
+        read once and whole.
+        """
+        key = "stitch:" + "+".join(p.image_id for _, p in parts)
+
+        def make() -> list[_RawBox]:
+            from PIL import Image
+
+            x0, y0, x1, y1 = (round(v) for v in _union([b for b, _ in parts]))
+            canvas = Image.new("RGB", (x1 - x0, y1 - y0), "white")
+            for box, part in parts:
+                canvas.paste(
+                    images.get(part.image_id).convert("RGB"), (round(box[0]) - x0, round(box[1]) - y0)
+                )
+            return [
+                _RawBox(
+                    r.text, r.confidence, (r.box[0] + x0, r.box[1] + y0, r.box[2] + x0, r.box[3] + y0), r.px
+                )
+                for r in _ocr(canvas)
+            ]
+
+        return self._cached(key, make)
 
     def _enlarged_boxes(self, view: ImagePart, images: ImageStore, scale: float) -> list[TextBox]:
         """The view read at ``enlarge`` times its size, in original pixels (``px`` still in view pixels)."""
@@ -1165,13 +1347,17 @@ class ReaderBackend:
         scale = 1.0 if view.kind == "full" else self._measured_scale(view, turn.crops)
         size = (max(1, round(view.width / scale)), max(1, round(view.height / scale)))
         placed: list[tuple[Box, list[TextBox]]] = []
+        native: list[tuple[Box, ImagePart]] = []
         for rid, part in turn.crops:
             offset = self._crop_box(rid, part, size)
             if offset is None:
                 continue
-            ox, oy = offset[0], offset[1]
             sx = (offset[2] - offset[0]) / part.width
             sy = (offset[3] - offset[1]) / part.height
+            if abs(sx - 1) <= 0.02 and abs(sy - 1) <= 0.02:
+                native.append((offset, part))
+                continue
+            ox, oy = offset[0], offset[1]
             read_boxes = [
                 TextBox(
                     r.text,
@@ -1183,6 +1369,20 @@ class ReaderBackend:
                 for r in self._read_image(part, images)
             ]
             placed.append((offset, read_boxes))
+        if len(native) == 1:
+            (offset, part), ox, oy = native[0], native[0][0][0], native[0][0][1]
+            raw = [
+                _RawBox(
+                    r.text, r.confidence, (r.box[0] + ox, r.box[1] + oy, r.box[2] + ox, r.box[3] + oy), r.px
+                )
+                for r in self._read_image(part, images)
+            ]
+        else:
+            raw = self._read_stitched(native, images) if native else []
+        for offset, _ in native:
+            placed.append((offset, []))
+        if raw:
+            placed.append((native[0][0], [TextBox(r.text, r.confidence, r.box, r.px, "crop") for r in raw]))
         out: list[TextBox] = []
         for _, crop_boxes in placed:
             out += crop_boxes
