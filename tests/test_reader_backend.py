@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from awares_agent import AwaResAgent
 from awares_agent.backends.base import ChatBackend
-from awares_agent.backends.reader import UNKNOWN, ReaderBackend, parse_question
+from awares_agent.backends.reader import UNKNOWN, ReaderBackend, parse_question, plausible
 from awares_agent.image_store import ImageStore
 from awares_agent.images import ViewSpec
 from awares_agent.messages import ChatMessage, TextPart
@@ -98,7 +98,9 @@ def test_large_field_is_answered_from_the_view(form: Image.Image, reader: Reader
 
 
 @pytest.mark.parametrize("protocol", ["json", "awares-text"])
-def test_small_field_is_read_from_one_quadrant(form: Image.Image, reader: ReaderBackend, protocol: str) -> None:
+def test_small_field_is_read_from_one_quadrant(
+    form: Image.Image, reader: ReaderBackend, protocol: str
+) -> None:
     result = AwaResAgent(reader, protocol=protocol).ask(form, "What is the total?")
     assert _crop_ids(result) == ["3"]
     assert exact(result.answer, ["1,284.50"]) == 1.0
@@ -130,7 +132,9 @@ def test_full_resolution_view_reads_small_text(form: Image.Image, reader: Reader
 @pytest.mark.parametrize(
     "question", ["What colour is the car?", "What is the VAT registration number?", "Why?"]
 )
-def test_unanswerable_questions_answer_unknown(form: Image.Image, reader: ReaderBackend, question: str) -> None:
+def test_unanswerable_questions_answer_unknown(
+    form: Image.Image, reader: ReaderBackend, question: str
+) -> None:
     result = AwaResAgent(reader).ask(form, question)
     assert result.answer == UNKNOWN
     assert result.trajectory.errors == []
@@ -178,3 +182,63 @@ def test_async_complete_and_reply_shape(form: Image.Image, reader: ReaderBackend
 def test_messages_without_a_view_answer_unknown(reader: ReaderBackend) -> None:
     reply = reader.complete([ChatMessage.text_message("user", "What is the total?")], images=ImageStore())
     assert reply.text == UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("question", "value", "ok"),
+    [
+        ("Read the Order ID field.", "office during business hours", False),
+        ("Read the Order ID field.", "ORD-39266", True),
+        ("What is the customer ID?", "HLWZZAS", True),
+        ("What is the invoice number?", "Northwind", False),
+        ("How much did the Tea cost?", "juice", False),
+        ("How much did the Tea cost?", "12.50", True),
+        ('What is written next to "Shipment"?', "Account No", False),
+        ('What is written next to "Shipment"?', "SH-6NWTXW", True),
+        ("What is the customer name?", "Northwind Traders", True),
+    ],
+)
+def test_plausible_values(question: str, value: str, ok: bool) -> None:
+    assert plausible(parse_question(question), value) is ok
+
+
+@pytest.fixture(scope="module")
+def decoy_form() -> Image.Image:
+    """A large, legible "Order ID:" key whose 9 px value is unreadable at half size, a legible sentence
+    right of it, and the value's digits also printed nowhere else."""
+    image = Image.new("RGB", (1400, 1000), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((80, 80), "SHIPPING FORM", font=_font(40), fill="black")
+    draw.text((900, 640), "Order ID:", font=_font(30), fill="black")
+    draw.text((1045, 650), "ORD-57314", font=_font(9), fill="black")
+    draw.text((900, 700), "office during business hours", font=_font(26), fill="black")
+    return image
+
+
+def test_a_value_of_the_wrong_kind_is_not_trusted(decoy_form: Image.Image, reader: ReaderBackend) -> None:
+    """The sentence under the key is legible but is no ID: the reader crops next to the key instead."""
+    result = AwaResAgent(reader).ask(decoy_form, "Read the Order ID field.")
+    assert _crop_ids(result) == ["3"]
+    assert exact(result.answer, ["ORD-57314"]) == 1.0
+
+
+@pytest.fixture(scope="module")
+def straddling_form() -> Image.Image:
+    """A 12 px field whose key and value lie on both sides of the vertical centre line."""
+    image = Image.new("RGB", (1200, 900), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((60, 60), "DELIVERY NOTE", font=_font(40), fill="black")
+    draw.text((530, 300), "Tracking No:", font=_font(12), fill="black")
+    draw.text((612, 300), "1ZK83HD2P", font=_font(12), fill="black")
+    return image
+
+
+def test_crops_are_read_as_one_canvas(straddling_form: Image.Image, reader: ReaderBackend) -> None:
+    """Two quadrant crops cut the line at the centre; read stitched, the key and the value stay together."""
+    from evals.policies import FixedCropsBackend
+
+    result = AwaResAgent(FixedCropsBackend(reader, ["0", "1"])).ask(
+        straddling_form, "What is the tracking number?"
+    )
+    assert _crop_ids(result) == ["0", "1"]
+    assert exact(result.answer, ["1ZK83HD2P"]) == 1.0

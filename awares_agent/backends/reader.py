@@ -41,7 +41,7 @@ from awares_agent.errors import ConfigError
 from awares_agent.messages import ChatMessage, ImagePart, ToolCall, ToolSpec
 from awares_agent.tokens import PixelTokenRule
 from tools.box_mapping import crops_covering
-from tools.crop_sets import ALL, CropSet, Region
+from tools.crop_sets import ALL, CropSet
 from tools.crop_sets import crop_set as make_crop_set
 
 if TYPE_CHECKING:
@@ -138,7 +138,8 @@ def _engine() -> Any:
                 from rapidocr_onnxruntime import RapidOCR
             except ImportError as exc:  # pragma: no cover - a declared dependency
                 raise ConfigError(
-                    "the reader backend needs rapidocr-onnxruntime: pip install 'rapidocr-onnxruntime>=1.4,<1.5'"
+                    "the reader backend needs rapidocr-onnxruntime: "
+                    "pip install 'rapidocr-onnxruntime>=1.4,<1.5'"
                 ) from exc
             # Up to 4000 px on a side the engine reads the image as given instead of shrinking it. Lines are
             # recognised one at a time: batches pad every line to the widest one's width, which costs about
@@ -149,11 +150,22 @@ def _engine() -> Any:
 
 def _ocr(image: Image.Image) -> list[_RawBox]:
     """Read every text line of ``image``; boxes in its own pixels."""
+    return _ocr_at(image, _BOX_THRESH)
+
+
+#: The detector's default box score threshold, and the lower one used to locate text too small to read.
+_BOX_THRESH = 0.5
+_LOCATE_BOX_THRESH = 0.3
+
+
+def _ocr_at(image: Image.Image, box_thresh: float) -> list[_RawBox]:
+    """:func:`_ocr` with the detector's box score threshold ``box_thresh`` (lower finds fainter text)."""
     engine = _engine()
     rgb = image.convert("RGB")
-    # One call at a time: the engine's per-call options are instance state, and the cores are shared anyway.
+    # One call at a time: the engine's per-call options are instance state (a call without them keeps the
+    # last ones, so every call sets them), and the cores are shared anyway.
     with _OCR_LOCK:
-        result, _ = engine(rgb, use_cls=False)
+        result, _ = engine(rgb, use_cls=False, box_thresh=box_thresh, unclip_ratio=1.6, text_score=0.5)
     out = []
     for points, text, confidence in result or []:
         xs = [float(p[0]) for p in points]
@@ -572,6 +584,10 @@ def _match(key: str, box: TextBox, *, loose: bool = False) -> _Match | None:
                 continue
             if loose and start > 2:
                 continue  # garbled text matches anywhere inside a long line: only a line's start counts
+            if dist and start > 0 and len(text) > 2 * m:
+                continue  # a label starts its line: a near-miss inside a sentence is another word
+            if dist and start > 0 and box.px >= DEFAULT_MIN_TEXT_PX and box.confidence >= 0.95:
+                continue  # legible text is read right: "contact" inside a sentence is not "contract"
         sim = 1 - dist / m
         coverage = min(1.0, m / max(label_len, 1))
         score = weight * sim + 0.15 * coverage
@@ -727,9 +743,43 @@ def _typed(value: str, money: bool) -> int:
 
 
 _NUMBER_WORDS = frozenset(
-    ["number", "no", "num", "nr", "#", "date", "amount", "amt", "total", "price", "cost", "costs", "fee", "phone", "tel", "telephone", "qty", "quantity"]
+    [
+        "number",
+        "no",
+        "num",
+        "nr",
+        "#",
+        "date",
+        "amount",
+        "amt",
+        "total",
+        "price",
+        "cost",
+        "costs",
+        "fee",
+        "phone",
+        "tel",
+        "telephone",
+        "qty",
+        "quantity",
+    ]
 )
-_CODE_WORDS = frozenset(["id", "identifier", "code", "ref", "reference", "serial", "account", "acct", "tracking", "batch", "plate"])
+_LABEL_TAILS = frozenset(["no", "id", "number", "date", "code", "name", "ref", "#"])
+_CODE_WORDS = frozenset(
+    [
+        "id",
+        "identifier",
+        "code",
+        "ref",
+        "reference",
+        "serial",
+        "account",
+        "acct",
+        "tracking",
+        "batch",
+        "plate",
+    ]
+)
 
 
 def plausible(query: Query, value: str) -> bool:
@@ -742,6 +792,9 @@ def plausible(query: Query, value: str) -> bool:
     """
     words = set(re.findall(r"[a-z0-9#]+", f"{query.key} {query.column}")) | set(query.words)
     digits = bool(_DIGIT_RE.search(value))
+    last = re.findall(r"[a-z#]+", value.lower())
+    if not digits and (value.rstrip().endswith(":") or (last and last[-1] in _LABEL_TAILS)):
+        return False  # another field's label ("Account No"), not a value
     if query.money or query.kind == "bar" or words & _NUMBER_WORDS:
         return digits
     if words & _CODE_WORDS and not digits and (len(value.split()) > 1 or any(c.islower() for c in value)):
@@ -798,6 +851,8 @@ def _value_for(m: _Match, boxes: Sequence[TextBox], keys: Sequence[TextBox], que
         return (plausible(query, o[2]), fit, o[1])
 
     _, distance, value, box = max(options, key=rank)
+    # OCR glues a value to the next label on its line ("25134Tax ID"): the label is not part of it.
+    value = re.split(r"(?<=\d)(?=[A-Z][a-z])", _clean_value(value))[0]
     value = _fix_prefix(_clean_value(value), query.key)
     return Reading(value, [box], [anchor], m.score, gap=-distance)
 
@@ -819,7 +874,14 @@ def _read_field(query: Query, boxes: Sequence[TextBox], *, loose: bool = False) 
         # is due?": "Amount Due", not "Due Date").
         top = max(r.score for r in found)
         close = [r for r in found if r.score >= top - 0.1]
-        return max(close, key=lambda r: (query.money and _typed(r.answer or "", True) == 2, r.score))
+        return max(
+            close,
+            key=lambda r: (
+                plausible(query, r.answer or ""),
+                query.money and _typed(r.answer or "", True) == 2,
+                r.score,
+            ),
+        )
     anchor = matches[0].box
     return Reading(None, [], [anchor], matches[0].score, where=_next_to([anchor]))
 
@@ -854,7 +916,7 @@ def _read_words(query: Query, boxes: Sequence[TextBox], *, loose: bool = False) 
     return _value_for(_Match(box, 0.75, end), boxes, [box], query) or Reading(None, [], [box], 0.75)
 
 
-_SPLIT_RE = re.compile(r"\s+|(?<=\d)(?=[A-Z])|(?<=\.\d\d)(?=\d)|(?<=[a-z])(?=[A-Z])")
+_SPLIT_RE = re.compile(r"\s+|(?<=\d)(?=[A-Z])|(?<=\.\d\d)(?=\d)|(?<=,\d\d\d)(?=\d)|(?<=[a-z])(?=[A-Z])")
 
 
 def _tokens(box: TextBox, start: int = 0) -> list[TextBox]:
@@ -1104,7 +1166,7 @@ class ReaderBackend:
 
     @property
     def token_rule(self) -> PixelTokenRule:
-        """One token per 28x28 pixels: an OCR engine has no visual tokens, so RTR is the paper's pixel ratio."""
+        """One token per 28x28 pixels: an OCR engine has no visual tokens, so RTR is the pixel ratio."""
         return PixelTokenRule()
 
     def __repr__(self) -> str:
@@ -1183,7 +1245,7 @@ class ReaderBackend:
             ):
                 return reading.answer, None
             if not plausible(query, reading.answer) or reading.gap > _MAX_TRUSTED_GAP:
-                # A value of the wrong kind, or far from its key, is someone else's: look again next to the key.
+                # A value of the wrong kind, or far from its key, is someone else's: look next to the key.
                 reading = Reading(None, [], reading.anchors, reading.score, where=_next_to(reading.anchors))
         if reading is None or reading.evidence is None:
             # The key is not legible in the view: read the view enlarged, where text too small to read
@@ -1225,41 +1287,50 @@ class ReaderBackend:
         return self._likeliest(query, [b for b in boxes if self._unreadable(b)], width, height)
 
     def _likeliest(self, query: Query, hard: list[TextBox], width: int, height: int) -> list[str]:
-        """A guess from text too small to read: the region with the most value-like hard-to-read text.
+        """A guess from text too small to read: the crop covering the hard-to-read text likeliest to be the
+        key or the value.
 
-        Each box scores its (squared) similarity to the key, plus one if it holds a number (two digits or
-        more), plus one if it looks like an amount when the question asks for one. Regions are the crop set's
-        smallest tiles (and the paper set's centre). When the runner-up tile scores nearly as high
-        (``ambiguity``), both are requested.
+        Each box scores its similarity to the key (squared, doubled; only when at least half the characters
+        agree), plus how much it looks like the value asked for: a number (two digits or more), an amount
+        when the question asks for one. The cheapest crop covering the best box (with a line of margin) is
+        requested; when the runner-up box lies elsewhere and scores nearly as high (``ambiguity``), the
+        cheapest crop covering both. With nothing to go on, the centre (or everything).
         """
         regions = [r for r in self.crop_set.regions(width, height) if r.id != ALL]
         smallest = min(r.width * r.height for r in regions)
         tiles = [r for r in regions if r.width * r.height <= smallest * 1.01]
-        if not hard:
-            centre = [r for r in tiles if r.name == "center"]
-            return [centre[0].id] if centre else [ALL]
+        centre = [r.id for r in tiles if r.name == "center"] or [ALL]
         keys = [k for k in (query.key, query.column) if k]
 
         def score(b: TextBox) -> float:
             sim = max((_similarity(k, b.text) for k in keys), default=0.0)
-            number = len(_DIGIT_RE.findall(b.text)) >= 2
-            amount = query.money and bool(_MONEY_RE.search(b.text))
-            return sim * sim + number + amount
+            key_like = 2 * sim * sim if sim >= 0.7 else 0.0
+            if len(re.findall(r"[A-Za-z]{2,}", b.text)) > 3:
+                return key_like  # a sentence, not a value
+            digits = len(_DIGIT_RE.findall(b.text))
+            number = min(1.0, digits / 6) if digits >= 2 else 0.0
+            amount = 0.5 if query.money and _MONEY_RE.search(b.text) else 0.0
+            return key_like + number + amount
 
-        scores = {b: score(b) for b in hard}
+        scored = sorted(((score(b), b) for b in hard), key=lambda sb: -sb[0])
+        if not scored or scored[0][0] <= 0:
+            return centre
 
-        def mass(r: Region) -> float:
-            x0, y0, x1, y1 = r.box
-            return sum(s for b, s in scores.items() if x0 <= b.cx < x1 and y0 <= b.cy < y1)
+        def margin(b: TextBox) -> Box:
+            h = b.height
+            return _clip((b.box[0] - h, b.box[1] - h, b.box[2] + h, b.box[3] + h), width, height)
 
-        ranked = sorted(tiles, key=mass, reverse=True)
-        best = ranked[0]
-        if best.name == "center" or mass(best) <= 0:
-            return [best.id]
-        runner = next((r for r in ranked[1:] if r.name != "center"), None)
-        if runner is not None and mass(runner) >= self.ambiguity * mass(best):
-            return sorted([best.id, runner.id], key=self.crop_set.ids.index)
-        return [best.id]
+        best_score, best = scored[0]
+        must = margin(best)
+        runner = next(
+            (b for sc, b in scored[1:] if sc >= self.ambiguity * best_score and not _near(b, best)), None
+        )
+        if runner is not None:
+            both = crops_covering(_union([must, margin(runner)]), self.crop_set, width, height, tolerance=4.0)
+            one = crops_covering(must, self.crop_set, width, height, tolerance=4.0)
+            if _cost(both, self.crop_set, (width, height)) <= _cost(one, self.crop_set, (width, height)):
+                return both
+        return crops_covering(must, self.crop_set, width, height, tolerance=4.0)
 
     # --- OCR of the conversation's images ----------------------------------------------------------------
 
@@ -1279,8 +1350,8 @@ class ReaderBackend:
         return boxes
 
     def _read_image(self, part: ImagePart, images: ImageStore, enlarge: float = 1.0) -> list[_RawBox]:
-        """OCR of a stored image (enlarged ``enlarge`` times first), boxes in the image's own pixels; cached."""
-        key = part.image_id if enlarge == 1 else f"{part.image_id}@x{enlarge:g}"
+        """OCR of a stored image (enlarged ``enlarge`` times first), boxes in its own pixels; cached."""
+        key = part.image_id if enlarge == 1 else f"{part.image_id}@x{enlarge:g}@{_LOCATE_BOX_THRESH:g}"
 
         def make() -> list[_RawBox]:
             image = images.get(part.image_id)
@@ -1296,7 +1367,9 @@ class ReaderBackend:
                     (r.box[0] / enlarge, r.box[1] / enlarge, r.box[2] / enlarge, r.box[3] / enlarge),
                     r.px / enlarge,
                 )
-                for r in _ocr(image.convert("RGB").resize(size, Image.Resampling.BICUBIC))
+                for r in _ocr_at(
+                    image.convert("RGB").resize(size, Image.Resampling.BICUBIC), _LOCATE_BOX_THRESH
+                )
             ]
 
         return self._cached(key, make)
@@ -1388,8 +1461,13 @@ class ReaderBackend:
             out += crop_boxes
         for r in self._read_image(view, images):
             box = (r.box[0] / scale, r.box[1] / scale, r.box[2] / scale, r.box[3] / scale)
-            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-            if any(c[0] <= cx < c[2] and c[1] <= cy < c[3] for c, _ in placed):
+            # A view box inside a crop is replaced by the crop's reading; one the crop's edge cuts is kept
+            # (the crop holds only part of its line).
+            slack = 0.25 * (box[3] - box[1])
+            points = [
+                (x, y) for x in (box[0] + slack, box[2] - slack) for y in (box[1] + slack, box[3] - slack)
+            ]
+            if all(any(c[0] <= x <= c[2] and c[1] <= y <= c[3] for c, _ in placed) for x, y in points):
                 continue
             out.append(TextBox(r.text, r.confidence, box, r.px, view.kind))
         return out, size, scale
@@ -1425,6 +1503,17 @@ def _clip(box: Box, width: int, height: int) -> Box:
     x0, x1 = max(0.0, min(x0, width)), max(0.0, min(x1, width))
     y0, y1 = max(0.0, min(y0, height)), max(0.0, min(y1, height))
     return (x0, y0, max(x0, x1), max(y0, y1))
+
+
+def _near(a: TextBox, b: TextBox) -> bool:
+    """Whether two boxes lie within a few line heights of each other."""
+    h = 3 * max(a.height, b.height)
+    return (
+        a.box[0] - h < b.box[2]
+        and b.box[0] - h < a.box[2]
+        and a.box[1] - h < b.box[3]
+        and b.box[1] - h < a.box[3]
+    )
 
 
 def _cost(ids: list[str], crops: CropSet, size: tuple[int, int]) -> int:
