@@ -892,7 +892,7 @@ def _next_to(anchors: Sequence[TextBox]) -> Box | None:
         return None
     a = _union([b.box for b in anchors])
     h = min(b.height for b in anchors)
-    return (a[0], a[1], a[2] + max(a[2] - a[0], 12 * h), a[3] + 1.5 * h)
+    return (a[0], a[1], a[2] + max(a[2] - a[0], 6 * h), a[3] + 1.2 * h)
 
 
 def _read_words(query: Query, boxes: Sequence[TextBox], *, loose: bool = False) -> Reading | None:
@@ -991,7 +991,9 @@ def _read_cell(query: Query, boxes: Sequence[TextBox], *, loose: bool = False) -
         value = _clean_value(_in_span(line, span, head.cx))
         score = r.score + c.score
         if _norm(value)[0]:
-            cells = [t for t in line if t.box[2] > span[0] and t.box[0] < span[1]]
+            used = set(value.split())
+            cells = [t for t in line if t.box[2] > span[0] and t.box[0] < span[1] and t.text in used]
+            cells = cells or [t for t in line if t.box[2] > span[0] and t.box[0] < span[1]][:1]
             reading = Reading(value, cells, [label, head], score)
         else:
             where = (span[0], row.box[1], span_end, row.box[3])
