@@ -5,6 +5,8 @@
   ``--json`` prints the result as one JSON object instead.
 * ``awares eval --bench NAME_OR_PATH --policy awares,low-res,full-res --out DIR`` evaluates policies.
 * ``awares report DIR...`` renders a markdown table and an accuracy-vs-RTR plot over runs.
+* ``awares collect label|rollout|merge|export`` builds training data (:mod:`awares_agent.collect.command`).
+  (see :mod:`awares_agent.collect.command`).
 """
 
 from __future__ import annotations
@@ -94,6 +96,10 @@ def _parser() -> argparse.ArgumentParser:
         "--markdown", help="write the table here (default: report.md in the first run directory)"
     )
     rep.add_argument("--plot", help="write the plot here (default: accuracy_vs_rtr.png beside the table)")
+
+    from awares_agent.collect.command import add_parser as add_collect
+
+    add_collect(sub, _backend_options, _agent_options)
     return parser
 
 
@@ -241,10 +247,10 @@ def _backend(args: argparse.Namespace) -> Any:
 def _eval(args: argparse.Namespace, console: Console) -> int:
     from pathlib import Path
 
-    from evals.benchmarks import load_benchmark
     from rich.markdown import Markdown
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from evals.benchmarks import load_benchmark
     from evals.policies import check_policy
     from evals.report import markdown_table
     from evals.runner import awares_crop_counts, run_policy
@@ -359,6 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _eval(args, console)
         if args.command == "report":
             return _report(args, console)
+        if args.command == "collect":
+            from awares_agent.collect.command import run as run_collect
+
+            return run_collect(args, console)
     except BackendError as exc:
         errors.print(f"[red]error:[/] {exc}", highlight=False)
         return EXIT_BACKEND

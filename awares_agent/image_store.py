@@ -24,7 +24,7 @@ import os
 import re
 import tempfile
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
@@ -128,6 +128,7 @@ class ImageStore:
         self._recipes: dict[str, _Recipe] = {}
         # Keys: ("pixels", id), ("full", source id), ("encoded" | "uri", id, format, quality).
         self._cache = _LRUCache(int(cache_bytes))
+        self._holders: Counter[str] = Counter()
         if self.root is not None:
             (self.root / "sources").mkdir(parents=True, exist_ok=True)
             (self.root / "derived").mkdir(parents=True, exist_ok=True)
@@ -407,6 +408,31 @@ class ImageStore:
             source.on_full = None
             source.release()
         _released(dropped)
+
+    def hold(self, src: ImageInput) -> SourceImage:
+        """:meth:`add` a source and count one more user of it, for :meth:`release`.
+
+        Long-running loops (evaluation, collection) hold a sample's image while its query runs and release it
+        afterwards; the source is discarded when its last holder releases it, so memory stays flat even when
+        several samples in flight share one image.
+
+        Raises:
+            ImageDecodeError: the input is not a readable image.
+            ImageTooLargeError: it has more than ``max_pixels`` pixels.
+        """
+        source = self.add(src)
+        with self._lock:
+            self._holders[source.id] += 1
+        return source
+
+    def release(self, source_id: str) -> None:
+        """Drop one holder of a source taken with :meth:`hold`; the last one discards it (:meth:`discard`)."""
+        with self._lock:
+            if self._holders[source_id] > 1:
+                self._holders[source_id] -= 1
+                return
+            self._holders.pop(source_id, None)
+        self.discard(source_id)
 
     def _keep(self, key: _CacheKey, value: Any) -> Any:
         """Cache ``value`` under ``key`` as the most recent entry; another thread's value if it was first."""

@@ -160,7 +160,7 @@ def run_policy(
     if policy == "random" and awares_crops is None:
         raise ConfigError("the random policy needs the awares run: use --policy awares,random")
 
-    store = _CountedStore()
+    store = ImageStore()
     shared = AwaResAgent(backend, run_config, store=store)
     write_lock = threading.Lock()
 
@@ -205,36 +205,13 @@ def _end_torn_line(path: Path) -> None:
                 fh.write(b"\n")
 
 
-class _CountedStore(ImageStore):
-    """An image store that forgets a source once no sample in flight uses it (memory stays flat)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._users: Counter[str] = Counter()
-        self._users_lock = threading.Lock()
-
-    def hold(self, sample_image: Any) -> Any:
-        source = self.add(sample_image)
-        with self._users_lock:
-            self._users[source.id] += 1
-        return source
-
-    def release(self, source_id: str) -> None:
-        with self._users_lock:
-            self._users[source_id] -= 1
-            if self._users[source_id] > 0:
-                return
-            del self._users[source_id]
-            self.discard(source_id)
-
-
 def _evaluate(
     sample: EvalSample,
     policy: str,
     backend: ChatBackend,
     shared: AwaResAgent,
     config: AgentConfig,
-    store: _CountedStore,
+    store: ImageStore,
     awares_crops: dict[str, int] | None,
     seed: int,
 ) -> SampleResult:

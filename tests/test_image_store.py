@@ -553,3 +553,18 @@ def test_threads_under_a_tiny_budget_keep_the_accounting_consistent(jpeg_bytes: 
         assert uri == reference.data_uri(crop_id)
     for source_id, spec, jpeg in views:
         assert jpeg == reference.encode(reference.view(source_id, spec).image_id, "jpeg")
+
+
+def test_hold_and_release_count_users_and_discard_with_the_last() -> None:
+
+
+    store = ImageStore()
+    image = Image.new("RGB", (64, 48), "white")
+    first = store.hold(image)
+    second = store.hold(image)
+    assert first.id == second.id
+    store.release(first.id)
+    assert first.id in store  # still held once
+    store.release(first.id)
+    assert first.id not in store
+    store.release(first.id)  # releasing an unknown id is harmless

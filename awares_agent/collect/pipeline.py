@@ -1,0 +1,387 @@
+"""What ``awares collect`` does to one sample: label it from a teacher, or roll the agent out on it.
+
+**Labelling** (:class:`Labeler`, the paper's automatic supervision):
+
+1. The teacher answers the question twice through the agent graph: on the low-resolution view only, and on
+   the full-resolution image only (the ``low-res`` and ``full-res`` evaluation policies).
+2. A judge compares both answers with the ground truth. Cropping is *needed* where the low-res answer is
+   wrong and the full-res one right. Samples where both are wrong are dropped (``both_wrong``).
+3. For needed samples a grounder finds the evidence box (the dataset's own box first, by default) and
+   :func:`tools.box_mapping.crops_covering` maps it to the crop set: the cheapest region or pair of regions
+   covering it. A needed sample with no box is dropped (``no_evidence_box``).
+4. The label becomes a trajectory written by the same graph the agent runs, so it has exactly the runtime's
+   system prompt, tool protocol, crop messages and token accounting: *direct* (view, answer) or *tool*
+   (view, crop call, crops, answer). The answer is the first ground-truth answer (``answer_source=
+   "ground-truth"``, the default) or the teacher's own answer that the judge accepted (``"teacher"``).
+
+**Rollout** (:class:`Rollout`, on-policy collection): the agent runs with the teacher as its model, exactly as
+at inference; every answer is judged and the verdict kept on the row, so training can filter or reject.
+
+Both produce a :class:`CollectedRow` per sample (as a JSON-ready dict for the collector). Backend failures
+propagate (the collector records them and retries them on resume); an unreadable image is a permanent
+outcome, recorded as a dropped row (``bad_image``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from awares_agent.agent import AwaResAgent
+from awares_agent.backends.base import ChatBackend, ChatReply
+from awares_agent.collect.grounders import Grounder, Grounding
+from awares_agent.collect.judges import Judge, Verdict
+from awares_agent.config import AgentConfig
+from awares_agent.errors import ConfigError, ImageError
+from awares_agent.image_store import ImageStore
+from awares_agent.messages import ChatMessage, ToolSpec
+from awares_agent.trajectory import Trajectory
+from evals.policies import FixedCropsBackend, policy_config
+from evals.schema import EvalSample
+from tools.box_mapping import crops_covering
+from tools.crop_sets import crop_set
+
+__all__ = [
+    "CollectedRow",
+    "CollectionSummary",
+    "Labeler",
+    "Rollout",
+    "TeacherAnswer",
+    "summarize_rows",
+]
+
+AnswerSource = Literal["ground-truth", "teacher"]
+
+
+class TeacherAnswer(BaseModel):
+    """The teacher's answer under one view of the image, and the judge's verdict on it."""
+
+    answer: str | None
+    verdict: Verdict
+    rtr: float
+    latency_s: float
+
+
+class CollectedRow(BaseModel):
+    """One sample's outcome: a trajectory with its labels and verdicts, or why the sample was dropped.
+
+    Attributes:
+        id: the sample's id.
+        mode: ``"label"`` (teacher labels, :class:`Labeler`) or ``"rollout"`` (:class:`Rollout`).
+        status: ``"ok"`` (has a trajectory) or ``"dropped"`` (see ``reason``).
+        reason: why the sample was dropped: ``both_wrong``, ``no_evidence_box`` or ``bad_image: ...``.
+        question: the question.
+        answers: the accepted answers.
+        metric: the judge's metric for this sample.
+        teacher: the teacher model's name.
+        label: ``"direct"`` (answered from the view) or ``"tool"`` (crops requested).
+        needs_crop: labelling: whether the low-res answer was wrong and the full-res one right.
+        crops: region ids requested in the trajectory.
+        rtr: the trajectory's retained visual-token ratio.
+        verdict: the judge's verdict on the trajectory's answer.
+        low_res: labelling: the teacher's answer on the low-resolution view.
+        full_res: labelling: the teacher's answer on the full image.
+        grounding: labelling: the evidence box found for a needed sample.
+        trajectory: the trajectory (``None`` when dropped).
+        collected_at: when the row was produced (seconds since the epoch).
+    """
+
+    id: str
+    mode: Literal["label", "rollout"]
+    status: Literal["ok", "dropped"]
+    reason: str | None = None
+    question: str
+    answers: list[str]
+    metric: str
+    teacher: str
+    label: Literal["direct", "tool"] | None = None
+    needs_crop: bool | None = None
+    crops: list[str] = Field(default_factory=list)
+    rtr: float | None = None
+    verdict: Verdict | None = None
+    low_res: TeacherAnswer | None = None
+    full_res: TeacherAnswer | None = None
+    grounding: Grounding | None = None
+    trajectory: Trajectory | None = None
+    collected_at: float = Field(default_factory=time.time)
+
+
+class _AnswerBackend:
+    """The labelled "model": it answers with a fixed text (crop requests are made by FixedCropsBackend)."""
+
+    def __init__(self, name: str, answer: str) -> None:
+        self._name = name
+        self.answer = answer
+
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    def complete(
+        self, messages: Sequence[ChatMessage], *, images: ImageStore, tools: Sequence[ToolSpec] | None = None
+    ) -> ChatReply:
+        return ChatReply(text=self.answer, model=self._name, finish_reason="stop")
+
+    async def acomplete(
+        self, messages: Sequence[ChatMessage], *, images: ImageStore, tools: Sequence[ToolSpec] | None = None
+    ) -> ChatReply:
+        return self.complete(messages, images=images, tools=tools)
+
+
+class _Base:
+    def __init__(
+        self,
+        teacher: ChatBackend,
+        judge: Judge,
+        *,
+        config: AgentConfig | None = None,
+        store: ImageStore | None = None,
+    ) -> None:
+        self.teacher = teacher
+        self.judge = judge
+        self.config = config or AgentConfig()
+        self.store = store if store is not None else ImageStore()
+        self.crop_set = crop_set(self.config.crop_set)
+
+    def _head(self, sample: EvalSample, mode: Literal["label", "rollout"]) -> dict[str, Any]:
+        return {
+            "id": sample.id,
+            "mode": mode,
+            "question": sample.question,
+            "answers": sample.answers,
+            "metric": sample.metric,
+            "teacher": self.teacher.model_name,
+        }
+
+    async def _judged(self, sample: EvalSample, trajectory: Trajectory) -> Verdict:
+        return await self.judge.ajudge(
+            sample.question, trajectory.answer, sample.answers, metric=sample.metric
+        )
+
+
+class Labeler(_Base):
+    """Label samples from a teacher's low-res and full-res answers (see the module docstring).
+
+    Args:
+        teacher: the model whose answers decide where crops are needed.
+        judge: compares the teacher's answers with the ground truth.
+        grounder: finds the evidence box of needed samples (e.g. ``ChainGrounder([DatasetGrounder(),
+            OCRGrounder()])``).
+        config: the agent configuration the trajectories are written for (protocol, crop set, view); it
+            must allow a crop round.
+        store: the image store; give it a ``root`` so the trajectories' images can be exported later.
+        answer_source: the trajectory's answer: ``"ground-truth"`` (the first accepted answer) or
+            ``"teacher"`` (the accepted teacher answer).
+
+    Raises:
+        ConfigError: the configuration allows no crop round, or an unknown ``answer_source``.
+    """
+
+    def __init__(
+        self,
+        teacher: ChatBackend,
+        judge: Judge,
+        grounder: Grounder,
+        *,
+        config: AgentConfig | None = None,
+        store: ImageStore | None = None,
+        answer_source: AnswerSource = "ground-truth",
+    ) -> None:
+        super().__init__(teacher, judge, config=config, store=store)
+        if self.config.max_rounds < 1:
+            raise ConfigError(
+                "labelling writes tool trajectories: the agent configuration needs max_rounds >= 1"
+            )
+        if answer_source not in ("ground-truth", "teacher"):
+            raise ConfigError(f"answer_source must be 'ground-truth' or 'teacher', got {answer_source!r}")
+        self.grounder = grounder
+        self.answer_source = answer_source
+        self._low = AwaResAgent(teacher, policy_config("low-res", self.config), store=self.store)
+        self._full = AwaResAgent(teacher, policy_config("full-res", self.config), store=self.store)
+
+    async def __call__(self, sample: EvalSample) -> dict[str, Any]:
+        """Label one sample; returns the :class:`CollectedRow` as a JSON-ready dict."""
+        return (await self.label(sample)).model_dump(mode="json")
+
+    async def label(self, sample: EvalSample) -> CollectedRow:
+        """Label one sample.
+
+        Raises:
+            BackendError: the teacher, an LLM judge or a VLM grounder failed (retry later).
+        """
+        head = self._head(sample, "label")
+        try:
+            source = self.store.hold(sample.image)
+        except ImageError as exc:
+            return CollectedRow(status="dropped", reason=f"bad_image: {exc}", **head)
+        try:
+            return await self._label(sample, source.id, source.width, source.height, head)
+        except ImageError as exc:
+            return CollectedRow(status="dropped", reason=f"bad_image: {exc}", **head)
+        finally:
+            self.store.release(source.id)
+
+    async def _label(
+        self, sample: EvalSample, source_id: str, width: int, height: int, head: dict[str, Any]
+    ) -> CollectedRow:
+        low_result, full_result = await asyncio.gather(
+            self._low.aask(sample.image, sample.question), self._full.aask(sample.image, sample.question)
+        )
+        low_verdict, full_verdict = await asyncio.gather(
+            self._judged(sample, low_result.trajectory), self._judged(sample, full_result.trajectory)
+        )
+        low = TeacherAnswer(
+            answer=low_result.answer, verdict=low_verdict, rtr=low_result.rtr, latency_s=low_result.latency_s
+        )
+        full = TeacherAnswer(
+            answer=full_result.answer,
+            verdict=full_verdict,
+            rtr=full_result.rtr,
+            latency_s=full_result.latency_s,
+        )
+        head |= {"low_res": low, "full_res": full}
+        if not low.verdict.correct and not full.verdict.correct:
+            return CollectedRow(status="dropped", reason="both_wrong", **head)
+        needs_crop = not low.verdict.correct
+        grounding: Grounding | None = None
+        crops: list[str] = []
+        if needs_crop:
+            image = await asyncio.to_thread(self.store.get, source_id)
+            grounding = await self.grounder.aground(image, sample.question, sample.answers, bbox=sample.bbox)
+            if grounding.box is None:
+                return CollectedRow(
+                    status="dropped", reason="no_evidence_box", needs_crop=True, grounding=grounding, **head
+                )
+            crops = crops_covering(grounding.box, self.crop_set, width, height)
+        taught = full if needs_crop else low
+        if self.answer_source == "teacher" and taught.answer:
+            answer, verdict = taught.answer, taught.verdict
+        else:
+            answer = sample.answers[0]
+            verdict = Verdict(correct=True, score=1.0, reason="the ground-truth answer", judge="ground-truth")
+        backend = FixedCropsBackend(_AnswerBackend(self.teacher.model_name, answer), crops)
+        agent = AwaResAgent(backend, self.config, store=self.store)
+        labelled = await agent.aask(sample.image, sample.question)
+        trajectory = labelled.trajectory
+        return CollectedRow(
+            status="ok",
+            label="tool" if trajectory.crops else "direct",
+            needs_crop=needs_crop,
+            crops=[c.region_id for c in trajectory.crops],
+            rtr=trajectory.cost.rtr,
+            verdict=verdict,
+            grounding=grounding,
+            trajectory=trajectory,
+            **head,
+        )
+
+
+class Rollout(_Base):
+    """Run the agent with the teacher as its model over samples and judge every answer (on-policy data).
+
+    Args:
+        teacher: the model the agent runs.
+        judge: compares each answer with the ground truth.
+        config: the agent configuration (as at inference).
+        store: the image store; give it a ``root`` so the trajectories' images can be exported later.
+    """
+
+    def __init__(
+        self,
+        teacher: ChatBackend,
+        judge: Judge,
+        *,
+        config: AgentConfig | None = None,
+        store: ImageStore | None = None,
+    ) -> None:
+        super().__init__(teacher, judge, config=config, store=store)
+        self._agent = AwaResAgent(teacher, self.config, store=self.store)
+
+    async def __call__(self, sample: EvalSample) -> dict[str, Any]:
+        """Roll out one sample; returns the :class:`CollectedRow` as a JSON-ready dict."""
+        return (await self.rollout(sample)).model_dump(mode="json")
+
+    async def rollout(self, sample: EvalSample) -> CollectedRow:
+        """Run the agent on one sample and judge its answer.
+
+        Raises:
+            BackendError: the teacher or an LLM judge failed (retry later).
+        """
+        head = self._head(sample, "rollout")
+        try:
+            source = self.store.hold(sample.image)
+        except ImageError as exc:
+            return CollectedRow(status="dropped", reason=f"bad_image: {exc}", **head)
+        try:
+            result = await self._agent.aask(sample.image, sample.question)
+        except ImageError as exc:
+            return CollectedRow(status="dropped", reason=f"bad_image: {exc}", **head)
+        finally:
+            self.store.release(source.id)
+        trajectory = result.trajectory
+        return CollectedRow(
+            status="ok",
+            label="tool" if trajectory.crops else "direct",
+            crops=[c.region_id for c in trajectory.crops],
+            rtr=trajectory.cost.rtr,
+            verdict=await self._judged(sample, trajectory),
+            trajectory=trajectory,
+            **head,
+        )
+
+
+class CollectionSummary(BaseModel):
+    """Statistics over collected rows (what ``awares collect`` prints at the end).
+
+    Attributes:
+        rows: rows read.
+        ok: rows with a trajectory.
+        direct: ok rows answered from the view.
+        tool: ok rows with crops.
+        correct: ok rows whose answer the judge accepted.
+        dropped: dropped rows by reason (``bad_image: ...`` reasons are grouped as ``bad_image``).
+        crops: how often each region id was requested.
+        mean_rtr: mean RTR over ok rows.
+    """
+
+    rows: int = 0
+    ok: int = 0
+    direct: int = 0
+    tool: int = 0
+    correct: int = 0
+    dropped: dict[str, int] = Field(default_factory=dict)
+    crops: dict[str, int] = Field(default_factory=dict)
+    mean_rtr: float = 0.0
+
+    @property
+    def direct_share(self) -> float:
+        """The share of ok rows answered directly (the paper's labels: about 81%)."""
+        return self.direct / self.ok if self.ok else 0.0
+
+
+def summarize_rows(rows: Iterable[dict[str, Any]]) -> CollectionSummary:
+    """Count labels, verdicts, drops and crops over collected rows (dicts as the collector stores them)."""
+    summary = CollectionSummary()
+    dropped: Counter[str] = Counter()
+    crops: Counter[str] = Counter()
+    rtr_sum = 0.0
+    for row in rows:
+        summary.rows += 1
+        if row.get("status") != "ok":
+            dropped[str(row.get("reason") or "unknown").split(":")[0]] += 1
+            continue
+        summary.ok += 1
+        summary.tool += row.get("label") == "tool"
+        summary.direct += row.get("label") == "direct"
+        summary.correct += bool((row.get("verdict") or {}).get("correct"))
+        crops.update(row.get("crops") or [])
+        rtr_sum += float(row.get("rtr") or 0.0)
+    summary.dropped = dict(dropped.most_common())
+    summary.crops = dict(sorted(crops.items()))
+    summary.mean_rtr = rtr_sum / summary.ok if summary.ok else 0.0
+    return summary
