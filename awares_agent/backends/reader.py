@@ -735,6 +735,35 @@ def _above(anchor: TextBox, boxes: Sequence[TextBox], exclude: Sequence[TextBox]
     return sorted(col, key=lambda b: -b.box[3])
 
 
+def _is_label(b: TextBox, like: TextBox) -> bool:
+    """Whether ``b`` looks like another label of the same kind as ``like``: no digits, about its height."""
+    return not _DIGIT_RE.search(b.text) and 0.6 * like.height <= b.height <= 1.6 * like.height
+
+
+def _side_by_side(label: TextBox, boxes: Sequence[TextBox]) -> int:
+    """How many label-like boxes share ``label``'s line."""
+    return sum(
+        1
+        for b in boxes
+        if b is not label
+        and _v_overlap(label.box, b.box) >= 0.6
+        and _is_label(b, label)
+        and abs(b.cx - label.cx) < 15 * label.height
+    )
+
+
+def _stacked(label: TextBox, boxes: Sequence[TextBox]) -> int:
+    """How many label-like boxes share ``label``'s column, within a few lines."""
+    return sum(
+        1
+        for b in boxes
+        if b is not label
+        and _h_overlap(label.box, b.box) >= 0.3
+        and _is_label(b, label)
+        and abs(b.cy - label.cy) < 6 * label.height
+    )
+
+
 def _typed(value: str, money: bool) -> int:
     """How well a value fits what the question asks: 2 an amount when one is asked, 1 has digits, 0 none."""
     if money and _MONEY_RE.search(value):
@@ -764,7 +793,8 @@ _NUMBER_WORDS = frozenset(
         "quantity",
     ]
 )
-_LABEL_TAILS = frozenset(["no", "id", "number", "date", "code", "name", "ref", "#"])
+#: The end of a field's label: "Account No", "AccountNo" (OCR glues words), "Customer ID", "Due Date".
+_LABEL_END_RE = re.compile(r"(?:^|\s|(?<=[a-z]))(?:No|NO|ID|Id|Number|Date|Code|Name|Ref|#)$")
 _CODE_WORDS = frozenset(
     [
         "id",
@@ -792,8 +822,7 @@ def plausible(query: Query, value: str) -> bool:
     """
     words = set(re.findall(r"[a-z0-9#]+", f"{query.key} {query.column}")) | set(query.words)
     digits = bool(_DIGIT_RE.search(value))
-    last = re.findall(r"[a-z#]+", value.lower())
-    if not digits and (value.rstrip().endswith(":") or (last and last[-1] in _LABEL_TAILS)):
+    if not digits and (value.rstrip().endswith(":") or _LABEL_END_RE.search(value.rstrip(" ."))):
         return False  # another field's label ("Account No"), not a value
     if query.money or query.kind == "bar" or words & _NUMBER_WORDS:
         return digits
@@ -828,13 +857,28 @@ def _value_for(m: _Match, boxes: Sequence[TextBox], keys: Sequence[TextBox], que
         options.append((_typed(rest, query.money), 0.0, rest, anchor))
     if query.kind == "bar":
         label = m.span
+        # Vertical bars put their labels side by side on one line (the value over the bar, above its label);
+        # horizontal bars stack them in a column (the value at the bar's end, right of its label).
+        vertical = _side_by_side(label, boxes) >= _stacked(label, boxes)
         for b in _above(label, boxes, keys)[:1]:
             options.append(
-                (_typed(b.text, query.money) + 1, -(label.box[1] - b.box[3]) / h, _clean_value(b.text), b)
+                (
+                    _typed(b.text, query.money) + 1 + vertical,
+                    -(label.box[1] - b.box[3]) / h,
+                    _clean_value(b.text),
+                    b,
+                )
             )
         for b in _right_of(anchor, boxes, keys, max_gap=None)[:1]:
             if _DIGIT_RE.search(b.text):
-                options.append((_typed(b.text, query.money) + 1, -(b.box[0] - anchor.box[2]) / h, b.text, b))
+                options.append(
+                    (
+                        _typed(b.text, query.money) + 1 + (not vertical),
+                        -(b.box[0] - anchor.box[2]) / h,
+                        b.text,
+                        b,
+                    )
+                )
     for b in _right_of(anchor, boxes, keys, max_gap=80 * h)[:2]:
         options.append(
             (_typed(b.text, query.money), -(b.box[0] - anchor.box[2]) / h, _clean_value(b.text), b)
@@ -851,6 +895,8 @@ def _value_for(m: _Match, boxes: Sequence[TextBox], keys: Sequence[TextBox], que
         return (plausible(query, o[2]), fit, o[1])
 
     _, distance, value, box = max(options, key=rank)
+    if query.kind == "bar":
+        distance = 0.0  # a bar's value lies a bar's length from its label
     # OCR glues a value to the next label on its line ("25134Tax ID"): the label is not part of it.
     value = re.split(r"(?<=\d)(?=[A-Z][a-z])", _clean_value(value))[0]
     value = _fix_prefix(_clean_value(value), query.key)
@@ -931,6 +977,29 @@ def _tokens(box: TextBox, start: int = 0) -> list[TextBox]:
     return out
 
 
+_WHOLE_VALUE_RE = re.compile(r"\d[\d,]*[.,]\d\d|\d{1,3}(?:,\d{3})+")
+
+
+def _joins(a: TextBox, b: TextBox) -> str | None:
+    """The separator if ``a`` and ``b`` (neighbouring tokens, ``a`` first) are one cell's text, else ``None``.
+
+    Tokens cut out of one word (``_tokens`` splits "BQF9T" at the digit) join with nothing, unless both are
+    whole values OCR glued ("82,33136,624"); words of one cell, or a number OCR split ("1, 941"), join with a
+    space; never two values side by side, which OCR reads as one line when columns are narrow ("D-9718
+    W-7829").
+    """
+    gap = b.box[0] - a.box[2]
+    if abs(gap) < 1e-6:
+        return None if _WHOLE_VALUE_RE.fullmatch(a.text) and _WHOLE_VALUE_RE.fullmatch(b.text) else ""
+    if gap > 0.6 * max(a.height, b.height):
+        return None
+    if not _DIGIT_RE.search(a.text) and not _DIGIT_RE.search(b.text):
+        return " "
+    if re.fullmatch(r"\d{1,3}[,.]", a.text) and re.fullmatch(r"\d{3}\S*", b.text):
+        return ""
+    return None
+
+
 def _in_span(tokens: Sequence[TextBox], span: tuple[float, float], centre: float) -> str:
     """The text of the tokens centred in the column ``span``; a token wider than the span is cut to it.
 
@@ -941,11 +1010,14 @@ def _in_span(tokens: Sequence[TextBox], span: tuple[float, float], centre: float
     if inside:
         k = min(range(len(inside)), key=lambda i: abs(inside[i].cx - centre))
         lo = hi = k
-        while lo > 0 and inside[lo].box[0] - inside[lo - 1].box[2] <= 0.6 * inside[lo].height:
+        while lo > 0 and _joins(inside[lo - 1], inside[lo]) is not None:
             lo -= 1
-        while hi + 1 < len(inside) and inside[hi + 1].box[0] - inside[hi].box[2] <= 0.6 * inside[hi].height:
+        while hi + 1 < len(inside) and _joins(inside[hi], inside[hi + 1]) is not None:
             hi += 1
-        return " ".join(t.text for t in inside[lo : hi + 1])
+        text = inside[lo].text
+        for a, b in zip(inside[lo:hi], inside[lo + 1 : hi + 1], strict=True):
+            text += (_joins(a, b) or "") + b.text
+        return text
     for t in tokens:  # one glued token over several columns: keep the characters in this one
         x0, x1 = t.box[0], t.box[2]
         if x0 < span[0] < span[1] < x1 or x0 < (span[0] + span[1]) / 2 < x1:
@@ -975,7 +1047,9 @@ def _read_cell(query: Query, boxes: Sequence[TextBox], *, loose: bool = False) -
         ]
         if not heads:
             continue
-        c = min(heads, key=lambda c: (row.cy - c.box.cy) - 20 * h * c.score)
+        # The best-matching header, then the nearest: a cell that looks like a header ("202.81" for
+        # "2022") matches less well.
+        c = max(heads, key=lambda c: (round(c.score, 2), -(row.cy - c.box.cy)))
         head = c.span
         # The column runs from its header to the next header on the header line.
         header_line = [t for b in boxes if _v_overlap(c.box.box, b.box) >= 0.5 for t in _tokens(b)]
