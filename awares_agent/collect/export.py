@@ -27,7 +27,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -222,7 +223,8 @@ def export_dataset(
         raise ConfigError(f"nothing to export: no usable row ({reasons or 'no rows at all'})")
     final = out / "dataset"
     shutil.rmtree(final, ignore_errors=True)
-    concatenate_datasets([load_from_disk(p) for p in paths]).save_to_disk(str(final))
+    with _quiet_datasets():
+        concatenate_datasets([load_from_disk(p) for p in paths]).save_to_disk(str(final))
     shutil.rmtree(parts, ignore_errors=True)
     return ExportStats(
         rows=count,
@@ -236,5 +238,20 @@ def export_dataset(
 def _save_part(records: list[dict[str, Any]], path: Path) -> str:
     from datasets import Dataset
 
-    Dataset.from_list(records, features=features()).save_to_disk(str(path))
+    with _quiet_datasets():
+        Dataset.from_list(records, features=features()).save_to_disk(str(path))
     return str(path)
+
+
+@contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """Without ``datasets``' own per-save progress bars (the caller shows progress)."""
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+    enabled = is_progress_bar_enabled()
+    disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            enable_progress_bar()
