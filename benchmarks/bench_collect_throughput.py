@@ -280,7 +280,7 @@ def main() -> None:
     kinds = [k.strip() for k in args.work.split(",") if k.strip()]
     size = tuple(int(v) for v in args.size.lower().split("x"))
     delay = args.delay_ms / 1000
-    console = Console()
+    console = Console(width=max(Console().width, 100))
 
     ctx = mp.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)

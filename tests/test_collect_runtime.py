@@ -212,6 +212,17 @@ def test_writer_is_exclusive_idempotent_and_checks_the_shard(tmp_path: Path) -> 
     assert list(read_rows(tmp_path)) == [{"v": 1}]
 
 
+def test_progress_bar_shows_done_and_failed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async def work(sample_id: str) -> dict[str, object]:
+        if sample_id == "s0001":
+            raise BackendHTTPError("HTTP 503", status_code=503)
+        return {"id": sample_id}
+
+    run(ids(5), work, tmp_path, progress=True, description="labelling")
+    out = capsys.readouterr().out
+    assert "labelling" in out and "5/5" in out and "1 failed" in out
+
+
 def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'s0001' appears twice"):
         run(["s0000", "s0001", "s0001"], out=tmp_path)
