@@ -150,22 +150,26 @@ def _engine() -> Any:
 
 def _ocr(image: Image.Image) -> list[_RawBox]:
     """Read every text line of ``image``; boxes in its own pixels."""
-    return _ocr_at(image, _BOX_THRESH)
+    return _ocr_at(image, _BOX_THRESH, _TEXT_SCORE)
 
 
-#: The detector's default box score threshold, and the lower one used to locate text too small to read.
+#: The detector's default box score threshold and recogniser's lowest kept score, and the lower ones used to
+#: locate text too small to read.
 _BOX_THRESH = 0.5
+_TEXT_SCORE = 0.5
 _LOCATE_BOX_THRESH = 0.3
+_LOCATE_TEXT_SCORE = 0.2
 
 
-def _ocr_at(image: Image.Image, box_thresh: float) -> list[_RawBox]:
-    """:func:`_ocr` with the detector's box score threshold ``box_thresh`` (lower finds fainter text)."""
+def _ocr_at(image: Image.Image, box_thresh: float, text_score: float) -> list[_RawBox]:
+    """:func:`_ocr` with the detector's box score threshold ``box_thresh`` (lower finds fainter text) and
+    the recogniser's lowest kept score ``text_score`` (lower keeps garbled readings, enough to locate)."""
     engine = _engine()
     rgb = image.convert("RGB")
     # One call at a time: the engine's per-call options are instance state (a call without them keeps the
     # last ones, so every call sets them), and the cores are shared anyway.
     with _OCR_LOCK:
-        result, _ = engine(rgb, use_cls=False, box_thresh=box_thresh, unclip_ratio=1.6, text_score=0.5)
+        result, _ = engine(rgb, use_cls=False, box_thresh=box_thresh, unclip_ratio=1.6, text_score=text_score)
     out = []
     for points, text, confidence in result or []:
         xs = [float(p[0]) for p in points]
@@ -1212,7 +1216,7 @@ class ReaderBackend:
         model_name: str = "awares-reader",
         cache_size: int = 128,
         enlarge: float = 2.0,
-        ambiguity: float = 0.7,
+        ambiguity: float = 0.8,
     ) -> None:
         if not 0 < view_scale <= 1:
             raise ConfigError(f"view_scale must be in (0, 1], got {view_scale!r}")
@@ -1386,6 +1390,10 @@ class ReaderBackend:
             digits = len(_DIGIT_RE.findall(b.text))
             number = min(1.0, digits / 6) if digits >= 2 else 0.0
             amount = 0.5 if query.money and _MONEY_RE.search(b.text) else 0.0
+            words = re.findall(r"[A-Za-z]{3,}", b.text)
+            if words and all(max((_similarity(k, w) for k in keys), default=0.0) < 0.5 for w in words):
+                # A value under another label ("GATE 78-584" when the question is about the DOCK sign).
+                return key_like + 0.3 * (number + amount)
             return key_like + number + amount
 
         scored = sorted(((score(b), b) for b in hard), key=lambda sb: -sb[0])
@@ -1401,12 +1409,13 @@ class ReaderBackend:
         runner = next(
             (b for sc, b in scored[1:] if sc >= self.ambiguity * best_score and not _near(b, best)), None
         )
+        one = crops_covering(must, self.crop_set, width, height, tolerance=4.0)
         if runner is not None:
-            both = crops_covering(_union([must, margin(runner)]), self.crop_set, width, height, tolerance=4.0)
-            one = crops_covering(must, self.crop_set, width, height, tolerance=4.0)
-            if _cost(both, self.crop_set, (width, height)) <= _cost(one, self.crop_set, (width, height)):
-                return both
-        return crops_covering(must, self.crop_set, width, height, tolerance=4.0)
+            other = crops_covering(margin(runner), self.crop_set, width, height, tolerance=4.0)
+            both = list(dict.fromkeys([*one, *other]))
+            if len(both) <= 2 and all(i != ALL for i in both):
+                return sorted(both, key=self.crop_set.ids.index)
+        return one
 
     # --- OCR of the conversation's images ----------------------------------------------------------------
 
@@ -1427,7 +1436,11 @@ class ReaderBackend:
 
     def _read_image(self, part: ImagePart, images: ImageStore, enlarge: float = 1.0) -> list[_RawBox]:
         """OCR of a stored image (enlarged ``enlarge`` times first), boxes in its own pixels; cached."""
-        key = part.image_id if enlarge == 1 else f"{part.image_id}@x{enlarge:g}@{_LOCATE_BOX_THRESH:g}"
+        key = (
+            part.image_id
+            if enlarge == 1
+            else f"{part.image_id}@x{enlarge:g}@{_LOCATE_BOX_THRESH:g},{_LOCATE_TEXT_SCORE:g}"
+        )
 
         def make() -> list[_RawBox]:
             image = images.get(part.image_id)
@@ -1444,7 +1457,9 @@ class ReaderBackend:
                     r.px / enlarge,
                 )
                 for r in _ocr_at(
-                    image.convert("RGB").resize(size, Image.Resampling.BICUBIC), _LOCATE_BOX_THRESH
+                    image.convert("RGB").resize(size, Image.Resampling.BICUBIC),
+                    _LOCATE_BOX_THRESH,
+                    _LOCATE_TEXT_SCORE,
                 )
             ]
 
