@@ -56,12 +56,19 @@ class CropTool:
 
     def __init__(self, crop_set: CropSet) -> None:
         self.crop_set = crop_set
+        self._spec: ToolSpec | None = None
 
     def spec(self) -> ToolSpec:
         """The tool's function spec, with its JSON schema generated from :class:`CropRequest`.
 
         The schema's ``items`` carry an ``enum`` of the set's ids so that constrained decoders can use it.
+        Built once per tool (a copy is returned, so callers may change it freely).
         """
+        if self._spec is None:
+            self._spec = self._build_spec()
+        return self._spec.model_copy(deep=True)
+
+    def _build_spec(self) -> ToolSpec:
         schema = CropRequest.model_json_schema()
         schema["properties"]["crops"]["items"] = {"type": "string", "enum": list(self.crop_set.ids)}
         schema.pop("title", None)
