@@ -132,7 +132,8 @@ def test_failed_samples_are_recorded_and_retried_on_the_next_run(
     with ScriptedChatServer() as server:
         broken = HTTPError(500, headers={"x-should-retry": "false"})
         server.enqueue(*[teacher_and_judge] * (2 * N - 4), broken, broken)
-        assert main(rollout_args(data, out, server, "--concurrency", "1")) == 1
+        args = rollout_args(data, out, server, "--concurrency", "1", "--sample-attempts", "1")
+        assert main(args) == 1
         failures = read_failures(out)
         assert len(failures) >= 1 and "500" in json.dumps(failures)
         assert "run the same command again" in " ".join(capsys.readouterr().out.split())
@@ -141,6 +142,16 @@ def test_failed_samples_are_recorded_and_retried_on_the_next_run(
         server.enqueue(*[teacher_and_judge] * (2 * N))
         assert main(rollout_args(data, out, server)) == 0
     assert sorted(r["id"] for r in read_rows(out)) == sorted(f"p{i}" for i in range(N))
+
+
+def test_a_transient_server_error_is_retried_within_the_run(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with ScriptedChatServer() as server:
+        broken = HTTPError(503, headers={"x-should-retry": "false"})
+        server.enqueue(broken, *[teacher_and_judge] * (2 * N))
+        assert main(rollout_args(data, out, server, "--concurrency", "1")) == 0
+    assert read_failures(out) == {}
+    assert len(list(read_rows(out))) == N
 
 
 def test_shards_split_the_work_and_merge_into_one_dataset(data: Path, tmp_path: Path) -> None:

@@ -99,6 +99,13 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         "--concurrency", type=int, default=8, help="samples in flight at once (default: 8)"
     )
     parser.add_argument("--shard", help="i/N: collect only this machine's share of the samples")
+    parser.add_argument(
+        "--sample-attempts",
+        type=int,
+        default=3,
+        help="tries per sample on rate limits, timeouts and 5xx after the client's own retries, with "
+        "exponential backoff; a rate limit also pauses new requests (default: 3; 1: no collector retry)",
+    )
     parser.add_argument("--correct-only", action="store_true", help="export only rows judged correct")
 
 
@@ -172,7 +179,7 @@ def _grounder(args: argparse.Namespace, teacher: Any) -> Any:
 def _collect(args: argparse.Namespace, console: Console) -> int:
     from awares_agent.cli import _backend, _config
     from awares_agent.collect.pipeline import Labeler, Rollout
-    from awares_agent.collect.runtime import ShardSpec, collect_sync, read_rows
+    from awares_agent.collect.runtime import RetryPolicy, ShardSpec, collect_sync, read_rows
     from awares_agent.image_store import ImageStore
     from evals.benchmarks import load_benchmark
 
@@ -210,6 +217,7 @@ def _collect(args: argparse.Namespace, console: Console) -> int:
         concurrency=args.concurrency,
         shard=shard,
         description=args.collect_command,
+        retry=RetryPolicy(attempts=args.sample_attempts) if args.sample_attempts > 1 else None,
     )
     _print_summary(console, read_rows(out))
     if stats.failed:
