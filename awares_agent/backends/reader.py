@@ -70,6 +70,10 @@ DEFAULT_MIN_TEXT_PX = 12.5
 #: Lowest recognition confidence for a reading of the view to be trusted.
 DEFAULT_MIN_CONFIDENCE = 0.9
 
+#: Values read from text shorter than this (px in the image read) are read again enlarged this many times.
+_REREAD_BELOW_PX = 20.0
+_REREAD = 2
+
 #: Farthest a value read in the view may lie from its key (in the key's line heights) to be trusted.
 _MAX_TRUSTED_GAP = 6.0
 
@@ -569,7 +573,12 @@ def _match(key: str, box: TextBox, *, loose: bool = False) -> _Match | None:
         return None
     label_len = len(_norm(box.text.split(":")[0])[0]) or len(text)
     best: _Match | None = None
-    for variant, weight in _variants(key):
+    variants = _variants(key)
+    if loose and any(w < 1 for _, w in variants):
+        # Garbled text matches "invoice number" within its many allowed errors in "PO Number": only the
+        # key's distinctive part ("invoice") locates it.
+        variants = tuple((v, w) for v, w in variants if w < 1)
+    for variant, weight in variants:
         m = len(variant)
         if m <= 3:
             # A short key must be a word of its own: "no" is not the start of "north".
@@ -583,7 +592,10 @@ def _match(key: str, box: TextBox, *, loose: bool = False) -> _Match | None:
             dist, start, end = 0, pos, pos + m
         else:
             dist, start, end = _substring_distance(variant, text)
-            allowed = max(1, round(0.45 * m)) if loose else (1 if m <= 6 else max(2, m // 5))
+            # Loose: up to 45% of a long key's characters wrong, one of a short one's ("riga" is not "lima").
+            allowed = (
+                (max(1, round(0.45 * m)) if m >= 5 else 1) if loose else (1 if m <= 6 else max(2, m // 5))
+            )
             if dist > allowed or end <= start:
                 continue
             if loose and start > 2:
@@ -1083,8 +1095,19 @@ def _read_cell(query: Query, boxes: Sequence[TextBox], *, loose: bool = False) -
             best = reading
     if best is not None:
         return best
-    # No header found: the row's first value, or where the row runs.
-    return _read_field(replace(query, kind="field"), boxes, loose=loose)
+    # No header found: the row's first value, but the cell lies anywhere along the row: where the row's
+    # line runs to the right of its label.
+    reading = _read_field(replace(query, kind="field"), boxes, loose=loose)
+    if reading is None or not reading.anchors:
+        return reading
+    label = reading.anchors[0]
+    line = sorted((b for b in boxes if _v_overlap(label.box, b.box) >= 0.5), key=lambda b: b.box[0])
+    right = label.box[2]
+    for b in line:
+        if b.box[0] >= label.box[0] and b.box[0] - right <= 4 * label.height:
+            right = max(right, b.box[2])
+    where = (label.box[0], label.box[1], right, label.box[3])
+    return Reading(reading.answer, [], reading.anchors, reading.score, where=where)
 
 
 def _read_sign(boxes: Sequence[TextBox]) -> Reading | None:
@@ -1198,9 +1221,9 @@ class ReaderBackend:
         enlarge: when the question's key cannot be read in the view, the view is read again enlarged this
             many times (bicubic) to locate it: text too small to read correctly is often still detected
             and spelled closely enough to find.
-        ambiguity: when the key cannot be found even so, the region with the most hard-to-read, value-like
-            text is requested, and the runner-up too if it scores at least this fraction of the best
-            (``1.0`` or more: never two).
+        ambiguity: when the key cannot be found even so, the crop covering the hard-to-read text likeliest
+            to be the key or the value is requested, and the runner-up's crop too if it scores at least this
+            fraction of the best (``1.0`` or more: never two).
 
     Raises:
         ConfigError: an unknown crop set or an out-of-range option.
@@ -1315,7 +1338,7 @@ class ReaderBackend:
         reading = read(query, boxes)
         if not may_crop:
             if reading is not None and reading.answer:
-                return reading.answer, None
+                return self._reread(reading, turn, images, size, scale), None
             return _best_guess(query, boxes), None
         if reading is not None and reading.answer:
             if (
@@ -1370,11 +1393,12 @@ class ReaderBackend:
         """A guess from text too small to read: the crop covering the hard-to-read text likeliest to be the
         key or the value.
 
-        Each box scores its similarity to the key (squared, doubled; only when at least half the characters
-        agree), plus how much it looks like the value asked for: a number (two digits or more), an amount
-        when the question asks for one. The cheapest crop covering the best box (with a line of margin) is
-        requested; when the runner-up box lies elsewhere and scores nearly as high (``ambiguity``), the
-        cheapest crop covering both. With nothing to go on, the centre (or everything).
+        Each box scores its similarity to the key (squared, doubled; only when 70% of the characters agree),
+        plus how much it looks like the value asked for: digits (up to six), an amount when the question asks
+        for one; a value printed beside a word unlike the key (another sign's or field's label) counts a
+        third. The cheapest crop covering the best box (with a line of margin) is requested; when a box
+        elsewhere scores nearly as high (``ambiguity``), its crop too, if the two requests come to at most two
+        regions. With nothing to go on, the centre (or everything).
         """
         regions = [r for r in self.crop_set.regions(width, height) if r.id != ALL]
         smallest = min(r.width * r.height for r in regions)
@@ -1382,19 +1406,38 @@ class ReaderBackend:
         centre = [r.id for r in tiles if r.name == "center"] or [ALL]
         keys = [k for k in (query.key, query.column) if k]
 
-        def score(b: TextBox) -> float:
+        def key_like(b: TextBox) -> float:
             sim = max((_similarity(k, b.text) for k in keys), default=0.0)
-            key_like = 2 * sim * sim if sim >= 0.7 else 0.0
+            return 2 * sim * sim if sim >= 0.7 else 0.0
+
+        keyish = {b: key_like(b) for b in hard}
+
+        def score(b: TextBox) -> float:
+            # A value next to a key-like box (right of it on its line, or under it) is a field: both count.
+            beside = max(
+                (
+                    k_score
+                    for k, k_score in keyish.items()
+                    if k_score > 0
+                    and k is not b
+                    and (
+                        (_v_overlap(k.box, b.box) >= 0.5 and 0 <= b.box[0] - k.box[2] <= 6 * k.height)
+                        or (_h_overlap(k.box, b.box) >= 0.3 and 0 <= b.box[1] - k.box[3] <= 1.5 * k.height)
+                    )
+                ),
+                default=0.0,
+            )
+            own = keyish[b]
             if len(re.findall(r"[A-Za-z]{2,}", b.text)) > 3:
-                return key_like  # a sentence, not a value
+                return own  # a sentence, not a value
             digits = len(_DIGIT_RE.findall(b.text))
             number = min(1.0, digits / 6) if digits >= 2 else 0.0
             amount = 0.5 if query.money and _MONEY_RE.search(b.text) else 0.0
             words = re.findall(r"[A-Za-z]{3,}", b.text)
             if words and all(max((_similarity(k, w) for k in keys), default=0.0) < 0.5 for w in words):
                 # A value under another label ("GATE 78-584" when the question is about the DOCK sign).
-                return key_like + 0.3 * (number + amount)
-            return key_like + number + amount
+                return own + 0.3 * (number + amount)
+            return own + number + amount + (beside if number + amount > 0 else 0.0)
 
         scored = sorted(((score(b), b) for b in hard), key=lambda sb: -sb[0])
         if not scored or scored[0][0] <= 0:
@@ -1499,6 +1542,74 @@ class ReaderBackend:
             TextBox(r.text, r.confidence, tuple(v / scale for v in r.box), r.px, "enlarged")  # type: ignore[arg-type]
             for r in self._read_image(view, images, self.enlarge)
         ]
+
+    def _reread(
+        self, reading: Reading, turn: _Turn, images: ImageStore, size: tuple[int, int], scale: float
+    ) -> str:
+        """The answer, its small characters read again from the value's patch enlarged ``REREAD`` times.
+
+        OCR misreads digits of small text ("5,325" for "6,325") that it reads right enlarged. The re-reading
+        is taken only when it has the same characters' shape (the same length, punctuation at the same
+        places, whose marks are kept from the first reading: enlarged, "," and "." are confused instead) and
+        about the same confidence.
+        """
+        answer = reading.answer or ""
+        if len(reading.value_boxes) != 1 or _norm(reading.value_boxes[0].text)[0] != _norm(answer)[0]:
+            return answer
+        value = reading.value_boxes[0]
+        if value.px >= _REREAD_BELOW_PX:
+            return answer
+        # The image the value was read in, and where the value lies in it.
+        source: tuple[ImagePart, Box] | None = None
+        if value.source == "crop":
+            for rid, part in turn.crops:
+                c = self._crop_box(rid, part, size)
+                if c is None or abs((c[2] - c[0]) / part.width - 1) > 0.02:
+                    continue
+                if (
+                    c[0] <= value.box[0]
+                    and value.box[2] <= c[2]
+                    and c[1] <= value.box[1]
+                    and value.box[3] <= c[3]
+                ):
+                    source = (part, (c[0], c[1], 1.0, 1.0))
+                    break
+        elif turn.view is not None:
+            source = (turn.view, (0.0, 0.0, scale, scale))
+        if source is None:
+            return answer
+        part, (ox, oy, sx, sy) = source
+        x0, y0, x1, y1 = (
+            (value.box[0] - ox) * sx,
+            (value.box[1] - oy) * sy,
+            (value.box[2] - ox) * sx,
+            (value.box[3] - oy) * sy,
+        )
+        h = y1 - y0
+        patch = (round(x0 - 0.6 * h), round(y0 - 0.4 * h), round(x1 + 0.6 * h), round(y1 + 0.4 * h))
+
+        def make() -> list[_RawBox]:
+            from PIL import Image
+
+            image = images.get(part.image_id).convert("RGB").crop(patch)
+            big = image.resize((image.width * _REREAD, image.height * _REREAD), Image.Resampling.BICUBIC)
+            canvas = Image.new("RGB", (big.width + 40, big.height + 40), "white")
+            canvas.paste(big, (20, 20))
+            return _ocr(canvas)
+
+        lines = self._cached(f"{part.image_id}#reread{patch}", make)
+        if not lines:
+            return answer
+        best = max(lines, key=lambda r: (r.box[2] - r.box[0]) * (r.box[3] - r.box[1]))
+        again = best.text.strip()
+        shape = re.sub(r"[A-Za-z0-9]", "a", answer)
+        if len(again) != len(answer) or re.sub(r"[A-Za-z0-9]", "a", again).replace(".", ",") != shape.replace(
+            ".", ","
+        ):
+            return answer
+        if best.confidence < value.confidence - 0.05:
+            return answer
+        return "".join(a if not a.isalnum() else b for a, b in zip(answer, again, strict=True))
 
     def _boxes(self, turn: _Turn, images: ImageStore) -> tuple[list[TextBox], tuple[int, int], float]:
         """Every text box read so far, in original-image pixels, the original's estimated size and the view's
