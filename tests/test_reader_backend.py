@@ -242,3 +242,40 @@ def test_crops_are_read_as_one_canvas(straddling_form: Image.Image, reader: Read
     )
     assert _crop_ids(result) == ["0", "1"]
     assert exact(result.answer, ["1ZK83HD2P"]) == 1.0
+
+
+@pytest.fixture(scope="module")
+def small_key_form() -> Image.Image:
+    """Small fields (9 px, 4.5 px in the view: neither key nor value readable there) in two quadrants, among
+    large legible text."""
+    image = Image.new("RGB", (1400, 1000), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((80, 60), "APPLICATION FORM", font=_font(40), fill="black")
+    draw.text((760, 200), "Northwind Traders", font=_font(28), fill="black")
+    draw.text((120, 820), "Contract No: K184-325", font=_font(9), fill="black")
+    draw.text((900, 420), "Phone: 555-7286", font=_font(9), fill="black")
+    draw.text((760, 760), "Please keep this copy for your records", font=_font(24), fill="black")
+    return image
+
+
+@pytest.mark.parametrize(
+    ("question", "crop", "answer"),
+    [("What is the contract number?", "2", "K184-325"), ("What phone number is given?", "1", "555-7286")],
+)
+def test_a_key_too_small_to_read_is_located(
+    small_key_form: Image.Image, reader: ReaderBackend, question: str, crop: str, answer: str
+) -> None:
+    """Neither key nor value can be read in the view; the enlarged view still says where they are."""
+    low = AwaResAgent(reader, max_rounds=0).ask(small_key_form, question)
+    assert exact(low.answer, [answer]) == 0.0  # not readable at low resolution
+    result = AwaResAgent(reader).ask(small_key_form, question)
+    assert _crop_ids(result) == [crop]
+    assert exact(result.answer, [answer]) == 1.0
+
+
+def test_digits_misread_as_letters_are_fixed() -> None:
+    from awares_agent.backends.reader import _fix_digits
+
+    assert _fix_digits("2024-0l-13") == "2024-01-13"
+    assert _fix_digits("1O5") == "105"
+    assert _fix_digits("SH-ZE9LYL") == "SH-ZE9LYL"

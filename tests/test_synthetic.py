@@ -13,6 +13,7 @@ from evals.schema import EvalSample, features
 from evals.synthetic import (
     CATEGORIES,
     DEFAULT_FONT_DIR,
+    DEFAULT_SIZE_RANGE,
     FontBook,
     build_synthetic,
     generate,
@@ -60,7 +61,8 @@ def test_schema(samples: list[EvalSample]) -> None:
         assert isinstance(s, EvalSample)
         assert isinstance(s.image, Image.Image) and s.image.mode == "RGB"
         w, h = s.image.size
-        assert 1400 <= w <= 2400 and 1000 <= h <= 1800
+        (wmin, hmin), (wmax, hmax) = DEFAULT_SIZE_RANGE
+        assert wmin <= w <= wmax and hmin <= h <= hmax
         assert s.metric == "exact"
         assert len(s.answers) == 1 and s.answers[0] == s.answers[0].strip() and 3 <= len(s.answers[0]) <= 14
         assert s.question.strip() and s.question != s.answers[0]

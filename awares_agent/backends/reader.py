@@ -594,7 +594,7 @@ def _match(key: str, box: TextBox, *, loose: bool = False) -> _Match | None:
             dist, start, end = _substring_distance(variant, text)
             # Loose: up to 45% of a long key's characters wrong, one of a short one's ("riga" is not "lima").
             allowed = (
-                (max(1, round(0.45 * m)) if m >= 5 else 1) if loose else (1 if m <= 6 else max(2, m // 5))
+                (max(1, round(0.45 * m)) if m >= 6 else 1) if loose else (1 if m <= 6 else max(2, m // 5))
             )
             if dist > allowed or end <= start:
                 continue
@@ -1144,10 +1144,23 @@ def read(query: Query, boxes: Sequence[TextBox], *, loose: bool = False) -> Read
     if query.kind == "sign":
         return _read_sign(boxes)
     if query.kind == "cell":
-        return _read_cell(query, boxes, loose=loose)
-    if query.kind in ("field", "bar"):
-        return _read_field(query, boxes, loose=loose)
-    return None
+        reading = _read_cell(query, boxes, loose=loose)
+    elif query.kind in ("field", "bar"):
+        reading = _read_field(query, boxes, loose=loose)
+    else:
+        return None
+    if reading is not None and reading.answer:
+        reading.answer = _fix_digits(reading.answer)
+    return reading
+
+
+def _fix_digits(value: str) -> str:
+    """Undo OCR's letters for digits inside numbers: "2024-0l-13" is "2024-01-13", "1O5" is "105"."""
+    return re.sub(r"(?<=\d)[lI|](?=\d|\W|$)|(?<=\d[-/.,])[lI](?=\d)|(?<=\d)O(?=\d)", _digit_for, value)
+
+
+def _digit_for(m: re.Match[str]) -> str:
+    return "0" if m.group() == "O" else "1"
 
 
 def _best_guess(query: Query, boxes: Sequence[TextBox]) -> str:
@@ -1354,9 +1367,8 @@ class ReaderBackend:
             # The key is not legible in the view: read the view enlarged, where text too small to read
             # correctly is often still detected and spelled closely enough to say where it lies.
             assert turn.view is not None
-            enlarged = [b for b in self._enlarged_boxes(turn.view, images, scale) if self._unreadable(b)]
-            reading = read(query, enlarged, loose=True)
-            boxes = enlarged
+            boxes = self._enlarged_boxes(turn.view, images, scale)
+            reading = read(query, [b for b in boxes if self._unreadable(b)], loose=True)
         crops = self._where(query, reading, boxes, size)
         if turn.tool_name is not None:
             return "", ToolCall(id="call_0", name=turn.tool_name, arguments=json.dumps({"crops": crops}))
@@ -1380,16 +1392,19 @@ class ReaderBackend:
         Args:
             query: the parsed question.
             reading: where the key (and value) were found, if they were.
-            boxes: the hard-to-read text of the view, to guess from when nothing was found.
+            boxes: the text of the view (hard-to-read text is guessed from when nothing was found; the rest
+                tells which label a value has).
             size: the original image's size.
         """
         width, height = size
         must = reading.evidence if reading is not None else None
         if must is not None:
             return crops_covering(_clip(must, width, height), self.crop_set, width, height, tolerance=4.0)
-        return self._likeliest(query, [b for b in boxes if self._unreadable(b)], width, height)
+        return self._likeliest(query, [b for b in boxes if self._unreadable(b)], width, height, boxes)
 
-    def _likeliest(self, query: Query, hard: list[TextBox], width: int, height: int) -> list[str]:
+    def _likeliest(
+        self, query: Query, hard: list[TextBox], width: int, height: int, context: Sequence[TextBox] = ()
+    ) -> list[str]:
         """A guess from text too small to read: the crop covering the hard-to-read text likeliest to be the
         key or the value.
 
@@ -1410,34 +1425,43 @@ class ReaderBackend:
             sim = max((_similarity(k, b.text) for k in keys), default=0.0)
             return 2 * sim * sim if sim >= 0.7 else 0.0
 
-        keyish = {b: key_like(b) for b in hard}
+        def labels_of(b: TextBox) -> list[TextBox]:
+            """Words right before ``b`` on its line, or right over it: its label, if it is a field's value."""
+            return [
+                k
+                for k in context
+                if k is not b
+                and re.search(r"[A-Za-z]{3,}", k.text)
+                and (
+                    (
+                        _v_overlap(k.box, b.box) >= 0.5
+                        and -0.5 * k.height <= b.box[0] - k.box[2] <= 6 * k.height
+                    )
+                    or (_h_overlap(k.box, b.box) >= 0.3 and 0 <= b.box[1] - k.box[3] <= 1.5 * k.height)
+                )
+            ]
 
         def score(b: TextBox) -> float:
-            # A value next to a key-like box (right of it on its line, or under it) is a field: both count.
-            beside = max(
-                (
-                    k_score
-                    for k, k_score in keyish.items()
-                    if k_score > 0
-                    and k is not b
-                    and (
-                        (_v_overlap(k.box, b.box) >= 0.5 and 0 <= b.box[0] - k.box[2] <= 6 * k.height)
-                        or (_h_overlap(k.box, b.box) >= 0.3 and 0 <= b.box[1] - k.box[3] <= 1.5 * k.height)
-                    )
-                ),
-                default=0.0,
-            )
-            own = keyish[b]
+            own = key_like(b)
             if len(re.findall(r"[A-Za-z]{2,}", b.text)) > 3:
                 return own  # a sentence, not a value
             digits = len(_DIGIT_RE.findall(b.text))
             number = min(1.0, digits / 6) if digits >= 2 else 0.0
             amount = 0.5 if query.money and _MONEY_RE.search(b.text) else 0.0
+            value = number + amount
+            if value <= 0:
+                return own
             words = re.findall(r"[A-Za-z]{3,}", b.text)
             if words and all(max((_similarity(k, w) for k in keys), default=0.0) < 0.5 for w in words):
                 # A value under another label ("GATE 78-584" when the question is about the DOCK sign).
-                return own + 0.3 * (number + amount)
-            return own + number + amount + (beside if number + amount > 0 else 0.0)
+                return own + 0.3 * value
+            labels = labels_of(b)
+            label_score = max((key_like(k) for k in labels), default=0.0)
+            if label_score > 0:
+                return own + value + label_score  # a field: its key and its value both count
+            if labels:
+                return own + 0.3 * value  # another field's value ("Contract No: K184-325" for the phone)
+            return own + value
 
         scored = sorted(((score(b), b) for b in hard), key=lambda sb: -sb[0])
         if not scored or scored[0][0] <= 0:
@@ -1455,8 +1479,11 @@ class ReaderBackend:
         one = crops_covering(must, self.crop_set, width, height, tolerance=4.0)
         if runner is not None:
             other = crops_covering(margin(runner), self.crop_set, width, height, tolerance=4.0)
-            both = list(dict.fromkeys([*one, *other]))
-            if len(both) <= 2 and all(i != ALL for i in both):
+            both = [r for r in dict.fromkeys([*one, *other]) if r != ALL]
+            boxes = {r: self.crop_set.region(r, width, height).box for r in both}
+            # A region inside another requested one adds nothing ("3" in "8").
+            both = [r for r in both if not any(o != r and _contains(boxes[o], boxes[r]) for o in both)]
+            if len(both) <= 2 and ALL not in one and ALL not in other:
                 return sorted(both, key=self.crop_set.ids.index)
         return one
 
@@ -1705,6 +1732,10 @@ def _clip(box: Box, width: int, height: int) -> Box:
     x0, x1 = max(0.0, min(x0, width)), max(0.0, min(x1, width))
     y0, y1 = max(0.0, min(y0, height)), max(0.0, min(y1, height))
     return (x0, y0, max(x0, x1), max(y0, y1))
+
+
+def _contains(outer: Sequence[float], inner: Sequence[float]) -> bool:
+    return outer[0] <= inner[0] and outer[1] <= inner[1] and inner[2] <= outer[2] and inner[3] <= outer[3]
 
 
 def _near(a: TextBox, b: TextBox) -> bool:
