@@ -22,8 +22,17 @@ def chat_server() -> Iterator[ScriptedChatServer]:
 
 @pytest.fixture(scope="session")
 def tiny_vlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised tiny Qwen2.5-VL checkpoint, built once per test session (offline, ~3 s)."""
+    """A randomly initialised tiny Qwen2.5-VL checkpoint, built once per test session (offline, ~3 s).
+
+    Torch runs single-threaded in the test session: the tiny model's ops are too small to gain from threads,
+    and with OpenMP threads on a busy 2-core machine (CI runners, other jobs) every parallel region waits for
+    a descheduled thread: 30 over-fit steps took 19-122 s with 2 threads against 2.7 s with one.
+    """
+    import torch
+
     from awares_agent.tiny_vlm import build_tiny_vlm
+
+    torch.set_num_threads(1)
 
     return build_tiny_vlm(tmp_path_factory.mktemp("tiny-vlm"))
 
