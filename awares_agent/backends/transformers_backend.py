@@ -1090,6 +1090,9 @@ def _load_model(
             f"model directory {source!r} does not exist; pass a checkpoint directory or a hub id"
         )
     kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": local_files_only, "revision": revision}
+    # With peft installed, transformers looks for an adapter config first without passing local_files_only on
+    # (and retries a missing network for ~25 s); say it explicitly.
+    kwargs["adapter_kwargs"] = {"local_files_only": local_files_only}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     try:
