@@ -20,7 +20,7 @@ setup: $(VENV)/.installed
 # The main job: offline, on CPU, with the embedded reader: low-res vs full-res vs AwaRes on a synthetic
 # high-resolution benchmark, printed as a table (a few minutes).
 main: setup
-	$(BIN)/awares eval --bench synthetic --limit $(or $(LIMIT),48) --policy low-res,full-res,awares --out runs/main
+	$(BIN)/awares eval --bench synthetic --limit $(or $(LIMIT),40) --policy low-res,full-res,awares --out runs/main
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -52,7 +52,7 @@ time in eight, and at 8 px it misses one code with letters in six even at full r
 LARGE_PX = (28, 44)
 """Font sizes (px em, inclusive range) of evidence readable in the half view: 14-22 px there."""
 
-DEFAULT_SIZE_RANGE = ((1100, 800), (1800, 1350))
+DEFAULT_SIZE_RANGE = ((1000, 750), (1500, 1100))
 """``((min_width, min_height), (max_width, max_height))`` of the generated images."""
 
 MIN_SIZE = (800, 600)
@@ -657,7 +657,7 @@ def _paragraph(ctx: _Ctx, ink: str, max_width: int, font: Font | None = None) ->
     lh = _line_height(font)
     block = _Block()
     y = 0
-    for _ in range(rng.randint(1, 6)):
+    for _ in range(rng.randint(1, 5)):
         words = _sentence(rng, rng.randint(4, 14)).split()
         line = ""
         for word in words:
@@ -761,7 +761,7 @@ def _document(ctx: _Ctx) -> _Result:
             (1, rule_maker),
             (0.5, stamp_maker),
         ],
-        max_blocks=40,
+        max_blocks=22,
     )
     templates = (*main.questions, *_FIELD_TEMPLATES)
     question = rng.choice(templates).format(label=main.label)
@@ -890,7 +890,7 @@ def _table(ctx: _Ctx) -> _Result:
             (3, lambda: _paragraph(ctx, ink, rng.randint(250, max(300, (ax1 - ax0) // 2)))),
             (1, heading),
         ],
-        max_blocks=25,
+        max_blocks=16,
     )
     row, col = rows[target[0]], cols[target[1]]
     question = rng.choice(_TABLE_TEMPLATES).format(row=row, col=col)
