@@ -12,13 +12,19 @@ The policy:
 
 1. **Turn 1** (the view and the question): OCR the low-resolution view and parse the question into what it
    asks (a field's key, a table cell's column and row, a bar's label, or a sign's text). If the answer is
-   found and its text is tall enough in the view (``min_text_px``) and read confidently
-   (``min_confidence``), answer at once. Otherwise request the cheapest crop that covers where the answer
-   must be: the value's box, or the key's line when the value is missing, or, when the key itself cannot be
-   read, the hard-to-read text most similar to it. Confidence alone is not enough: OCR reads 6 px text
-   wrongly with high confidence, and only the text's height tells that it was too small.
-2. **Turn 2** (the crops): OCR the crops at full resolution, map every text box back to original-image
-   coordinates (together with the view's boxes outside the crops), and answer from all of it.
+   found, its text is tall enough in the view (``min_text_px``) and read confidently (``min_confidence``),
+   it fits what the question asks (:func:`plausible`: an ID or amount has digits, no value is a sentence or
+   another field's label) and it lies near its key, answer at once. Otherwise request the cheapest crop that
+   covers where the answer must be: the value's box, or next to the key when the value is missing or
+   untrusted. When the key itself cannot be read, the view is read again enlarged, with the detector's
+   thresholds lowered, and the key is looked for loosely; failing that, the crop covering the hard-to-read
+   text likeliest to be the key or the value is requested (see ``ReaderBackend._likeliest``), with the
+   runner-up's crop too when the two are about as likely. Confidence alone is not enough: OCR reads 6 px
+   text wrongly with high confidence, and only the text's height tells that it was too small.
+2. **Turn 2** (the crops): OCR the crops at full resolution, pasted at their places on one canvas (so a line
+   across two crops is read whole), map every text box back to original-image coordinates (together with
+   the view's boxes no crop holds whole), and answer from all of it; a value in small text is read again
+   from its patch enlarged.
 3. When it may not crop (no tool offered and no ``GET_CROPS`` convention, or a final instruction), it
    answers with the best it has read.
 """
