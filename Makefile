@@ -38,6 +38,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_transformers_backend.py
 	$(BIN)/python benchmarks/bench_agent_overhead.py
 	$(BIN)/python benchmarks/bench_lowres_decode.py
+	$(BIN)/python benchmarks/bench_collect_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
