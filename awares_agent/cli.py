@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
     from awares_agent.collect.command import add_parser as add_collect
 
-    add_collect(sub, _backend_options, _agent_options)
+    add_collect(sub, _backend_options, _agent_options, READER_NOTE)
     return parser
 
 

@@ -30,8 +30,11 @@ IMAGES = "images"
 EXPORT = "export"
 
 
-def add_parser(sub: Any, backend_options: Any, agent_options: Any) -> None:
-    """Register ``collect`` and its sub-commands on the ``awares`` parser's sub-parsers."""
+def add_parser(sub: Any, backend_options: Any, agent_options: Any, epilog: str | None = None) -> None:
+    """Register ``collect`` and its sub-commands on the ``awares`` parser's sub-parsers.
+
+    ``epilog`` (the note on the default offline reader) is shown under the teacher commands' help.
+    """
     collect = sub.add_parser(
         "collect",
         help="build training data: teacher labels or on-policy rollouts, as a TRL-ready dataset",
@@ -47,11 +50,13 @@ def add_parser(sub: Any, backend_options: Any, agent_options: Any) -> None:
             "where the view was not enough; a grounder finds the evidence box, mapped to the crop set. Each "
             "sample becomes a direct or a tool trajectory (samples where both answers are wrong are dropped)."
         ),
+        epilog=epilog,
     )
     rollout = steps.add_parser(
         "rollout",
         help="run the agent with a teacher model over samples and judge every answer",
         description="On-policy collection: the agent as at inference, every answer judged; verdicts kept.",
+        epilog=epilog,
     )
     for parser in (label, rollout):
         _run_options(parser)
