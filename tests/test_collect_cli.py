@@ -202,3 +202,26 @@ def test_a_collection_killed_with_sigkill_resumes_to_exactly_one_row_per_sample(
     lines = (out / "shard-1-of-1" / "rows.jsonl").read_text().splitlines()
     assert len(lines) == N
     assert len(load_from_disk(str(out / "export" / "dataset"))) == N
+
+
+@pytest.mark.slow
+def test_label_with_the_offline_reader_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from evals.dataset import save_samples
+    from evals.synthetic import generate
+
+    data = save_samples(generate(4, seed=11, size_range=((800, 600), (960, 720))), tmp_path / "syn")
+    out = tmp_path / "labels"
+    args = ["collect", "label", "--bench", str(data), "--out", str(out), "--concurrency", "2"]
+    assert main(args) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "direct" in printed and "dataset:" in printed
+    rows = list(read_rows(out))
+    assert len(rows) == 4 and all(r["mode"] == "label" for r in rows)
+    dataset = load_from_disk(str(out / "export" / "dataset"))
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(dataset) == len(ok) >= 1
+    assert set(dataset["label"]) <= {"direct", "tool"}
+    for record in dataset:
+        assert record["teacher"] == "awares-reader" and record["correct"] is True
