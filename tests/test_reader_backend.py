@@ -279,3 +279,26 @@ def test_digits_misread_as_letters_are_fixed() -> None:
     assert _fix_digits("2024-0l-13") == "2024-01-13"
     assert _fix_digits("1O5") == "105"
     assert _fix_digits("SH-ZE9LYL") == "SH-ZE9LYL"
+
+
+@pytest.mark.parametrize(
+    ("question", "lines", "answer"),
+    [
+        # A date under its key that OCR read as one word (tuning seed 107): "26Jul2024", not "26".
+        (
+            "What value is given for Due Date?",
+            [("DueDate", (440, 590, 582, 620)), ("26Jul2024", (438, 622, 610, 660))],
+            "26 Jul 2024",
+        ),
+        ("What is the Issue Date?", [("Issue Date: 3March2025", (100, 100, 400, 130))], "3 March 2025"),
+        # The next label OCR glued to a value is still cut off.
+        ("What is the Invoice No?", [("Invoice No: 25134Tax ID", (100, 100, 400, 130))], "25134"),
+    ],
+)
+def test_glued_dates_are_whole_values(question: str, lines: list[tuple[str, tuple]], answer: str) -> None:
+    from awares_agent.backends.reader import TextBox, read
+
+    boxes = [TextBox(text, 0.99, box, (box[3] - box[1]) / 2) for text, box in lines]
+    reading = read(parse_question(question), boxes)
+    assert reading is not None
+    assert reading.answer == answer

@@ -853,6 +853,19 @@ def plausible(query: Query, value: str) -> bool:
     return len(re.findall(r"\b[a-z]{2,}\b", value)) < 3
 
 
+_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)[a-z]*\.?"
+#: Where a value ends and a label OCR glued to it begins: a capitalised word right after a digit, unless
+#: it is a month followed by a year or day ("26Jul2024", "3 March 2025").
+_GLUED_LABEL_RE = re.compile(rf"(?<=\d)(?=[A-Z][a-z])(?!{_MONTH}\s*\d)")
+_GLUED_DATE_RE = re.compile(rf"(\d{{1,2}})\s*({_MONTH})\s*(\d{{2,4}})")
+
+
+def _date_spaced(value: str) -> str:
+    """A date whose words OCR glued, spaced again: "26Jul2024" -> "26 Jul 2024"; anything else unchanged."""
+    m = _GLUED_DATE_RE.fullmatch(value)
+    return " ".join(m.groups()) if m else value
+
+
 def _fix_prefix(value: str, key: str) -> str:
     """Undo OCR's ``0``-for-``O`` in a value that starts with a word of its key ("PO Number": "P0381030")."""
     for word in re.findall(r"[a-z]{2,4}", key.lower()):
@@ -919,8 +932,9 @@ def _value_for(m: _Match, boxes: Sequence[TextBox], keys: Sequence[TextBox], que
     _, distance, value, box = max(options, key=rank)
     if query.kind == "bar":
         distance = 0.0  # a bar's value lies a bar's length from its label
-    # OCR glues a value to the next label on its line ("25134Tax ID"): the label is not part of it.
-    value = re.split(r"(?<=\d)(?=[A-Z][a-z])", _clean_value(value))[0]
+    # OCR glues a value to the next label on its line ("25134Tax ID"): the label is not part of it. A month
+    # after a day is not a label: OCR glues a date's words too ("26Jul2024").
+    value = _date_spaced(_GLUED_LABEL_RE.split(_clean_value(value))[0])
     value = _fix_prefix(_clean_value(value), query.key)
     return Reading(value, [box], [anchor], m.score, gap=-distance)
 
