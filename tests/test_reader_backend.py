@@ -291,11 +291,18 @@ def test_digits_misread_as_letters_are_fixed() -> None:
             "26 Jul 2024",
         ),
         ("What is the Issue Date?", [("Issue Date: 3March2025", (100, 100, 400, 130))], "3 March 2025"),
+        # A small colon read as "1" glued to its key (tuning seed 107): the value is the next box.
+        (
+            "What is the due date?",
+            [("Due Date1", (167, 234, 215, 245)), ("24/04/2028", (221, 233, 271, 246))],
+            "24/04/2028",
+        ),
+        ("What is the Qty?", [("Qty1", (100, 100, 160, 130))], "1"),
         # The next label OCR glued to a value is still cut off.
         ("What is the Invoice No?", [("Invoice No: 25134Tax ID", (100, 100, 400, 130))], "25134"),
     ],
 )
-def test_glued_dates_are_whole_values(question: str, lines: list[tuple[str, tuple]], answer: str) -> None:
+def test_glued_values_are_read_whole(question: str, lines: list[tuple[str, tuple]], answer: str) -> None:
     from awares_agent.backends.reader import TextBox, read
 
     boxes = [TextBox(text, 0.99, box, (box[3] - box[1]) / 2) for text, box in lines]

@@ -877,6 +877,9 @@ def _fix_prefix(value: str, key: str) -> str:
     return value
 
 
+_COLON_MISREADS = frozenset("1lI|i!")
+
+
 def _value_for(m: _Match, boxes: Sequence[TextBox], keys: Sequence[TextBox], query: Query) -> Reading | None:
     """The value labelled by the key match ``m``: after it in its box, to its right, under it (or over it).
 
@@ -888,6 +891,10 @@ def _value_for(m: _Match, boxes: Sequence[TextBox], keys: Sequence[TextBox], que
     h = max(1e-6, anchor.height)
     options: list[tuple[int, float, str, TextBox]] = []  # (type fit, -distance, value, box)
     rest = _clean_value(anchor.text[m.end :])
+    # OCR reads a small colon glued to its key as "1" or "l" ("Due Date1"): not a value when one follows.
+    colon = rest in _COLON_MISREADS and anchor.text[m.end : m.end + 1] == rest
+    if colon and _right_of(anchor, boxes, keys, max_gap=6 * h):
+        rest = ""
     if _norm(rest)[0]:
         options.append((_typed(rest, query.money), 0.0, rest, anchor))
     if query.kind == "bar":
