@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from awares_agent.backends.base import ChatReply, Usage
 from awares_agent.errors import ConfigError
+from awares_agent.fuzzy import substring_distance
 from awares_agent.messages import ChatMessage, ImagePart, ToolCall, ToolSpec
 from awares_agent.tokens import PixelTokenRule
 from tools.box_mapping import crops_covering
@@ -506,30 +507,6 @@ def _variants(key: str) -> tuple[tuple[str, float], ...]:
     return tuple(out.items())
 
 
-def _substring_distance(pattern: str, text: str) -> tuple[int, int, int]:
-    """Best approximate occurrence of ``pattern`` in ``text``: ``(edit distance, start, end)`` (Sellers)."""
-    n = len(text)
-    prev = [0] * (n + 1)
-    starts = list(range(n + 1))
-    for i in range(1, len(pattern) + 1):
-        cur = [i] + [0] * n
-        cur_starts = [0] * (n + 1)
-        pc = pattern[i - 1]
-        for j in range(1, n + 1):
-            sub = prev[j - 1] + (pc != text[j - 1])
-            dele = prev[j] + 1
-            ins = cur[j - 1] + 1
-            if sub <= dele and sub <= ins:
-                cur[j], cur_starts[j] = sub, starts[j - 1]
-            elif dele <= ins:
-                cur[j], cur_starts[j] = dele, starts[j]
-            else:
-                cur[j], cur_starts[j] = ins, cur_starts[j - 1]
-        prev, starts = cur, cur_starts
-    best = min(range(n + 1), key=lambda j: (prev[j], -j))
-    return prev[best], starts[best], best
-
-
 @dataclass(frozen=True)
 class _Match:
     """Where a key was found in a text box: ``box.text[start:end]``."""
@@ -597,7 +574,7 @@ def _match(key: str, box: TextBox, *, loose: bool = False) -> _Match | None:
                 continue
             dist, start, end = 0, pos, pos + m
         else:
-            dist, start, end = _substring_distance(variant, text)
+            dist, start, end = substring_distance(variant, text, last=True)
             # Loose: up to 45% of a long key's characters wrong, one of a short one's ("riga" is not "lima").
             allowed = (
                 (max(1, round(0.45 * m)) if m >= 6 else 1) if loose else (1 if m <= 6 else max(2, m // 5))
@@ -626,7 +603,7 @@ def _similarity(key: str, text: str) -> float:
     target, _ = _norm(text)
     if not target:
         return 0.0
-    scores = [1 - _substring_distance(v, target)[0] / len(v) for v, _ in _variants(key) if v]
+    scores = [1 - substring_distance(v, target, last=True)[0] / len(v) for v, _ in _variants(key) if v]
     return max(scores, default=0.0)
 
 

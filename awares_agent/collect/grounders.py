@@ -32,6 +32,7 @@ from pydantic import BaseModel, field_validator
 
 from awares_agent.backends.base import ChatBackend
 from awares_agent.errors import ConfigError
+from awares_agent.fuzzy import substring_distance
 from awares_agent.image_store import ImageStore
 from awares_agent.messages import ChatMessage, TextPart
 from awares_agent.tokens import QWEN2_5_VL, QwenVLTokenRule, TokenRule, backend_token_rule
@@ -246,30 +247,6 @@ def _key_chars(text: str) -> list[tuple[str, int]]:
     return out
 
 
-def _substring_distance(pattern: str, text: str) -> tuple[int, int, int]:
-    """The smallest edit distance between ``pattern`` and any substring of ``text`` (Sellers' algorithm).
-
-    Returns:
-        ``(distance, start, end)`` of the best substring ``text[start:end]``; the earliest best one.
-    """
-    n = len(text)
-    previous = [0] * (n + 1)  # an empty pattern matches anywhere at no cost
-    starts = list(range(n + 1))
-    for i, char in enumerate(pattern, start=1):
-        current = [i] + [0] * n
-        current_starts = [0] * (n + 1)
-        for j in range(1, n + 1):
-            best, start = previous[j - 1] + (char != text[j - 1]), starts[j - 1]
-            if previous[j] + 1 < best:
-                best, start = previous[j] + 1, starts[j]
-            if current[j - 1] + 1 < best:
-                best, start = current[j - 1] + 1, current_starts[j - 1]
-            current[j], current_starts[j] = best, start
-        previous, starts = current, current_starts
-    end = min(range(n + 1), key=lambda j: (previous[j], j))
-    return previous[end], starts[end], end
-
-
 @dataclass(frozen=True)
 class _Match:
     similarity: float
@@ -449,7 +426,7 @@ class OCRGrounder:
         if start >= 0:
             distance, end = 0, start + len(key)
         elif fuzzy:
-            distance, start, end = _substring_distance(key, text)
+            distance, start, end = substring_distance(key, text)
         else:
             return None
         similarity = 1.0 - distance / len(key)
