@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -39,6 +39,7 @@ from awares_agent.collect.judges import Judge, Verdict
 from awares_agent.config import AgentConfig
 from awares_agent.errors import ConfigError, ImageError
 from awares_agent.image_store import ImageStore
+from awares_agent.images import SourceImage
 from awares_agent.messages import ChatMessage, ToolSpec
 from awares_agent.trajectory import Trajectory
 from evals.policies import FixedCropsBackend, policy_config
@@ -158,6 +159,24 @@ class _Base:
             "teacher": self.teacher.model_name,
         }
 
+    async def _on_image(
+        self,
+        sample: EvalSample,
+        head: dict[str, Any],
+        run: Callable[[SourceImage], Awaitable[CollectedRow]],
+    ) -> CollectedRow:
+        """``run(source)`` with the sample's image held in the store; an unreadable image is a dropped row."""
+        try:
+            source = self.store.hold(sample.image)
+        except ImageError as exc:
+            return CollectedRow(status="dropped", reason=f"bad_image: {exc}", **head)
+        try:
+            return await run(source)
+        except ImageError as exc:
+            return CollectedRow(status="dropped", reason=f"bad_image: {exc}", **head)
+        finally:
+            self.store.release(source.id)
+
     async def _judged(self, sample: EvalSample, trajectory: Trajectory) -> Verdict:
         return await self.judge.ajudge(
             sample.question, trajectory.answer, sample.answers, metric=sample.metric
@@ -215,16 +234,9 @@ class Labeler(_Base):
             BackendError: the teacher, an LLM judge or a VLM grounder failed (retry later).
         """
         head = self._head(sample, "label")
-        try:
-            source = self.store.hold(sample.image)
-        except ImageError as exc:
-            return CollectedRow(status="dropped", reason=f"bad_image: {exc}", **head)
-        try:
-            return await self._label(sample, source.id, source.width, source.height, head)
-        except ImageError as exc:
-            return CollectedRow(status="dropped", reason=f"bad_image: {exc}", **head)
-        finally:
-            self.store.release(source.id)
+        return await self._on_image(
+            sample, head, lambda source: self._label(sample, source.id, source.width, source.height, head)
+        )
 
     async def _label(
         self, sample: EvalSample, source_id: str, width: int, height: int, head: dict[str, Any]
@@ -313,26 +325,20 @@ class Rollout(_Base):
             BackendError: the teacher or an LLM judge failed (retry later).
         """
         head = self._head(sample, "rollout")
-        try:
-            source = self.store.hold(sample.image)
-        except ImageError as exc:
-            return CollectedRow(status="dropped", reason=f"bad_image: {exc}", **head)
-        try:
-            result = await self._agent.aask(sample.image, sample.question)
-        except ImageError as exc:
-            return CollectedRow(status="dropped", reason=f"bad_image: {exc}", **head)
-        finally:
-            self.store.release(source.id)
-        trajectory = result.trajectory
-        return CollectedRow(
-            status="ok",
-            label="tool" if trajectory.crops else "direct",
-            crops=[c.region_id for c in trajectory.crops],
-            rtr=trajectory.cost.rtr,
-            verdict=await self._judged(sample, trajectory),
-            trajectory=trajectory,
-            **head,
-        )
+
+        async def run(_: SourceImage) -> CollectedRow:
+            trajectory = (await self._agent.aask(sample.image, sample.question)).trajectory
+            return CollectedRow(
+                status="ok",
+                label="tool" if trajectory.crops else "direct",
+                crops=[c.region_id for c in trajectory.crops],
+                rtr=trajectory.cost.rtr,
+                verdict=await self._judged(sample, trajectory),
+                trajectory=trajectory,
+                **head,
+            )
+
+        return await self._on_image(sample, head, run)
 
 
 class CollectionSummary(BaseModel):
