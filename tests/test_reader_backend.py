@@ -309,3 +309,95 @@ def test_glued_values_are_read_whole(question: str, lines: list[tuple[str, tuple
     reading = read(parse_question(question), boxes)
     assert reading is not None
     assert reading.answer == answer
+
+
+def _bar_chart(
+    draw: ImageDraw.ImageDraw, origin: tuple[int, int], labels: list[str], values: list[str], size: int
+) -> None:
+    """A vertical bar chart drawn at ``origin`` (top-left), labels and values in ``size`` px text."""
+    x0, y0 = origin
+    font = _font(size)
+    base, slot = y0 + 260, max(60, 5 * size)
+    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+        x = x0 + i * slot
+        top = base - 40 - 35 * ((i * 3) % 5)
+        draw.rectangle((x + 8, top, x + slot - 8, base), fill="#1565c0")
+        draw.text((x + 10, top - size - 6), value, font=font, fill="black")
+        draw.text((x + 10, base + 6), label, font=font, fill="black")
+    draw.line((x0, base, x0 + slot * len(labels) + 10, base), fill="black", width=2)
+
+
+@pytest.fixture(scope="module")
+def charts_page() -> Image.Image:
+    """A legible chart top-left and a chart in 8 px text (4 px in the view) bottom-right, among large text."""
+    image = Image.new("RGB", (1400, 1000), "#f4f6f8")
+    draw = ImageDraw.Draw(image)
+    draw.text((60, 40), "QUARTERLY REVIEW", font=_font(40), fill="black")
+    _bar_chart(draw, (60, 120), ["North", "South", "East", "West"], ["120", "340", "560", "780"], 26)
+    labels = ["Cedar", "Maple", "Birch", "Aspen", "Larch"]
+    _bar_chart(draw, (820, 560), labels, ["7,214", "3,905", "5,977", "1,338", "8,420"], 8)
+    draw.text((80, 760), "Figures are in thousands of units", font=_font(26), fill="black")
+    return image
+
+
+def test_bar_charts_are_found_by_their_bars(charts_page: Image.Image) -> None:
+    from awares_agent.backends.reader import find_bar_charts
+
+    view = charts_page.resize((700, 500), Image.Resampling.LANCZOS)
+    charts = sorted(find_bar_charts(view), key=lambda c: c.bars[0])
+    assert [(c.vertical, c.count) for c in charts] == [(True, 4), (True, 5)]
+    assert charts[0].pitch == pytest.approx(65, abs=1)
+    x0, y0, x1, y1 = charts[1].bars
+    assert 410 <= x0 < x1 <= 560 and 280 <= y0 < y1 <= 411
+    # Text alone, however large, is no chart; nor are two bars.
+    page = Image.new("RGB", (700, 500), "white")
+    draw = ImageDraw.Draw(page)
+    draw.text((20, 20), "MMMM IIII llll", font=_font(60), fill="black")
+    draw.rectangle((100, 300, 130, 400), fill="#2e7d32")
+    draw.rectangle((160, 330, 190, 400), fill="#2e7d32")
+    assert find_bar_charts(page) == []
+
+
+def test_a_bar_whose_label_cannot_be_read_is_looked_for_in_its_chart(
+    charts_page: Image.Image, reader: ReaderBackend
+) -> None:
+    """The label "Birch" is 4 px in the view; the chart with unreadable labels is cropped whole."""
+    low = AwaResAgent(reader, max_rounds=0).ask(charts_page, "What is the value of the Birch bar?")
+    assert exact(low.answer, ["5,977"]) == 0.0
+    result = AwaResAgent(reader).ask(charts_page, "What is the value of the Birch bar?")
+    assert _crop_ids(result) == ["3"]
+    assert exact(result.answer, ["5,977"]) == 1.0
+    # A bar of the legible chart is read from the view.
+    direct = AwaResAgent(reader).ask(charts_page, "What is the value of the East bar?")
+    assert _crop_ids(direct) == [] and exact(direct.answer, ["560"]) == 1.0
+
+
+def test_key_likelihood_tells_the_key_in_text_too_small_to_read() -> None:
+    """9 px text halved (4.5 px) reads as garbage, but the recogniser still ranks the written key first."""
+    from awares_agent.backends.reader import key_likelihood
+
+    keys = ["invoice no", "member no", "tax id", "serial no", "due date", "account no", "phone"]
+    for text in ("Invoice No", "Member No", "Tax ID", "Serial No", "Due Date"):
+        image = Image.new("RGB", (200, 24), "white")
+        ImageDraw.Draw(image).text((6, 6), text, font=_font(9), fill="black")
+        small = image.resize((100, 12), Image.Resampling.LANCZOS)
+        scores = {k: key_likelihood(small, k) for k in keys}
+        own = scores.pop(text.lower())
+        assert own is not None and -1.0 < own <= 0.0
+        assert all(s is not None and s < own - 1.0 for s in scores.values()), (text, own, scores)
+    blank = Image.new("RGB", (100, 12), "white")
+    assert key_likelihood(blank, "phone") is None
+    assert key_likelihood(small, "") is None
+
+
+def test_the_only_amount_on_a_receipt_line_is_trusted(reader: ReaderBackend) -> None:
+    """A receipt has no "Price" header: the one amount on the item's line is its price, read from the view."""
+    image = Image.new("RGB", (1200, 900), "#fcfbf6")
+    draw = ImageDraw.Draw(image)
+    draw.text((300, 80), "CORNER BAKERY", font=_font(40), fill="black")
+    for k, (item, price) in enumerate([("Sourdough", "90.52"), ("Bagel", "4.75"), ("Coffee beans", "170.50")]):
+        draw.text((300, 200 + 60 * k), item, font=_font(30), fill="black")
+        draw.text((800, 200 + 60 * k), price, font=_font(30), fill="black")
+    result = AwaResAgent(reader).ask(image, "What is the price of Sourdough on the receipt?")
+    assert _crop_ids(result) == []
+    assert exact(result.answer, ["90.52"]) == 1.0

@@ -1111,6 +1111,10 @@ def _read_cell(query: Query, boxes: Sequence[TextBox], *, loose: bool = False) -
         if b.box[0] >= label.box[0] and b.box[0] - right <= 4 * label.height:
             right = max(right, b.box[2])
     where = (label.box[0], label.box[1], right, label.box[3])
+    amounts = [b for b in line if b.box[0] >= label.box[0] and _MONEY_RE.search(b.text)]
+    if query.money and reading.answer and _MONEY_RE.search(reading.answer) and len(amounts) == 1:
+        # The only amount on its line ("Sourdough ..... 90.52" on a receipt): the cell, whatever its column.
+        return reading
     return Reading(reading.answer, [], reading.anchors, reading.score, where=where)
 
 
@@ -1175,6 +1179,206 @@ def _best_guess(query: Query, boxes: Sequence[TextBox]) -> str:
     if reading is not None and reading.answer:
         return reading.answer
     return UNKNOWN
+
+
+# --- bar charts in the view -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BarChart:
+    """A bar chart found by its bars, in the pixels of the image searched.
+
+    Attributes:
+        vertical: bars stand on one baseline (labels under it, values over the bars); else they start at one
+            axis (labels left of it, values right of the bars).
+        boxes: the bars, in order (left to right, or top to bottom).
+        pitch: the distance from one bar to the next.
+    """
+
+    vertical: bool
+    boxes: tuple[Box, ...]
+    pitch: float
+
+    @property
+    def bars(self) -> Box:
+        """The union of the bars."""
+        return _union(self.boxes)
+
+    @property
+    def count(self) -> int:
+        """How many bars."""
+        return len(self.boxes)
+
+
+#: In original pixels: how far under a vertical chart's baseline its labels are looked for (to tell whether
+#: they can be read), and how far past the bars a chart in small text reaches (labels under the baseline,
+#: values over the bars; labels left of a horizontal chart's axis, values right of its bars).
+_CHART_LABEL_ZONE = 60.0
+_CHART_LABEL_MARGIN = 30.0
+_CHART_VALUE_MARGIN = 40.0
+_CHART_SIDE_LABELS = 110.0
+_CHART_SIDE_VALUES = 80.0
+#: Charts whose labels are within this of the likeliest's (in :func:`key_likelihood`) are about as likely.
+_CHART_TIE = 0.75
+#: In original pixels: how far under the baseline a small label reaches (8-10 px text set 6 px under it).
+_SMALL_LABEL_DEPTH = 24.0
+
+#: Darkest grey a page or panel has (bars are darker), the smallest bar side, and the slack in pixels that
+#: bars of one chart may have on their baseline, thickness and pitch, all in the pixels of the image searched.
+_BAR_GREY = 215
+_BAR_MIN_SIDE = 5
+_BAR_SLACK = 1.5
+
+
+def _label_slots(chart: BarChart, scale: float) -> list[tuple[int, int, int, int]]:
+    """Where each bar's label lies in the image searched, if its text is small: under a vertical bar (the
+    bar's share of the baseline), or left of a horizontal one. ``scale``: the image's size relative to the
+    original (the slots are as deep as small text in the original)."""
+    depth = _SMALL_LABEL_DEPTH * scale
+    slots = []
+    for x0, y0, x1, y1 in chart.boxes:
+        if chart.vertical:
+            side = (chart.pitch - (x1 - x0)) / 2 + 2
+            slot = (x0 - side, y1 + 1, x1 + side, y1 + depth)
+        else:
+            slot = (x0 - 7 * depth, y0 - 3, x0 - 1, y1 + 3)
+        slots.append(tuple(round(v) for v in slot))
+    return slots  # type: ignore[return-value]
+
+
+def _has_word(text: str) -> bool:
+    return re.search(r"[A-Za-z]{3,}", text) is not None
+
+
+def find_bar_charts(image: Image.Image) -> list[BarChart]:
+    """Bar charts in ``image``: runs of three or more filled rectangles of one thickness on one baseline at a
+    regular pitch, not all of one length.
+
+    Bars stay visible at any resolution, even where their labels are too small to read, so this tells where
+    a chart is when the bar a question names cannot be read. Text strokes are opened away first (a 3x3
+    opening keeps only solid areas), so letters of large text do not pass for bars.
+    """
+    import cv2
+    import numpy as np
+
+    grey = np.asarray(image.convert("L"))
+    mask = cv2.morphologyEx((grey < _BAR_GREY).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
+    rects = [
+        (float(x), float(y), float(x + w), float(y + h))
+        for x, y, w, h, area in stats[1:].tolist()
+        if min(w, h) >= _BAR_MIN_SIDE and area >= 0.92 * w * h
+    ]
+    found: list[BarChart] = []
+    for vertical in (True, False):
+        axis = 0 if vertical else 1  # bars are laid out along x (vertical bars) or y
+
+        def base(r: Box, vertical: bool = vertical) -> float:
+            return r[3] if vertical else r[0]
+
+        def thick(r: Box, axis: int = axis) -> float:
+            return r[axis + 2] - r[axis]
+
+        taken: set[Box] = set()
+        for r in sorted(rects, key=lambda r, axis=axis: r[axis]):  # type: ignore[misc]
+            if r in taken:
+                continue
+            same = sorted(
+                (
+                    s
+                    for s in rects
+                    if s not in taken
+                    and abs(base(s) - base(r)) <= _BAR_SLACK
+                    and abs(thick(s) - thick(r)) <= _BAR_SLACK
+                ),
+                key=lambda s, axis=axis: s[axis],  # type: ignore[misc]
+            )
+            run: list[Box] = []
+            for i, first in enumerate(same):
+                for second in same[i + 1 :]:
+                    pitch = second[axis] - first[axis]
+                    if pitch <= thick(first):
+                        continue
+                    chain = [first, second]
+                    for s in same:
+                        if abs(s[axis] - chain[-1][axis] - pitch) <= _BAR_SLACK:
+                            chain.append(s)
+                    if len(chain) > len(run):
+                        run = chain
+            lengths = [r[3 - axis] - r[1 - axis] for r in run]
+            # Bars show different values; strokes of large letters ("IIII") are all one length.
+            if len(run) >= 3 and max(lengths) - min(lengths) > 2 * _BAR_SLACK:
+                taken.update(run)
+                pitch = (run[-1][axis] - run[0][axis]) / (len(run) - 1)
+                found.append(BarChart(vertical, tuple(run), pitch))
+    return found
+
+
+#: How far (grey levels) from a patch's background a pixel must be to count as ink.
+_INK_CONTRAST = 40
+
+
+def key_likelihood(patch: Image.Image, key: str) -> float | None:
+    """How well ``key`` can be read somewhere in ``patch``, a line of text too small to read.
+
+    OCR's best reading of 4 px text is garbled, but its recogniser still gives the key's letters some
+    probability where they are written. This is the recogniser's best CTC alignment of the key's letters
+    (either case; spaces and blanks between them free) to a run of the line's frames, each frame counted
+    against the recogniser's own best guess for it: 0 when the key is exactly what it reads, more negative
+    the less it looks like the key; per letter, so keys of different lengths compare.
+
+    Returns:
+        The score, or ``None`` when the patch holds no ink, the key is empty or the engine cannot be asked.
+    """
+    import numpy as np
+    from PIL import Image
+
+    letters = [c for c in key if not c.isspace()]
+    if not letters or patch.width < 2 or patch.height < 2:
+        return None
+    # The recogniser reads text that fills the line's height: cut the patch to its ink (what differs from
+    # its background, the median) with a pixel of margin.
+    grey = np.asarray(patch.convert("L"), dtype=np.int16)
+    ink = np.abs(grey - int(np.median(grey))) > _INK_CONTRAST
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        return None
+    x0, x1 = max(0, cols[0] - 1), min(patch.width, cols[-1] + 2)
+    y0, y1 = max(0, rows[0] - 1), min(patch.height, rows[-1] + 2)
+    patch = patch.crop((int(x0), int(y0), int(x1), int(y1)))
+    rec = getattr(_engine(), "text_rec", None)
+    try:
+        chars: list[str] = list(rec.postprocess_op.character)  # type: ignore[union-attr]
+        height = int(rec.rec_image_shape[1])  # type: ignore[union-attr]
+        width = max(2, round(patch.width * height / patch.height))
+        rgb = np.asarray(patch.convert("RGB").resize((width, height), Image.Resampling.BICUBIC))[:, :, ::-1]
+        batch = rec.resize_norm_img(np.ascontiguousarray(rgb), width / height)[None]  # type: ignore[union-attr]
+        with _OCR_LOCK:
+            probs = rec.session(batch.astype(np.float32))[0][0]  # type: ignore[union-attr]
+    except (AttributeError, IndexError, TypeError, ValueError):  # pragma: no cover - another engine version
+        return None
+    index = {c: i for i, c in enumerate(chars)}
+    logp = np.log(np.maximum(probs, 1e-9))
+    best = logp.max(axis=1)
+    columns = []
+    for c in letters:
+        cols = [index[v] for v in dict.fromkeys((c, c.upper(), c.lower())) if v in index]
+        # A letter the recogniser does not know (none in its alphabet) counts as a clear miss.
+        column = np.log(np.maximum(probs[:, cols].sum(1), 1e-9)) if cols else np.full(len(probs), -20.0)
+        columns.append(column)
+    emit = np.stack(columns, axis=1) - best[:, None]
+    gap = np.maximum(logp[:, 0], logp[:, index[" "]] if " " in index else logp[:, 0]) - best
+    n = len(letters)
+    repeat = np.array([j > 0 and letters[j] == letters[j - 1] for j in range(n)])
+    neg = -1e9
+    on = np.full(n, neg)  # best score ending on letter j at this frame
+    off = np.full(n, neg)  # best score in the gap after letter j
+    top = neg
+    for t in range(len(probs)):
+        enter = np.concatenate(([0.0], np.maximum(off[:-1], np.where(repeat[1:], neg, on[:-1]))))
+        on, off = np.maximum(on, enter) + emit[t], np.maximum(off, on) + gap[t]
+        top = max(top, float(on[-1]))
+    return top / n
 
 
 # --- the conversation --------------------------------------------------------------------------------------
@@ -1367,16 +1571,89 @@ class ReaderBackend:
             if not plausible(query, reading.answer) or reading.gap > _MAX_TRUSTED_GAP:
                 # A value of the wrong kind, or far from its key, is someone else's: look next to the key.
                 reading = Reading(None, [], reading.anchors, reading.score, where=_next_to(reading.anchors))
+        hard: list[TextBox] = []
         if reading is None or reading.evidence is None:
             # The key is not legible in the view: read the view enlarged, where text too small to read
             # correctly is often still detected and spelled closely enough to say where it lies.
             assert turn.view is not None
+            view_boxes = boxes
             boxes = self._enlarged_boxes(turn.view, images, scale)
-            reading = read(query, [b for b in boxes if self._unreadable(b)], loose=True)
-        crops = self._where(query, reading, boxes, size)
+            # Text read well in the view is not the key (it would have matched): only the rest is looked at.
+            legible = [b.box for b in view_boxes if not self._unreadable(b)]
+            hard = [
+                b
+                for b in boxes
+                if self._unreadable(b) and not any(_overlap(b.box, v) >= 0.5 for v in legible)
+            ]
+            reading = read(query, hard, loose=True)
+            chart = None
+            if query.kind == "bar":
+                chart = self._chart_for(query, turn.view, images, scale, size, view_boxes)
+            if chart is not None:
+                # The bar's label cannot be read, but the chart it belongs to can be seen: ask for all of it.
+                reading = Reading(None, [], [], 0.0, where=chart)
+        crops = self._where(query, reading, hard, boxes, size)
         if turn.tool_name is not None:
             return "", ToolCall(id="call_0", name=turn.tool_name, arguments=json.dumps({"crops": crops}))
         return "GET_CROPS: [" + ", ".join(f"'{c}'" for c in crops) + "]", None
+
+    def _chart_for(
+        self,
+        query: Query,
+        view: ImagePart,
+        images: ImageStore,
+        scale: float,
+        size: tuple[int, int],
+        view_boxes: Sequence[TextBox],
+    ) -> Box | None:
+        """Where the chart with the bar a question names lies (original pixels), when its label is unreadable.
+
+        The view's bar charts (:func:`find_bar_charts`) whose labels can be read are not it (the key would
+        have been found); of the others, the one with the label most like the key
+        (:func:`key_likelihood` of the text beside each bar), and the runner-up too when it is about as
+        likely and one half of the image shows both. The box spans the bars, the labels beside
+        their baseline and the values past their ends, in small text (larger text would have been read).
+        """
+        image = images.get(view.image_id)
+        found: list[tuple[float, Box]] = []
+        for chart in find_bar_charts(image):
+            x0, y0, x1, y1 = (v / scale for v in chart.bars)
+            pitch = chart.pitch / scale
+            if chart.vertical:
+                labels = (x0 - pitch / 2, y1, x1 + pitch / 2, y1 + _CHART_LABEL_ZONE)
+                extent = (x0 - pitch / 2, y0 - _CHART_VALUE_MARGIN, x1 + pitch / 2, y1 + _CHART_LABEL_MARGIN)
+            else:
+                labels = (x0 - 8 * _CHART_LABEL_ZONE, y0, x0, y1)
+                extent = (x0 - _CHART_SIDE_LABELS, y0 - pitch / 4, x1 + _CHART_SIDE_VALUES, y1 + pitch / 4)
+            if any(
+                labels[0] <= b.cx <= labels[2]
+                and labels[1] <= b.cy <= labels[3]
+                and not self._unreadable(b)
+                and _has_word(b.text)
+                for b in view_boxes
+            ):
+                continue  # its labels can be read, and the key is not among them
+            likeness = max(
+                (
+                    score
+                    for slot in _label_slots(chart, scale)
+                    if (score := key_likelihood(image.crop(slot), query.key)) is not None
+                ),
+                default=-1e9,
+            )
+            found.append((likeness, extent))
+        if not found:
+            return None
+        found.sort(key=lambda f: -f[0])
+        (top, extent), runner = found[0], found[1] if len(found) > 1 else None
+        if runner is not None and runner[0] >= top - _CHART_TIE:
+            # Two charts about as likely: both, if one half of the image (or two quadrants) shows them.
+            width, height = size
+            both = _clip(_union([extent, runner[1]]), width, height)
+            ids = crops_covering(both, self.crop_set, width, height, tolerance=4.0)
+            if ALL not in ids and _cost(ids, self.crop_set, size) <= 0.5 * width * height + 1:
+                return both
+        return extent
 
     def _trusted(self, reading: Reading) -> bool:
         """Whether a reading of the view can be answered from: every value box tall and confident enough."""
@@ -1389,22 +1666,27 @@ class ReaderBackend:
         return box.px < self.min_text_px or box.confidence < self.min_confidence
 
     def _where(
-        self, query: Query, reading: Reading | None, boxes: list[TextBox], size: tuple[int, int]
+        self,
+        query: Query,
+        reading: Reading | None,
+        hard: list[TextBox],
+        boxes: list[TextBox],
+        size: tuple[int, int],
     ) -> list[str]:
         """The crops to request: the cheapest covering the evidence, else the likeliest region(s).
 
         Args:
             query: the parsed question.
             reading: where the key (and value) were found, if they were.
-            boxes: the text of the view (hard-to-read text is guessed from when nothing was found; the rest
-                tells which label a value has).
+            hard: the view's text too small to read, guessed from when nothing was found.
+            boxes: all the text of the view (it tells which label a value has).
             size: the original image's size.
         """
         width, height = size
         must = reading.evidence if reading is not None else None
         if must is not None:
             return crops_covering(_clip(must, width, height), self.crop_set, width, height, tolerance=4.0)
-        return self._likeliest(query, [b for b in boxes if self._unreadable(b)], width, height, boxes)
+        return self._likeliest(query, hard, width, height, boxes)
 
     def _likeliest(
         self, query: Query, hard: list[TextBox], width: int, height: int, context: Sequence[TextBox] = ()
@@ -1736,6 +2018,14 @@ def _clip(box: Box, width: int, height: int) -> Box:
     x0, x1 = max(0.0, min(x0, width)), max(0.0, min(x1, width))
     y0, y1 = max(0.0, min(y0, height)), max(0.0, min(y1, height))
     return (x0, y0, max(x0, x1), max(y0, y1))
+
+
+def _overlap(a: Box, b: Box) -> float:
+    """How much of ``a``'s area lies inside ``b``."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = (a[2] - a[0]) * (a[3] - a[1])
+    return ix * iy / area if area > 0 else 0.0
 
 
 def _contains(outer: Sequence[float], inner: Sequence[float]) -> bool:
