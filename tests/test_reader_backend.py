@@ -383,7 +383,7 @@ def test_key_likelihood_tells_the_key_in_text_too_small_to_read() -> None:
         small = image.resize((100, 12), Image.Resampling.LANCZOS)
         scores = {k: key_likelihood(small, k) for k in keys}
         own = scores.pop(text.lower())
-        assert own is not None and -1.0 < own <= 0.0
+        assert own is not None and -1.0 < own <= 0.05  # about 0: read as the key (either case summed)
         assert all(s is not None and s < own - 1.0 for s in scores.values()), (text, own, scores)
     blank = Image.new("RGB", (100, 12), "white")
     assert key_likelihood(blank, "phone") is None
@@ -395,7 +395,8 @@ def test_the_only_amount_on_a_receipt_line_is_trusted(reader: ReaderBackend) -> 
     image = Image.new("RGB", (1200, 900), "#fcfbf6")
     draw = ImageDraw.Draw(image)
     draw.text((300, 80), "CORNER BAKERY", font=_font(40), fill="black")
-    for k, (item, price) in enumerate([("Sourdough", "90.52"), ("Bagel", "4.75"), ("Coffee beans", "170.50")]):
+    lines = [("Sourdough", "90.52"), ("Bagel", "4.75"), ("Coffee beans", "170.50")]
+    for k, (item, price) in enumerate(lines):
         draw.text((300, 200 + 60 * k), item, font=_font(30), fill="black")
         draw.text((800, 200 + 60 * k), price, font=_font(30), fill="black")
     result = AwaResAgent(reader).ask(image, "What is the price of Sourdough on the receipt?")

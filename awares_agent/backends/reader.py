@@ -1324,7 +1324,7 @@ def key_likelihood(patch: Image.Image, key: str) -> float | None:
     OCR's best reading of 4 px text is garbled, but its recogniser still gives the key's letters some
     probability where they are written. This is the recogniser's best CTC alignment of the key's letters
     (either case; spaces and blanks between them free) to a run of the line's frames, each frame counted
-    against the recogniser's own best guess for it: 0 when the key is exactly what it reads, more negative
+    against the recogniser's own best guess for it: about 0 when the key is what it reads, more negative
     the less it looks like the key; per letter, so keys of different lengths compare.
 
     Returns:
