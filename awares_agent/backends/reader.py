@@ -1113,8 +1113,9 @@ def _read_cell(query: Query, boxes: Sequence[TextBox], *, loose: bool = False) -
     where = (label.box[0], label.box[1], right, label.box[3])
     amounts = [b for b in line if b.box[0] >= label.box[0] and _MONEY_RE.search(b.text)]
     if query.money and reading.answer and _MONEY_RE.search(reading.answer) and len(amounts) == 1:
-        # The only amount on its line ("Sourdough ..... 90.52" on a receipt): the cell, whatever its column.
-        return reading
+        # The only amount on its line ("Sourdough ..... 90.52" on a receipt): the cell, whatever its column,
+        # however far along the line.
+        return replace(reading, gap=0.0)
     return Reading(reading.answer, [], reading.anchors, reading.score, where=where)
 
 
