@@ -1221,8 +1221,10 @@ _CHART_SIDE_LABELS = 110.0
 _CHART_SIDE_VALUES = 80.0
 #: Charts whose labels are within this of the likeliest's (in :func:`key_likelihood`) are about as likely.
 _CHART_TIE = 0.75
-#: In original pixels: how far under the baseline a small label reaches (8-10 px text set 6 px under it).
-_SMALL_LABEL_DEPTH = 24.0
+#: In original pixels: how far from the axis a small label starts (past the axis line), and how far under
+#: the baseline it reaches (8-10 px text set 6 px under it).
+_SMALL_LABEL_GAP = 4.0
+_SMALL_LABEL_DEPTH = 20.0
 
 #: Darkest grey a page or panel has (bars are darker), the smallest bar side, and the slack in pixels that
 #: bars of one chart may have on their baseline, thickness and pitch, all in the pixels of the image searched.
@@ -1240,9 +1242,9 @@ def _label_slots(chart: BarChart, scale: float) -> list[tuple[int, int, int, int
     for x0, y0, x1, y1 in chart.boxes:
         if chart.vertical:
             side = (chart.pitch - (x1 - x0)) / 2 + 2
-            slot = (x0 - side, y1 + 1, x1 + side, y1 + depth)
+            slot = (x0 - side, y1 + _SMALL_LABEL_GAP * scale, x1 + side, y1 + depth)
         else:
-            slot = (x0 - 7 * depth, y0 - 3, x0 - 1, y1 + 3)
+            slot = (x0 - 8 * depth, y0 - 3, x0 - _SMALL_LABEL_GAP * scale, y1 + 3)
         slots.append(tuple(round(v) for v in slot))
     return slots  # type: ignore[return-value]
 
