@@ -19,8 +19,12 @@ The policy:
    untrusted. When the key itself cannot be read, the view is read again enlarged, with the detector's
    thresholds lowered, and the key is looked for loosely; failing that, the crop covering the hard-to-read
    text likeliest to be the key or the value is requested (see ``ReaderBackend._likeliest``), with the
-   runner-up's crop too when the two are about as likely. Confidence alone is not enough: OCR reads 6 px
-   text wrongly with high confidence, and only the text's height tells that it was too small.
+   runner-up's crop too when the two are about as likely. A bar whose label cannot be read is looked for by
+   its chart instead: bars stay visible at any resolution (:func:`find_bar_charts`), charts whose labels can
+   be read are not it, and of the rest the one whose labels read most like the key
+   (:func:`key_likelihood`) is requested whole, with the runner-up when it is about as likely and one half
+   of the image shows both. Confidence alone is not enough: OCR reads 6 px text wrongly with high
+   confidence, and only the text's height tells that it was too small.
 2. **Turn 2** (the crops): OCR the crops at full resolution, pasted at their places on one canvas (so a line
    across two crops is read whole), map every text box back to original-image coordinates (together with
    the view's boxes no crop holds whole), and answer from all of it; a value in small text is read again
@@ -60,9 +64,12 @@ __all__ = [
     "DEFAULT_MIN_CONFIDENCE",
     "DEFAULT_MIN_TEXT_PX",
     "UNKNOWN",
+    "BarChart",
     "Query",
     "ReaderBackend",
     "TextBox",
+    "find_bar_charts",
+    "key_likelihood",
     "parse_question",
 ]
 
