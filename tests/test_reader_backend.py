@@ -402,3 +402,16 @@ def test_the_only_amount_on_a_receipt_line_is_trusted(reader: ReaderBackend) -> 
     result = AwaResAgent(reader).ask(image, "What is the price of Sourdough on the receipt?")
     assert _crop_ids(result) == []
     assert exact(result.answer, ["90.52"]) == 1.0
+
+
+def test_two_charts_about_as_likely_are_both_requested(reader: ReaderBackend) -> None:
+    """Two charts in 8 px text with the same labels: neither is likelier, and the bottom half shows both."""
+    image = Image.new("RGB", (1400, 1000), "#f4f6f8")
+    draw = ImageDraw.Draw(image)
+    draw.text((60, 40), "QUARTERLY REVIEW", font=_font(40), fill="black")
+    labels = ["Cedar", "Maple", "Birch", "Aspen", "Larch"]
+    _bar_chart(draw, (100, 560), labels, ["7,214", "3,905", "5,977", "1,338", "8,420"], 8)
+    _bar_chart(draw, (820, 560), labels, ["2,116", "9,042", "6,530", "4,471", "3,318"], 8)
+    result = AwaResAgent(reader).ask(image, "What is the value of the Birch bar?")
+    assert _crop_ids(result) == ["6"]
+    assert result.answer in ("5,977", "6,530")
