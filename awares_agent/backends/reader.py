@@ -1588,13 +1588,7 @@ class ReaderBackend:
             assert turn.view is not None
             view_boxes = boxes
             boxes = self._enlarged_boxes(turn.view, images, scale)
-            # Text read well in the view is not the key (it would have matched): only the rest is looked at.
-            legible = [b.box for b in view_boxes if not self._unreadable(b)]
-            hard = [
-                b
-                for b in boxes
-                if self._unreadable(b) and not any(_overlap(b.box, v) >= 0.5 for v in legible)
-            ]
+            hard = [b for b in boxes if self._unreadable(b)]
             reading = read(query, hard, loose=True)
             chart = None
             if query.kind == "bar":
@@ -2028,14 +2022,6 @@ def _clip(box: Box, width: int, height: int) -> Box:
     x0, x1 = max(0.0, min(x0, width)), max(0.0, min(x1, width))
     y0, y1 = max(0.0, min(y0, height)), max(0.0, min(y1, height))
     return (x0, y0, max(x0, x1), max(y0, y1))
-
-
-def _overlap(a: Box, b: Box) -> float:
-    """How much of ``a``'s area lies inside ``b``."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    area = (a[2] - a[0]) * (a[3] - a[1])
-    return ix * iy / area if area > 0 else 0.0
 
 
 def _contains(outer: Sequence[float], inner: Sequence[float]) -> bool:
