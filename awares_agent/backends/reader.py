@@ -1324,6 +1324,12 @@ def find_bar_charts(image: Image.Image) -> list[BarChart]:
     return found
 
 
+@lru_cache(maxsize=1)
+def _alphabet(recogniser: Any) -> dict[str, int]:
+    """The recogniser's output column of each character (its alphabet has thousands: built once)."""
+    return {c: i for i, c in enumerate(recogniser.postprocess_op.character)}
+
+
 #: How far (grey levels) from a patch's background a pixel must be to count as ink.
 _INK_CONTRAST = 40
 
@@ -1358,7 +1364,7 @@ def key_likelihood(patch: Image.Image, key: str) -> float | None:
     patch = patch.crop((int(x0), int(y0), int(x1), int(y1)))
     rec = getattr(_engine(), "text_rec", None)
     try:
-        chars: list[str] = list(rec.postprocess_op.character)  # type: ignore[union-attr]
+        index = _alphabet(rec)
         height = int(rec.rec_image_shape[1])  # type: ignore[union-attr]
         width = max(2, round(patch.width * height / patch.height))
         rgb = np.asarray(patch.convert("RGB").resize((width, height), Image.Resampling.BICUBIC))[:, :, ::-1]
@@ -1367,7 +1373,6 @@ def key_likelihood(patch: Image.Image, key: str) -> float | None:
             probs = rec.session(batch.astype(np.float32))[0][0]  # type: ignore[union-attr]
     except (AttributeError, IndexError, TypeError, ValueError):  # pragma: no cover - another engine version
         return None
-    index = {c: i for i, c in enumerate(chars)}
     logp = np.log(np.maximum(probs, 1e-9))
     best = logp.max(axis=1)
     columns = []
@@ -1721,7 +1726,7 @@ class ReaderBackend:
                 k
                 for k in context
                 if k is not b
-                and re.search(r"[A-Za-z]{3,}", k.text)
+                and _has_word(k.text)
                 and (
                     (
                         _v_overlap(k.box, b.box) >= 0.5
