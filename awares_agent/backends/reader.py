@@ -220,6 +220,8 @@ class Query:
         column: the cell's column header.
         words: the question's content words, tried one by one when ``key`` is not found as a whole.
         money: the question asks for an amount (a price, a cost, a total): values like ``12.50`` come first.
+        on_sign: the key is a sign's label ("What is written after LEVEL on the sign?"): short text on its
+            own, not a form's field.
     """
 
     kind: Literal["field", "cell", "bar", "sign", "none"]
@@ -227,6 +229,7 @@ class Query:
     column: str = ""
     words: tuple[str, ...] = ()
     money: bool = False
+    on_sign: bool = False
 
 
 _DOC_WORDS = (
@@ -445,10 +448,10 @@ def parse_question(question: str) -> Query:
         if _SIGN_SAY.match(bare):
             return Query("sign")
         if quoted:
-            return Query("field", key=quoted[0].lower(), words=words)
+            return Query("field", key=quoted[0].lower(), words=words, on_sign=True)
         for pattern in _SIGN_PATTERNS:
             if (m := pattern.search(bare)) and (key := _trim(m.group("key"))):
-                return Query("field", key=key, words=words)
+                return Query("field", key=key, words=words, on_sign=True)
     elif _SIGN_SAY.match(bare):
         return Query("sign")
     if quoted:
@@ -599,6 +602,8 @@ def _match(key: str, box: TextBox, *, loose: bool = False) -> _Match | None:
         score = weight * sim + 0.15 * coverage
         if not _word_start(box.text, index[start]):
             score -= 0.35  # inside a longer word: "total" in "subtotal"
+        elif not dist and not _word_end(box.text, index[end - 1] + 1):
+            score -= 0.35  # the start of a longer word: "stand" in "standard"
         score -= 0.05 * (start > 0)
         if best is None or score > best.score:
             best = _Match(box, score, index[end - 1] + 1, index[start])
@@ -1228,6 +1233,13 @@ _CHART_SIDE_LABELS = 110.0
 _CHART_SIDE_VALUES = 80.0
 #: Charts whose labels are within this of the likeliest's (in :func:`key_likelihood`) are about as likely.
 _CHART_TIE = 0.75
+#: A sign's label found by :func:`key_likelihood` must score at least this, and beat the next likeliest
+#: short text by ``_SIGN_MARGIN``; short text is at most ``_SIGN_CHARS`` characters read.
+_SIGN_FLOOR = -2.5
+_SIGN_MARGIN = 0.5
+_SIGN_CHARS = 14
+#: A sign's line is at most this many times as wide as it is tall (a longer line is a sentence's).
+_SIGN_ASPECT = 10.0
 #: In original pixels: how far from the axis a small label starts (past the axis line), and how far under
 #: the baseline it reaches (8-10 px text set 6 px under it).
 _SMALL_LABEL_GAP = 4.0
@@ -1254,6 +1266,11 @@ def _label_slots(chart: BarChart, scale: float) -> list[tuple[int, int, int, int
             slot = (x0 - 8 * depth, y0 - 3, x0 - _SMALL_LABEL_GAP * scale, y1 + 3)
         slots.append(tuple(round(v) for v in slot))
     return slots  # type: ignore[return-value]
+
+
+def _is_sentence(text: str) -> bool:
+    """Whether a line of text reads as a sentence (more than three words), not a label or a value."""
+    return len(re.findall(r"[A-Za-z]{2,}", text)) > 3
 
 
 def _has_word(text: str) -> bool:
@@ -1595,12 +1612,18 @@ class ReaderBackend:
             boxes = self._enlarged_boxes(turn.view, images, scale)
             hard = [b for b in boxes if self._unreadable(b)]
             reading = read(query, hard, loose=True)
+            if reading is not None and any(_is_sentence(a.text) for a in reading.anchors):
+                reading = None  # garbled text matches a key somewhere in a sentence: not a label
             chart = None
             if query.kind == "bar":
                 chart = self._chart_for(query, turn.view, images, scale, size, view_boxes)
             if chart is not None:
                 # The bar's label cannot be read, but the chart it belongs to can be seen: ask for all of it.
                 reading = Reading(None, [], [], 0.0, where=chart)
+            if query.on_sign and (reading is None or reading.evidence is None):
+                sign = self._sign_for(query, turn.view, images, scale, hard)
+                if sign is not None:
+                    reading = Reading(None, [], [], 0.0, where=sign)
         crops = self._where(query, reading, hard, boxes, size)
         if turn.tool_name is not None:
             return "", ToolCall(id="call_0", name=turn.tool_name, arguments=json.dumps({"crops": crops}))
@@ -1663,6 +1686,64 @@ class ReaderBackend:
             if ALL not in ids and _cost(ids, self.crop_set, size) <= 0.5 * width * height + 1:
                 return both
         return extent
+
+    def _sign_for(
+        self, query: Query, view: ImagePart, images: ImageStore, scale: float, hard: Sequence[TextBox]
+    ) -> Box | None:
+        """Where the sign a question names lies (original pixels), when its label cannot be read.
+
+        A sign is short text on its own. Of the view's short text too small to read, the one most like the
+        key (:func:`key_likelihood` of its patch in the view) is the sign's label, if it scores at least
+        ``_SIGN_FLOOR`` and clearly beats the next (by ``_SIGN_MARGIN``); otherwise ``None``, and the guess
+        falls to :meth:`_likeliest`. The box reaches a line up and left, and to the right and below as far
+        as a value written after the label or under it goes.
+        """
+
+        def line_of(b: TextBox) -> Box:
+            """The box with the text beside it on its line (a sign's short line, or a longer line's)."""
+            line, grew = b.box, True
+            while grew:
+                grew = False
+                for o in hard:
+                    x0, x1 = line[0], line[2]
+                    if (
+                        _v_overlap(o.box, line) >= 0.5
+                        and o.box[0] - 1.5 * o.height <= x1
+                        and x0 <= o.box[2] + 1.5 * o.height
+                        and not (x0 <= o.box[0] and o.box[2] <= x1)
+                    ):
+                        line, grew = _union([line, o.box]), True
+            return line
+
+        short = [
+            b
+            for b in hard
+            if len(b.text.strip()) <= _SIGN_CHARS
+            and len(re.findall(r"[A-Za-z]{2,}", b.text)) <= 2
+            and (lambda ln: ln[2] - ln[0] <= _SIGN_ASPECT * b.height)(line_of(b))
+        ]
+        if not short or not query.key:
+            return None
+        image = images.get(view.image_id)
+        scored: list[tuple[float, TextBox]] = []
+        for b in short:
+            x0, y0, x1, y1 = (v * scale for v in b.box)
+            h = y1 - y0
+            patch = image.crop(
+                (round(x0 - 0.3 * h), round(y0 - 0.2 * h), round(x1 + 0.3 * h), round(y1 + 0.2 * h))
+            )
+            if (score := key_likelihood(patch, query.key)) is not None:
+                scored.append((score, b))
+        if not scored:
+            return None
+        scored.sort(key=lambda sb: -sb[0])
+        top, label = scored[0]
+        runner = next((sc for sc, b in scored[1:] if not _near(b, label)), None)
+        if top < _SIGN_FLOOR or (runner is not None and top - runner < _SIGN_MARGIN):
+            return None
+        x0, y0, x1, y1 = label.box
+        w, h = x1 - x0, y1 - y0
+        return (x0 - 0.5 * w - h, y0 - h, x1 + w + h, y1 + 1.5 * h)
 
     def _trusted(self, reading: Reading) -> bool:
         """Whether a reading of the view can be answered from: every value box tall and confident enough."""
@@ -1738,7 +1819,7 @@ class ReaderBackend:
 
         def score(b: TextBox) -> float:
             own = key_like(b)
-            if len(re.findall(r"[A-Za-z]{2,}", b.text)) > 3:
+            if _is_sentence(b.text):
                 return own  # a sentence, not a value
             digits = len(_DIGIT_RE.findall(b.text))
             number = min(1.0, digits / 6) if digits >= 2 else 0.0
