@@ -1268,6 +1268,94 @@ def _label_slots(chart: BarChart, scale: float) -> list[tuple[int, int, int, int
     return slots  # type: ignore[return-value]
 
 
+#: The score :func:`key_likelihood` gives nothing (a patch without ink): a clear miss.
+_KWS_NONE = -9.0
+
+
+def text_blocks(boxes: Sequence[TextBox]) -> list[list[list[TextBox]]]:
+    """Group text boxes into blocks of lines, each line's boxes left to right, the lines top to bottom.
+
+    Boxes on one line (half their height shared, at most four line heights apart) make a line; lines that
+    overlap across at least half the narrower one's width, at most a line height apart, make a block: a
+    table's rows, a receipt's items, a form's stacked fields. Sentences (:func:`_is_sentence`) are left
+    out: a block of them is a paragraph.
+    """
+    lines: list[list[TextBox]] = []
+    for b in sorted((b for b in boxes if not _is_sentence(b.text)), key=lambda b: (b.cy, b.box[0])):
+        for line in lines:
+            u = _union([x.box for x in line])
+            near = b.box[0] - u[2] <= 4 * b.height and u[0] - b.box[2] <= 4 * b.height
+            if near and _v_overlap(b.box, u) >= 0.5:
+                line.append(b)
+                break
+        else:
+            lines.append([b])
+    spans = [_union([x.box for x in line]) for line in lines]
+    parent = list(range(len(lines)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, a in enumerate(spans):
+        for j in range(i + 1, len(spans)):
+            b = spans[j]
+            shared = min(a[2], b[2]) - max(a[0], b[0])
+            gap = max(b[1] - a[3], a[1] - b[3])
+            if shared >= 0.5 * min(a[2] - a[0], b[2] - b[0]) and gap <= max(a[3] - a[1], b[3] - b[1]):
+                parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(lines)):
+        groups.setdefault(root(i), []).append(i)
+    blocks = [[lines[i] for i in g] for g in groups.values()]
+    # A column of amounts far from its labels (a receipt's prices) joins them when their lines pair up.
+    merged = True
+    while merged:
+        merged = False
+        for i, a in enumerate(blocks):
+            for j in range(i + 1, len(blocks)):
+                b = blocks[j]
+                small, large = (a, b) if len(a) <= len(b) else (b, a)
+                paired = sum(
+                    any(
+                        _v_overlap(_union([x.box for x in s]), _union([x.box for x in t])) >= 0.5
+                        for t in large
+                    )
+                    for s in small
+                )
+                amounts = [all(_MONEY_RE.search(x.text) for line in block for x in line) for block in (a, b)]
+                if any(amounts) and not all(amounts) and len(small) >= 2 and paired >= 2 / 3 * len(small):
+                    blocks[i] = _rows(a + b)
+                    del blocks[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return [
+        sorted(
+            (sorted(line, key=lambda b: b.box[0]) for line in block),
+            key=lambda line: _union([b.box for b in line])[1],
+        )
+        for block in blocks
+    ]
+
+
+def _rows(lines: list[list[TextBox]]) -> list[list[TextBox]]:
+    """Lines of two columns joined where they share a line (half their height)."""
+    out: list[list[TextBox]] = []
+    for line in sorted(lines, key=lambda ln: _union([b.box for b in ln])[1]):
+        u = _union([b.box for b in line])
+        for o in out:
+            if _v_overlap(u, _union([b.box for b in o])) >= 0.5:
+                o.extend(line)
+                break
+        else:
+            out.append(list(line))
+    return out
+
+
 def _is_sentence(text: str) -> bool:
     """Whether a line of text reads as a sentence (more than three words), not a label or a value."""
     return len(re.findall(r"[A-Za-z]{2,}", text)) > 3
@@ -1620,6 +1708,10 @@ class ReaderBackend:
             if chart is not None:
                 # The bar's label cannot be read, but the chart it belongs to can be seen: ask for all of it.
                 reading = Reading(None, [], [], 0.0, where=chart)
+            if query.kind == "cell" and (reading is None or reading.evidence is None):
+                table = self._table_for(query, turn.view, images, scale, hard)
+                if table is not None:
+                    reading = Reading(None, [], [], 0.0, where=table)
             if query.on_sign and (reading is None or reading.evidence is None):
                 sign = self._sign_for(query, turn.view, images, scale, hard)
                 if sign is not None:
@@ -1686,6 +1778,44 @@ class ReaderBackend:
             if ALL not in ids and _cost(ids, self.crop_set, size) <= 0.5 * width * height + 1:
                 return both
         return extent
+
+    def _table_for(
+        self, query: Query, view: ImagePart, images: ImageStore, scale: float, hard: Sequence[TextBox]
+    ) -> Box | None:
+        """Where the table a cell question is about lies (original pixels), when its labels cannot be read.
+
+        The view's text too small to read is grouped into blocks (:func:`text_blocks`); each block of three
+        lines or more may be the table. The one whose first column holds the text likeliest to be the row's
+        label and whose first two lines hold the likeliest column header (:func:`key_likelihood`) is it;
+        ``None`` when there is no such block, or when only the whole image covers it.
+        """
+        blocks = [b for b in text_blocks(hard) if len(b) >= 3]
+        if not blocks:
+            return None
+        image = images.get(view.image_id)
+
+        def likeness(box: TextBox, key: str) -> float:
+            x0, y0, x1, y1 = (v * scale for v in box.box)
+            h = y1 - y0
+            patch = image.crop(
+                (round(x0 - 0.3 * h), round(y0 - 0.2 * h), round(x1 + 0.3 * h), round(y1 + 0.2 * h))
+            )
+            score = key_likelihood(patch, key)
+            return _KWS_NONE if score is None else score
+
+        best: tuple[float, Box] | None = None
+        for lines in blocks:
+            score = max(likeness(line[0], query.key) for line in lines)
+            if query.column:
+                score += max(likeness(b, query.column) for line in lines[:2] for b in line)
+            if best is None or score > best[0]:
+                best = (score, _union([b.box for line in lines for b in line]))
+        assert best is not None
+        width, height = round(view.width / scale), round(view.height / scale)
+        box = _clip(best[1], width, height)
+        if ALL in crops_covering(box, self.crop_set, width, height, tolerance=4.0):
+            return None
+        return box
 
     def _sign_for(
         self, query: Query, view: ImagePart, images: ImageStore, scale: float, hard: Sequence[TextBox]
