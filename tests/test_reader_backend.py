@@ -415,3 +415,101 @@ def test_two_charts_about_as_likely_are_both_requested(reader: ReaderBackend) ->
     result = AwaResAgent(reader).ask(image, "What is the value of the Birch bar?")
     assert _crop_ids(result) == ["6"]
     assert result.answer in ("5,977", "6,530")
+
+
+def _sign(draw: ImageDraw.ImageDraw, at: tuple[int, int], text: str, size: int, fill: str) -> None:
+    """A plate on a pole with ``text`` on it, its top-left corner at ``at``."""
+    font = _font(size)
+    x0, y0, x1, y1 = draw.textbbox(at, text, font=font)
+    draw.rectangle((x0 - 4, y0 - 4, x1 + 4, y1 + 4), fill=fill, outline="black")
+    draw.rectangle(((x0 + x1) // 2 - 2, y1 + 5, (x0 + x1) // 2 + 2, y1 + 60), fill="#555555")
+    draw.text(at, text, font=font, fill="black")
+
+
+@pytest.fixture(scope="module")
+def street() -> Image.Image:
+    """A street scene: a large legible sign, a notice in sentences, and five 8 px signs (4 px in the view) in
+    all four quadrants."""
+    image = Image.new("RGB", (1400, 1000), "#87b5e0")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 620, 1400, 1000), fill="#5c7a3a")
+    _sign(draw, (560, 120), "GATE L112", 30, "white")
+    draw.rectangle((180, 80, 520, 150), fill="#fffbe8")
+    draw.text((190, 90), "Passed standard shipping applies", font=_font(12), fill="black")
+    draw.text((190, 115), "Keep this copy for your records", font=_font(12), fill="black")
+    for at, text, fill in [
+        ((330, 290), "LEVEL E479", "#f2c744"),
+        ((1050, 240), "SECTOR 186Y", "#dddddd"),
+        ((240, 760), "BLOCK 1M-466", "#7fd08a"),
+        ((1100, 700), "UNIT W-735", "#e08080"),
+        ((820, 820), "PIER 8S-327", "#f0a040"),
+    ]:
+        _sign(draw, at, text, 8, fill)
+    return image
+
+
+@pytest.mark.parametrize(
+    ("question", "crop", "answer"),
+    [
+        ("Read the LEVEL sign: what is written after LEVEL?", "0", "E479"),
+        ('What code follows "UNIT" on the sign?', "3", "W-735"),
+    ],
+)
+def test_a_sign_whose_label_cannot_be_read_is_found_by_its_label(
+    street: Image.Image, reader: ReaderBackend, question: str, crop: str, answer: str
+) -> None:
+    """Five small signs look alike in the view; the one whose blurred label is likeliest the key is asked
+    for."""
+    low = AwaResAgent(reader, max_rounds=0).ask(street, question)
+    assert exact(low.answer, [answer]) == 0.0
+    result = AwaResAgent(reader).ask(street, question)
+    assert _crop_ids(result) == [crop]
+    assert exact(result.answer, [answer]) == 1.0
+
+
+def test_a_key_is_not_the_start_of_a_longer_word() -> None:
+    """ "stand" is not found in "Passed standard shipping" (the word goes on), "total" is in "TOTAL:"."""
+    from awares_agent.backends.reader import TextBox, _find_key
+
+    line = TextBox("Passed standard shipping applies", 0.99, (0, 0, 300, 20), 14.0, "view")
+    assert _find_key("stand", [line]) == []
+    assert _find_key("total", [TextBox("TOTAL: 12.50", 0.99, (0, 0, 100, 20), 14.0, "view")])
+
+
+@pytest.mark.parametrize(("seed", "index"), [(106, 6), (108, 26)])
+def test_a_table_whose_labels_cannot_be_read_is_found_by_its_rows(
+    reader: ReaderBackend, seed: int, index: int
+) -> None:
+    """Synthetic pages with several tables, the asked one in 4 px text in the view, its row label and column
+    header unreadable there: the block of small text likeliest to hold both is asked for, and covers the
+    cell's evidence."""
+    from evals.synthetic import iter_samples
+
+    sample = list(iter_samples(index + 1, seed=seed))[index]
+    assert sample.category == "table" and sample.needs_hr
+    result = AwaResAgent(reader).ask(sample.image, sample.question)
+    boxes = [c.box for c in result.trajectory.crops]
+    assert 1 <= len(boxes) <= 2
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    e = sample.bbox
+    assert x0 - 4 <= e[0] and y0 - 4 <= e[1] and e[2] <= x1 + 4 and e[3] <= y1 + 4
+
+
+def test_text_blocks_group_lines_and_join_a_column_of_amounts() -> None:
+    """Stacked lines make a block; a sentence is left out; a receipt's prices far right join their items."""
+    from awares_agent.backends.reader import TextBox, text_blocks
+
+    def box(text: str, x: float, y: float, w: float = 60) -> TextBox:
+        return TextBox(text, 0.5, (x, y, x + w, y + 10), 5.0, "enlarged")
+
+    items = [box(t, 100, 300 + 14 * i) for i, t in enumerate(["Bagel", "Honey", "Pasta"])]
+    prices = [box(t, 600, 300 + 14 * i, 40) for i, t in enumerate(["4.75", "12.90", "3.10"])]
+    table = [box(t, 900, 50 + 14 * i, 120) for i, t in enumerate(["Oslo 12 44", "Riga 17 31", "Lima 9 80"])]
+    sentence = box("Goods remain the property of the seller", 100, 600, 300)
+    blocks = text_blocks([*items, *prices, *table, sentence])
+    texts = sorted([[b.text for b in line] for line in block] for block in blocks)
+    assert texts == [
+        [["Bagel", "4.75"], ["Honey", "12.90"], ["Pasta", "3.10"]],
+        [["Oslo 12 44"], ["Riga 17 31"], ["Lima 9 80"]],
+    ]
