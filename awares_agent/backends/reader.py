@@ -1928,8 +1928,32 @@ class ReaderBackend:
         keys = [k for k in (query.key, query.column) if k]
 
         def key_like(b: TextBox) -> float:
-            sim = max((_similarity(k, b.text) for k in keys), default=0.0)
-            return 2 * sim * sim if sim >= 0.7 else 0.0
+            low = b.text.lower()
+            sim = max(
+                (
+                    _similarity(k, b.text)
+                    for k in keys
+                    # Only inside a longer word ("total" in "SUBTOTAL") the key is another label.
+                    if not (k.lower() in low and not re.search(rf"(?<![a-z]){re.escape(k.lower())}", low))
+                ),
+                default=0.0,
+            )
+            if sim >= 0.7:
+                return 2 * sim * sim
+            # One distinctive word of a longer key ("Dat" of "Issue Date"), for its share of the key.
+            key_chars = sum(len(w) for k in keys for w in k.split()) or 1
+            part = max(
+                (
+                    len(w) / key_chars * 2 * _similarity(w, t) ** 2
+                    for k in keys
+                    for w in k.split()
+                    if len(w) >= 3 and w not in _GENERIC_TAIL and len(k.split()) > 1
+                    for t in re.findall(r"[A-Za-z]{3,}", b.text)
+                    if _similarity(w, t) >= 0.7
+                ),
+                default=0.0,
+            )
+            return part
 
         def labels_of(b: TextBox) -> list[TextBox]:
             """Words right before ``b`` on its line, or right over it: its label, if it is a field's value."""
@@ -1947,6 +1971,9 @@ class ReaderBackend:
                 )
             ]
 
+        # The keys and their distinctive words ("issue" and "date" of "issue date", not "no" of "invoice no").
+        distinct = [*keys, *(w for k in keys for w in k.split() if len(w) >= 3 and w not in _GENERIC_TAIL)]
+
         def score(b: TextBox) -> float:
             own = key_like(b)
             if _is_sentence(b.text):
@@ -1958,7 +1985,15 @@ class ReaderBackend:
             if value <= 0:
                 return own
             words = re.findall(r"[A-Za-z]{3,}", b.text)
-            if words and all(max((_similarity(k, w) for k in keys), default=0.0) < 0.5 for w in words):
+            label = b.text.split(":")[0] if ":" in b.text else ""
+            if (
+                label
+                and re.search(r"[A-Za-z]{2}", label)
+                and max((_similarity(k, label) for k in keys), default=0.0) < 0.5
+                and max((_similarity(k, b.text) for k in keys), default=0.0) < 0.7
+            ):
+                return own + 0.3 * value  # a value after its own label, another field's ("Tax ID: 10-70")
+            if words and all(max((_similarity(x, w) for x in distinct), default=0.0) < 0.5 for w in words):
                 # A value under another label ("GATE 78-584" when the question is about the DOCK sign).
                 return own + 0.3 * value
             labels = labels_of(b)
