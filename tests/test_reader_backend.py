@@ -513,3 +513,41 @@ def test_text_blocks_group_lines_and_join_a_column_of_amounts() -> None:
         [["Bagel", "4.75"], ["Honey", "12.90"], ["Pasta", "3.10"]],
         [["Oslo 12 44"], ["Riga 17 31"], ["Lima 9 80"]],
     ]
+
+
+@pytest.mark.parametrize(
+    ("question", "boxes", "crop"),
+    [
+        # "total" inside "SUBTOTAL" is another label: the unlabelled amount is the likelier total.
+        (
+            "What is the total on the receipt?",
+            [
+                ("SUBTOTAL", (1000, 200, 1060, 214)),
+                ("596.12", (1140, 200, 1190, 214)),
+                ("655.73", (300, 700, 350, 714)),
+            ],
+            "2",
+        ),
+        # "Dat" is the part of "Issue Date" that could be read: that date, not another one.
+        (
+            'What is written next to "Issue Date"?',
+            [("04/12/243", (300, 200, 360, 214)), ("Dat162025", (1000, 700, 1090, 714))],
+            "3",
+        ),
+        # A value after its own label unlike the key is another field's ("Tx ID:" for the Reference).
+        (
+            "According to the document, what is the Reference?",
+            [("Tx ID:10-7024469", (1000, 200, 1110, 214)), ("CH0-465", (300, 700, 360, 714))],
+            "2",
+        ),
+    ],
+)
+def test_guesses_from_unreadable_text_weigh_labels(
+    reader: ReaderBackend, question: str, boxes: list[tuple[str, tuple]], crop: str
+) -> None:
+    """The region guessed from garbled small text: keys inside longer words, partial keys and other fields'
+    labels are told apart (no OCR: the garbled readings are given)."""
+    from awares_agent.backends.reader import TextBox
+
+    hard = [TextBox(text, 0.5, box, 5.0, "enlarged") for text, box in boxes]
+    assert reader._likeliest(parse_question(question), hard, 1400, 1000, hard) == [crop]
