@@ -23,8 +23,11 @@ The policy:
    its chart instead: bars stay visible at any resolution (:func:`find_bar_charts`), charts whose labels can
    be read are not it, and of the rest the one whose labels read most like the key
    (:func:`key_likelihood`) is requested whole, with the runner-up when it is about as likely and one half
-   of the image shows both. Confidence alone is not enough: OCR reads 6 px text wrongly with high
-   confidence, and only the text's height tells that it was too small.
+   of the image shows both. A table cell goes to the block of small text (:func:`text_blocks`) whose rows
+   and header read most like the row's label and the column's, and a sign's value to the short line whose
+   blurred text reads most like the sign's label, when it clearly beats the others. Confidence alone is
+   not enough: OCR reads 6 px text wrongly with high confidence, and only the text's height tells that it
+   was too small.
 2. **Turn 2** (the crops): OCR the crops at full resolution, pasted at their places on one canvas (so a line
    across two crops is read whole), map every text box back to original-image coordinates (together with
    the view's boxes no crop holds whole), and answer from all of it; a value in small text is read again
