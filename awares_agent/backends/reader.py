@@ -1359,6 +1359,13 @@ def _rows(lines: list[list[TextBox]]) -> list[list[TextBox]]:
     return out
 
 
+def _patch(image: Image.Image, box: TextBox, scale: float) -> Image.Image:
+    """A text box's patch of the view (``scale`` view pixels per original pixel), with a little margin."""
+    x0, y0, x1, y1 = (v * scale for v in box.box)
+    h = y1 - y0
+    return image.crop((round(x0 - 0.3 * h), round(y0 - 0.2 * h), round(x1 + 0.3 * h), round(y1 + 0.2 * h)))
+
+
 def _is_sentence(text: str) -> bool:
     """Whether a line of text reads as a sentence (more than three words), not a label or a value."""
     return len(re.findall(r"[A-Za-z]{2,}", text)) > 3
@@ -1798,12 +1805,7 @@ class ReaderBackend:
         image = images.get(view.image_id)
 
         def likeness(box: TextBox, key: str) -> float:
-            x0, y0, x1, y1 = (v * scale for v in box.box)
-            h = y1 - y0
-            patch = image.crop(
-                (round(x0 - 0.3 * h), round(y0 - 0.2 * h), round(x1 + 0.3 * h), round(y1 + 0.2 * h))
-            )
-            score = key_likelihood(patch, key)
+            score = key_likelihood(_patch(image, box, scale), key)
             return _KWS_NONE if score is None else score
 
         best: tuple[float, Box] | None = None
@@ -1860,12 +1862,7 @@ class ReaderBackend:
         image = images.get(view.image_id)
         scored: list[tuple[float, TextBox]] = []
         for b in short:
-            x0, y0, x1, y1 = (v * scale for v in b.box)
-            h = y1 - y0
-            patch = image.crop(
-                (round(x0 - 0.3 * h), round(y0 - 0.2 * h), round(x1 + 0.3 * h), round(y1 + 0.2 * h))
-            )
-            if (score := key_likelihood(patch, query.key)) is not None:
+            if (score := key_likelihood(_patch(image, b, scale), query.key)) is not None:
                 scored.append((score, b))
         if not scored:
             return None
