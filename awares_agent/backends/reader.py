@@ -1366,9 +1366,14 @@ def _patch(image: Image.Image, box: TextBox, scale: float) -> Image.Image:
     return image.crop((round(x0 - 0.3 * h), round(y0 - 0.2 * h), round(x1 + 0.3 * h), round(y1 + 0.2 * h)))
 
 
+def _word_count(text: str) -> int:
+    """How many words (two letters or more) a line of text holds."""
+    return len(re.findall(r"[A-Za-z]{2,}", text))
+
+
 def _is_sentence(text: str) -> bool:
     """Whether a line of text reads as a sentence (more than three words), not a label or a value."""
-    return len(re.findall(r"[A-Za-z]{2,}", text)) > 3
+    return _word_count(text) > 3
 
 
 def _has_word(text: str) -> bool:
@@ -1712,20 +1717,18 @@ class ReaderBackend:
             reading = read(query, hard, loose=True)
             if reading is not None and any(_is_sentence(a.text) for a in reading.anchors):
                 reading = None  # garbled text matches a key somewhere in a sentence: not a label
-            chart = None
+            # What holds the unreadable key, found by its shape: the bar's chart (bars can be seen when their
+            # labels cannot: always asked for whole), else the cell's table or the sign.
+            where = None
             if query.kind == "bar":
-                chart = self._chart_for(query, turn.view, images, scale, size, view_boxes)
-            if chart is not None:
-                # The bar's label cannot be read, but the chart it belongs to can be seen: ask for all of it.
-                reading = Reading(None, [], [], 0.0, where=chart)
-            if query.kind == "cell" and (reading is None or reading.evidence is None):
-                table = self._table_for(query, turn.view, images, scale, hard)
-                if table is not None:
-                    reading = Reading(None, [], [], 0.0, where=table)
-            if query.on_sign and (reading is None or reading.evidence is None):
-                sign = self._sign_for(query, turn.view, images, scale, hard)
-                if sign is not None:
-                    reading = Reading(None, [], [], 0.0, where=sign)
+                where = self._chart_for(query, turn.view, images, scale, size, view_boxes)
+            elif reading is None or reading.evidence is None:
+                if query.kind == "cell":
+                    where = self._table_for(query, turn.view, images, scale, size, hard)
+                elif query.on_sign:
+                    where = self._sign_for(query, turn.view, images, scale, hard)
+            if where is not None:
+                reading = Reading(None, [], [], 0.0, where=where)
         crops = self._where(query, reading, hard, boxes, size)
         if turn.tool_name is not None:
             return "", ToolCall(id="call_0", name=turn.tool_name, arguments=json.dumps({"crops": crops}))
@@ -1790,7 +1793,13 @@ class ReaderBackend:
         return extent
 
     def _table_for(
-        self, query: Query, view: ImagePart, images: ImageStore, scale: float, hard: Sequence[TextBox]
+        self,
+        query: Query,
+        view: ImagePart,
+        images: ImageStore,
+        scale: float,
+        size: tuple[int, int],
+        hard: Sequence[TextBox],
     ) -> Box | None:
         """Where the table a cell question is about lies (original pixels), when its labels cannot be read.
 
@@ -1816,7 +1825,7 @@ class ReaderBackend:
             if best is None or score > best[0]:
                 best = (score, _union([b.box for line in lines for b in line]))
         assert best is not None
-        width, height = round(view.width / scale), round(view.height / scale)
+        width, height = size
         box = _clip(best[1], width, height)
         if ALL in crops_covering(box, self.crop_set, width, height, tolerance=4.0):
             return None
@@ -1854,8 +1863,8 @@ class ReaderBackend:
             b
             for b in hard
             if len(b.text.strip()) <= _SIGN_CHARS
-            and len(re.findall(r"[A-Za-z]{2,}", b.text)) <= 2
-            and (lambda ln: ln[2] - ln[0] <= _SIGN_ASPECT * b.height)(line_of(b))
+            and _word_count(b.text) <= 2
+            and (span := line_of(b))[2] - span[0] <= _SIGN_ASPECT * b.height
         ]
         if not short or not query.key:
             return None
@@ -1942,18 +1951,14 @@ class ReaderBackend:
                 return 2 * sim * sim
             # One distinctive word of a longer key ("Dat" of "Issue Date"), for its share of the key.
             key_chars = sum(len(w) for k in keys for w in k.split()) or 1
-            part = max(
-                (
-                    len(w) / key_chars * 2 * _similarity(w, t) ** 2
-                    for k in keys
-                    for w in k.split()
-                    if len(w) >= 3 and w not in _GENERIC_TAIL and len(k.split()) > 1
-                    for t in re.findall(r"[A-Za-z]{3,}", b.text)
-                    if _similarity(w, t) >= 0.7
-                ),
-                default=0.0,
+            parts = (
+                (len(w), _similarity(w, t))
+                for k in keys
+                for w in k.split()
+                if len(w) >= 3 and w not in _GENERIC_TAIL and len(k.split()) > 1
+                for t in re.findall(r"[A-Za-z]{3,}", b.text)
             )
-            return part
+            return max((n / key_chars * 2 * ws * ws for n, ws in parts if ws >= 0.7), default=0.0)
 
         def labels_of(b: TextBox) -> list[TextBox]:
             """Words right before ``b`` on its line, or right over it: its label, if it is a field's value."""
