@@ -551,3 +551,22 @@ def test_guesses_from_unreadable_text_weigh_labels(
 
     hard = [TextBox(text, 0.5, box, 5.0, "enlarged") for text, box in boxes]
     assert reader._likeliest(parse_question(question), hard, 1400, 1000, hard) == [crop]
+
+
+def test_guesses_from_unreadable_text_take_only_fields_labels(reader: ReaderBackend) -> None:
+    """A sentence ending left of a number is not the number's label, and a label whose box touches its
+    value's (OCR boxes overlap by a pixel) still labels it: the unlabelled number is the likelier phone."""
+    from awares_agent.backends.reader import TextBox
+
+    phone = TextBox("58451", 0.5, (676, 482, 718, 499), 5.0, "enlarged")
+    invoice = TextBox("82770", 0.5, (981, 666, 1045, 689), 5.0, "enlarged")
+    context = [
+        TextBox(
+            "Are accepted within thirty days of delivery in the", 0.9, (82, 481, 567, 504), 9.0, "enlarged"
+        ),
+        TextBox("InvoiceNo", 0.9, (981, 640, 1084, 667), 9.0, "enlarged"),
+        phone,
+        invoice,
+    ]
+    query = parse_question("According to the document, what is the Phone?")
+    assert reader._likeliest(query, [phone, invoice], 1400, 1000, context) == ["4"]

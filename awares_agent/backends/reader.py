@@ -1967,12 +1967,16 @@ class ReaderBackend:
                 for k in context
                 if k is not b
                 and _has_word(k.text)
+                and not _is_sentence(k.text)
                 and (
                     (
                         _v_overlap(k.box, b.box) >= 0.5
                         and -0.5 * k.height <= b.box[0] - k.box[2] <= 6 * k.height
                     )
-                    or (_h_overlap(k.box, b.box) >= 0.3 and 0 <= b.box[1] - k.box[3] <= 1.5 * k.height)
+                    or (
+                        _h_overlap(k.box, b.box) >= 0.3
+                        and -0.25 * k.height <= b.box[1] - k.box[3] <= 1.5 * k.height
+                    )
                 )
             ]
 
