@@ -467,6 +467,17 @@ def test_a_sign_whose_label_cannot_be_read_is_found_by_its_label(
     assert exact(result.answer, [answer]) == 1.0
 
 
+def test_a_block_is_tabular_with_cells_or_numbers() -> None:
+    """A table's lines have cells or numbers; a garbled paragraph's lines, one box of letters each, do not."""
+    from awares_agent.backends.reader import TextBox, _tabular
+
+    def line(*texts: str) -> list[TextBox]:
+        return [TextBox(t, 0.5, (100 * i, 0, 100 * i + 80, 10), 5.0, "enlarged") for i, t in enumerate(texts)]
+
+    assert _tabular([line("Riga", "X-41"), line("Oslo", "K-77"), line("Lima 12")])
+    assert not _tabular([line("Reilapeg t eer dhedog"), line("Relr led y a"), line("Sh f g d ed")])
+
+
 def test_a_key_is_not_the_start_of_a_longer_word() -> None:
     """ "stand" is not found in "Passed standard shipping" (the word goes on), "total" is in "TOTAL:"."""
     from awares_agent.backends.reader import TextBox, _find_key
@@ -476,17 +487,29 @@ def test_a_key_is_not_the_start_of_a_longer_word() -> None:
     assert _find_key("total", [TextBox("TOTAL: 12.50", 0.99, (0, 0, 100, 20), 14.0, "view")])
 
 
-@pytest.mark.parametrize(("seed", "index"), [(106, 6), (108, 26)])
-def test_a_table_whose_labels_cannot_be_read_is_found_by_its_rows(
-    reader: ReaderBackend, seed: int, index: int
+@pytest.mark.parametrize(
+    ("seed", "index", "category"),
+    [
+        (106, 6, "table"),
+        (108, 26, "table"),
+        (110, 6, "table"),
+        # A receipt's items and prices, not the garbled paragraph beside it (no cells, no numbers).
+        (107, 12, "receipt"),
+        # Bar labels 3 px tall in the view: "Oak" and "Pears" among other charts' labels.
+        (106, 13, "chart"),
+        (107, 3, "chart"),
+    ],
+)
+def test_evidence_whose_labels_cannot_be_read_is_found_by_its_shape(
+    reader: ReaderBackend, seed: int, index: int, category: str
 ) -> None:
-    """Synthetic pages with several tables, the asked one in 4 px text in the view, its row label and column
-    header unreadable there: the block of small text likeliest to hold both is asked for, and covers the
-    cell's evidence."""
+    """Synthetic pages with several tables or charts, the asked one in 3-4 px text in the view, its labels
+    unreadable there: the block of small text (or the chart) likeliest to hold the key is asked for, and
+    covers the evidence."""
     from evals.synthetic import iter_samples
 
     sample = list(iter_samples(index + 1, seed=seed))[index]
-    assert sample.category == "table" and sample.needs_hr
+    assert sample.category == category and sample.needs_hr
     result = AwaResAgent(reader).ask(sample.image, sample.question)
     boxes = [c.box for c in result.trajectory.crops]
     assert 1 <= len(boxes) <= 2

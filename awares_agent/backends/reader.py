@@ -1345,6 +1345,13 @@ def text_blocks(boxes: Sequence[TextBox]) -> list[list[list[TextBox]]]:
     ]
 
 
+def _tabular(lines: Sequence[Sequence[TextBox]]) -> bool:
+    """Whether a block of lines can be a table: at least half its lines have two cells or more, or a
+    number; a paragraph OCR garbled too much to be told a sentence has neither."""
+    cells = sum(len(line) >= 2 or any(_DIGIT_RE.search(b.text) for b in line) for line in lines)
+    return 2 * cells >= len(lines)
+
+
 def _rows(lines: list[list[TextBox]]) -> list[list[TextBox]]:
     """Lines of two columns joined where they share a line (half their height)."""
     out: list[list[TextBox]] = []
@@ -1452,6 +1459,8 @@ def _alphabet(recogniser: Any) -> dict[str, int]:
 
 #: How far (grey levels) from a patch's background a pixel must be to count as ink.
 _INK_CONTRAST = 40
+#: How much :func:`key_likelihood` enlarges a patch before it reads it.
+_KWS_UPSAMPLE = 2
 
 
 def key_likelihood(patch: Image.Image, key: str) -> float | None:
@@ -1472,6 +1481,11 @@ def key_likelihood(patch: Image.Image, key: str) -> float | None:
     letters = [c for c in key if not c.isspace()]
     if not letters or patch.width < 2 or patch.height < 2:
         return None
+    # Enlarged first: LANCZOS keeps strokes a pixel or two apart better than the recogniser's own resize.
+    patch = patch.convert("RGB")
+    patch = patch.resize(
+        (patch.width * _KWS_UPSAMPLE, patch.height * _KWS_UPSAMPLE), Image.Resampling.LANCZOS
+    )
     # The recogniser reads text that fills the line's height: cut the patch to its ink (what differs from
     # its background, the median) with a pixel of margin.
     grey = np.asarray(patch.convert("L"), dtype=np.int16)
@@ -1804,11 +1818,12 @@ class ReaderBackend:
         """Where the table a cell question is about lies (original pixels), when its labels cannot be read.
 
         The view's text too small to read is grouped into blocks (:func:`text_blocks`); each block of three
-        lines or more may be the table. The one whose first column holds the text likeliest to be the row's
-        label and whose first two lines hold the likeliest column header (:func:`key_likelihood`) is it;
-        ``None`` when there is no such block, or when only the whole image covers it.
+        lines or more that has cells (:func:`_tabular`) may be the table. The one whose first column holds
+        the text likeliest to be the row's label and whose first two lines hold the likeliest column header
+        (:func:`key_likelihood`) is it; ``None`` when there is no such block, or when only the whole image
+        covers it.
         """
-        blocks = [b for b in text_blocks(hard) if len(b) >= 3]
+        blocks = [b for b in text_blocks(hard) if len(b) >= 3 and _tabular(b)]
         if not blocks:
             return None
         image = images.get(view.image_id)
