@@ -557,7 +557,6 @@ def test_threads_under_a_tiny_budget_keep_the_accounting_consistent(jpeg_bytes: 
 
 def test_hold_and_release_count_users_and_discard_with_the_last() -> None:
 
-
     store = ImageStore()
     image = Image.new("RGB", (64, 48), "white")
     first = store.hold(image)

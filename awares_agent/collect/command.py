@@ -100,9 +100,7 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="the first N samples (synthetic: how many to generate)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic benchmark (default: 0)")
     parser.add_argument("--out", required=True, help="the run folder (resumable)")
-    parser.add_argument(
-        "--concurrency", type=int, default=8, help="samples in flight at once (default: 8)"
-    )
+    parser.add_argument("--concurrency", type=int, default=8, help="samples in flight at once (default: 8)")
     parser.add_argument("--shard", help="i/N: collect only this machine's share of the samples")
     parser.add_argument(
         "--sample-attempts",
@@ -211,8 +209,7 @@ def _collect(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[yellow]skipped[/] {skipped}")
     console.print(
         f"{args.collect_command}: {len(samples)} samples, teacher {type(teacher).__name__} "
-        f"({teacher.model_name}), judge {args.judge} -> {out}"
-        + (f" (shard {args.shard})" if shard else "")
+        f"({teacher.model_name}), judge {args.judge} -> {out}" + (f" (shard {args.shard})" if shard else "")
     )
     stats = collect_sync(
         list(samples),
