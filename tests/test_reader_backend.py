@@ -390,6 +390,25 @@ def test_key_likelihood_tells_the_key_in_text_too_small_to_read() -> None:
     assert key_likelihood(small, "") is None
 
 
+def test_key_likelihood_of_the_whole_patch_counts_the_other_letters() -> None:
+    """``whole=True``: the key must be all the patch holds: "Pine" scores as before, "Pinewood" far lower
+    (its last four letters are no gap), though the key alone is found in it as well as in "Pine"."""
+    from awares_agent.backends.reader import key_likelihood
+
+    def small(text: str) -> Image.Image:
+        image = Image.new("RGB", (200, 24), "white")
+        ImageDraw.Draw(image).text((6, 6), text, font=_font(9), fill="black")
+        return image.resize((100, 12), Image.Resampling.LANCZOS)
+
+    pine, pinewood = small("Pine"), small("Pinewood")
+    free = {t: key_likelihood(p, "pine") for t, p in (("Pine", pine), ("Pinewood", pinewood))}
+    whole = {t: key_likelihood(p, "pine", whole=True) for t, p in (("Pine", pine), ("Pinewood", pinewood))}
+    assert all(v is not None for v in (*free.values(), *whole.values()))
+    assert abs(whole["Pine"] - free["Pine"]) < 0.3  # type: ignore[operator]
+    assert abs(free["Pinewood"] - free["Pine"]) < 0.5  # type: ignore[operator]
+    assert whole["Pinewood"] < whole["Pine"] - 2.0  # type: ignore[operator]
+
+
 def test_the_only_amount_on_a_receipt_line_is_trusted(reader: ReaderBackend) -> None:
     """A receipt has no "Price" header: the one amount on the item's line is its price, read from the view."""
     image = Image.new("RGB", (1200, 900), "#fcfbf6")
@@ -495,9 +514,9 @@ def test_a_key_is_not_the_start_of_a_longer_word() -> None:
         (110, 6, "table"),
         # A receipt's items and prices, not the garbled paragraph beside it (no cells, no numbers).
         (107, 12, "receipt"),
-        # Bar labels 3 px tall in the view: "Oak" and "Pears" among other charts' labels.
-        (106, 13, "chart"),
+        # Bar labels 3 px tall in the view: "Pears" and "Pine" among other charts' labels.
         (107, 3, "chart"),
+        (108, 18, "chart"),
     ],
 )
 def test_evidence_whose_labels_cannot_be_read_is_found_by_its_shape(

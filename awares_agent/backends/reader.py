@@ -1463,7 +1463,7 @@ _INK_CONTRAST = 40
 _KWS_UPSAMPLE = 2
 
 
-def key_likelihood(patch: Image.Image, key: str) -> float | None:
+def key_likelihood(patch: Image.Image, key: str, *, whole: bool = False) -> float | None:
     """How well ``key`` can be read somewhere in ``patch``, a line of text too small to read.
 
     OCR's best reading of 4 px text is garbled, but its recogniser still gives the key's letters some
@@ -1471,6 +1471,12 @@ def key_likelihood(patch: Image.Image, key: str) -> float | None:
     (either case; spaces and blanks between them free) to a run of the line's frames, each frame counted
     against the recogniser's own best guess for it: about 0 when the key is what it reads, more negative
     the less it looks like the key; per letter, so keys of different lengths compare.
+
+    Args:
+        patch: the line (any size; it is enlarged and cut to its ink).
+        key: the text to look for.
+        whole: the key is all the patch holds (a bar's label): frames before and after the key count as
+            gap too, so a longer word that contains the key ("Pinewood" for "pine") scores lower.
 
     Returns:
         The score, or ``None`` when the patch holds no ink, the key is empty or the engine cannot be asked.
@@ -1523,10 +1529,15 @@ def key_likelihood(patch: Image.Image, key: str) -> float | None:
     on = np.full(n, neg)  # best score ending on letter j at this frame
     off = np.full(n, neg)  # best score in the gap after letter j
     top = neg
+    before = 0.0  # whole: the frames before the first letter are all gap
     for t in range(len(probs)):
-        enter = np.concatenate(([0.0], np.maximum(off[:-1], np.where(repeat[1:], neg, on[:-1]))))
+        start = before if whole else 0.0
+        enter = np.concatenate(([start], np.maximum(off[:-1], np.where(repeat[1:], neg, on[:-1]))))
         on, off = np.maximum(on, enter) + emit[t], np.maximum(off, on) + gap[t]
+        before += float(gap[t])
         top = max(top, float(on[-1]))
+    if whole:
+        top = max(float(on[-1]), float(off[-1]))
     return top / n
 
 
@@ -1761,9 +1772,10 @@ class ReaderBackend:
 
         The view's bar charts (:func:`find_bar_charts`) whose labels can be read are not it (the key would
         have been found); of the others, the one with the label most like the key
-        (:func:`key_likelihood` of the text beside each bar), and the runner-up too when it is about as
-        likely and one half of the image shows both. The box spans the bars, the labels beside
-        their baseline and the values past their ends, in small text (larger text would have been read).
+        (:func:`key_likelihood` of the text beside each bar, which is the label's whole text), and the
+        runner-up too when it is about as likely and one half of the image shows both. The box spans the
+        bars, the labels beside their baseline and the values past their ends, in small text (larger text
+        would have been read).
         """
         image = images.get(view.image_id)
         found: list[tuple[float, Box]] = []
@@ -1788,7 +1800,7 @@ class ReaderBackend:
                 (
                     score
                     for slot in _label_slots(chart, scale)
-                    if (score := key_likelihood(image.crop(slot), query.key)) is not None
+                    if (score := key_likelihood(image.crop(slot), query.key, whole=True)) is not None
                 ),
                 default=-1e9,
             )
