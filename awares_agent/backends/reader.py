@@ -23,11 +23,11 @@ The policy:
    its chart instead: bars stay visible at any resolution (:func:`find_bar_charts`), charts whose labels can
    be read are not it, and of the rest the one whose labels read most like the key
    (:func:`key_likelihood`) is requested whole, with the runner-up when it is about as likely and one half
-   of the image shows both. A table cell goes to the block of small text (:func:`text_blocks`) whose rows
-   and header read most like the row's label and the column's, and a sign's value to the short line whose
-   blurred text reads most like the sign's label, when it clearly beats the others. Confidence alone is
-   not enough: OCR reads 6 px text wrongly with high confidence, and only the text's height tells that it
-   was too small.
+   of the image shows both. A table cell goes to the block of small text with cells (:func:`text_blocks`)
+   whose rows and header read most like the row's label and the column's, and a sign's value to the short
+   line whose blurred text reads most like the sign's label, when it clearly beats the others. Confidence
+   alone is not enough: OCR reads 6 px text wrongly with high confidence, and only the text's height tells
+   that it was too small.
 2. **Turn 2** (the crops): OCR the crops at full resolution, pasted at their places on one canvas (so a line
    across two crops is read whole), map every text box back to original-image coordinates (together with
    the view's boxes no crop holds whole), and answer from all of it; a value in small text is read again
@@ -1507,7 +1507,7 @@ def key_likelihood(patch: Image.Image, key: str, *, whole: bool = False) -> floa
         index = _alphabet(rec)
         height = int(rec.rec_image_shape[1])  # type: ignore[union-attr]
         width = max(2, round(patch.width * height / patch.height))
-        rgb = np.asarray(patch.convert("RGB").resize((width, height), Image.Resampling.BICUBIC))[:, :, ::-1]
+        rgb = np.asarray(patch.resize((width, height), Image.Resampling.BICUBIC))[:, :, ::-1]
         batch = rec.resize_norm_img(np.ascontiguousarray(rgb), width / height)[None]  # type: ignore[union-attr]
         with _OCR_LOCK:
             probs = rec.session(batch.astype(np.float32))[0][0]  # type: ignore[union-attr]
