@@ -28,6 +28,7 @@ from awares_agent.images import ImageInput
 from awares_agent.messages import ChatMessage
 from awares_agent.tokens import backend_token_rule, token_cost
 from awares_agent.trajectory import CropRecord, ErrorRecord, ImageRecord, Trajectory
+from awares_agent.untrusted import valid_text
 from graphs.awares_graph import build_graph
 from tools.crop_sets import crop_set
 
@@ -247,7 +248,9 @@ class AwaResAgent:
             raise ConfigError("the question must be a non-empty string")
         source = self.store.add(image)
         inputs = {
-            "question": question.strip(),
+            # A question read from argv or a file may carry lone surrogates (undecodable bytes): they could
+            # not be sent to any server nor written to the trajectory.
+            "question": valid_text(question.strip())[0],
             "source": {"id": source.id, "width": source.width, "height": source.height},
         }
         run_config: dict[str, Any] = {"recursion_limit": self._recursion_limit()}
@@ -286,7 +289,7 @@ class AwaResAgent:
         extra = {"created_at": started} if started is not None else {}
         return Trajectory(
             question=state["question"],
-            image=ImageRecord(source=source_label, **src),
+            image=ImageRecord(source=valid_text(source_label)[0] if source_label else source_label, **src),
             view=ImageRecord(**view),
             model=self.backend.model_name,
             backend=type(self.backend).__name__,

@@ -7,9 +7,19 @@ and re-raised as one of these, with the original chained as ``__cause__``.
 
 from __future__ import annotations
 
+from awares_agent.untrusted import safe_text
+
 
 class AwaresError(Exception):
-    """Root of every error raised on purpose by awares."""
+    """Root of every error raised on purpose by awares.
+
+    Its message is made safe at construction: valid UTF-8 (a lone surrogate from a model's reply becomes
+    U+FFFD) and credentials redacted (:mod:`awares_agent.redact`), so every error can be printed, logged
+    and stored as it is.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(safe_text(a) if isinstance(a, str) else a for a in args))
 
 
 # --- images -------------------------------------------------------------------------------------------

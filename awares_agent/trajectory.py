@@ -27,6 +27,8 @@ ErrorKind = Literal[
     "extra_tool_round",  # a crop request after the last allowed round
     "budget",  # crops withheld because they would exceed the visual-token budget
     "no_answer",  # the final turn still gave no answer
+    "invalid_text",  # the reply held text that is not valid Unicode (replaced with U+FFFD)
+    "redacted",  # the reply held a credential-shaped text (replaced with <redacted>)
 ]
 
 

@@ -28,7 +28,9 @@ from awares_agent.backends.base import ChatBackend
 from awares_agent.config import AgentConfig
 from awares_agent.errors import AwaresError, BackendError, ConfigError, ImageError
 from awares_agent.image_store import ImageStore
+from awares_agent.redact import redact
 from awares_agent.trajectory import Trajectory
+from awares_agent.untrusted import valid_text
 from evals.metrics import score
 from evals.policies import policy_backend, policy_config
 from evals.schema import EvalSample
@@ -174,7 +176,7 @@ def run_policy(
             for future in as_completed(futures):
                 result = future.result()
                 with write_lock:
-                    fh.write(result.model_dump_json() + "\n")
+                    fh.write(_line(result) + "\n")
                     fh.flush()
                     os.fsync(fh.fileno())
                 if on_result is not None:
@@ -243,29 +245,51 @@ def _evaluate(
             )
             agent = AwaResAgent(wrapped, config, store=store)
         result = agent.ask(sample.image, sample.question)
+        t = result.trajectory
+        return SampleResult(
+            status="ok",
+            prediction=result.answer,
+            score=score(sample.metric, result.answer, sample.answers, question=sample.question),
+            crops=[c.region_id for c in t.crops],
+            rtr=t.cost.rtr,
+            pixel_rtr=t.cost.pixel_rtr,
+            visual_tokens=t.cost.sent_tokens,
+            full_tokens=t.cost.full_tokens,
+            latency_s=t.latency_s,
+            trajectory=t,
+            **head,
+        )
     except ImageError as exc:
-        return SampleResult(status="skipped", error=str(exc), **head)
+        return SampleResult(status="skipped", error=redact(str(exc)), **head)
     except BackendError as exc:
-        return SampleResult(status="failed", error=str(exc), **head)
+        return SampleResult(status="failed", error=redact(str(exc)), **head)
     except AwaresError as exc:
-        return SampleResult(status="skipped", error=str(exc), **head)
+        return SampleResult(status="skipped", error=redact(str(exc)), **head)
+    except Exception as exc:
+        # A bug, not bad input: recorded so the run goes on, and tried again on the next run.
+        logger.exception("sample %s (%s) failed unexpectedly", sample.id, policy)
+        return SampleResult(
+            status="failed", error=redact(f"internal error: {type(exc).__name__}: {exc}"), **head
+        )
     finally:
         if source_id is not None:
             store.release(source_id)
-    t = result.trajectory
-    return SampleResult(
-        status="ok",
-        prediction=result.answer,
-        score=score(sample.metric, result.answer, sample.answers, question=sample.question),
-        crops=[c.region_id for c in t.crops],
-        rtr=t.cost.rtr,
-        pixel_rtr=t.cost.pixel_rtr,
-        visual_tokens=t.cost.sent_tokens,
-        full_tokens=t.cost.full_tokens,
-        latency_s=t.latency_s,
-        trajectory=t,
-        **head,
-    )
+
+
+def _line(result: SampleResult) -> str:
+    """The result as one JSON line; one that cannot be encoded is recorded as failed (retried next run)."""
+    try:
+        return result.model_dump_json()
+    except (ValueError, TypeError, RecursionError) as exc:
+        logger.error("sample %s: its result cannot be written (%s); recorded as failed", result.id, exc)
+        failed = SampleResult(
+            status="failed",
+            error=f"the result could not be written as JSON: {type(exc).__name__}",
+            **result.model_dump(include={"id", "policy", "metric", "category", "needs_hr"}),
+            question=valid_text(result.question)[0],
+            answers=[valid_text(a)[0] for a in result.answers],
+        )
+        return failed.model_dump_json()
 
 
 def summarize(

@@ -23,10 +23,12 @@ from langgraph.graph.state import CompiledStateGraph
 
 from awares_agent.backends.base import ChatBackend, ChatReply
 from awares_agent.config import AgentConfig
+from awares_agent.errors import AwaresError, BackendResponseError
 from awares_agent.image_store import ImageStore
 from awares_agent.messages import ChatMessage, TextPart, ToolSpec
 from awares_agent.tokens import TokenRule, backend_token_rule
 from awares_agent.trajectory import CropRecord, ErrorRecord
+from awares_agent.untrusted import safe_text
 from graphs.state import AwaresState, UsageInfo
 from tools.crop_sets import Region, crop_set
 from tools.protocols import Decision, ToolProtocol, make_protocol
@@ -50,8 +52,41 @@ def _usage(reply: ChatReply) -> UsageInfo:
     }
 
 
+#: The longest excerpt of a model's output kept in an error record (the whole turn is in the messages).
+MAX_ERROR_RAW_CHARS = 4000
+
+
 def _error(round_no: int, kind: str, message: str, raw: str | None = None) -> dict[str, Any]:
+    if raw is not None and len(raw) > MAX_ERROR_RAW_CHARS:
+        raw = raw[:MAX_ERROR_RAW_CHARS] + f"... ({len(raw)} chars)"
     return ErrorRecord(round=round_no, kind=kind, message=message, raw=raw).model_dump(mode="json")  # type: ignore[arg-type]
+
+
+def _checked(backend: ChatBackend, reply: object) -> tuple[ChatReply, list[tuple[str, str]]]:
+    """The boundary rule for one model turn: a :class:`ChatReply`, valid UTF-8, credentials redacted.
+
+    Returns:
+        The cleaned reply and what was repaired, as ``(error kind, message)`` pairs.
+
+    Raises:
+        BackendResponseError: the backend returned something that is not a :class:`ChatReply`.
+    """
+    if not isinstance(reply, ChatReply):
+        raise BackendResponseError(
+            f"{type(backend).__name__} returned a {type(reply).__name__}, not a ChatReply; a backend's "
+            f"complete() must return awares_agent.backends.base.ChatReply"
+        )
+    cleaned, repairs = reply.cleaned()
+    return cleaned, list(repairs)
+
+
+def _backend_failure(backend: ChatBackend, exc: Exception) -> AwaresError:
+    """An exception a backend raised that is not one of ours, as a typed error (the original chained)."""
+    detail = safe_text(str(exc))
+    detail = detail if len(detail) <= 300 else detail[:300] + "..."
+    return BackendResponseError(
+        f"{type(backend).__name__} ({backend.model_name}) failed with {type(exc).__name__}: {detail}"
+    )
 
 
 class AwaresNodes:
@@ -104,21 +139,46 @@ class AwaresNodes:
         may_crop = not state.get("force") and state["rounds"] < self.config.max_rounds
         return messages, self.protocol.tools() if may_crop else None
 
+    def _call(
+        self, messages: list[ChatMessage], tools: list[ToolSpec] | None
+    ) -> tuple[ChatReply, list[tuple[str, str]]]:
+        """One backend turn under the boundary rule: only typed errors escape, the reply is cleaned."""
+        try:
+            reply = self.backend.complete(messages, images=self.store, tools=tools)
+        except AwaresError:
+            raise
+        except Exception as exc:
+            raise _backend_failure(self.backend, exc) from exc
+        return _checked(self.backend, reply)
+
+    async def _acall(
+        self, messages: list[ChatMessage], tools: list[ToolSpec] | None
+    ) -> tuple[ChatReply, list[tuple[str, str]]]:
+        """Async :meth:`_call`."""
+        try:
+            reply = await self.backend.acomplete(messages, images=self.store, tools=tools)
+        except AwaresError:
+            raise
+        except Exception as exc:
+            raise _backend_failure(self.backend, exc) from exc
+        return _checked(self.backend, reply)
+
     def decide(self, state: AwaresState) -> dict[str, Any]:
         messages, tools = self._request(state)
-        return self._after_decide(state, self.backend.complete(messages, images=self.store, tools=tools))
+        return self._after_decide(state, *self._call(messages, tools))
 
     async def adecide(self, state: AwaresState) -> dict[str, Any]:
         messages, tools = self._request(state)
-        reply = await self.backend.acomplete(messages, images=self.store, tools=tools)
-        return self._after_decide(state, reply)
+        return self._after_decide(state, *await self._acall(messages, tools))
 
-    def _after_decide(self, state: AwaresState, reply: ChatReply) -> dict[str, Any]:
+    def _after_decide(
+        self, state: AwaresState, reply: ChatReply, repairs: list[tuple[str, str]]
+    ) -> dict[str, Any]:
         decision = self.protocol.parse(reply)
         round_no = state["rounds"] + 1
         messages = [self.protocol.assistant_message(reply)]
         update: dict[str, Any] = {"usage": _usage(reply), "decision": decision.model_dump(mode="json")}
-        errors: list[dict[str, Any]] = []
+        errors = [_error(round_no, kind, message) for kind, message in repairs]
         if decision.kind == "answer":
             update["answer"] = decision.answer
         elif decision.kind == "crop" and state["rounds"] >= self.config.max_rounds:
@@ -218,13 +278,13 @@ class AwaresNodes:
         if not self._must_ask(state):
             return self._done(state)
         messages, _ = self._request(state)
-        return self._final(state, self.backend.complete(messages, images=self.store, tools=None))
+        return self._final(state, *self._call(messages, None))
 
     async def aanswer(self, state: AwaresState) -> dict[str, Any]:
         if not self._must_ask(state):
             return self._done(state)
         messages, _ = self._request(state)
-        return self._final(state, await self.backend.acomplete(messages, images=self.store, tools=None))
+        return self._final(state, *await self._acall(messages, None))
 
     @staticmethod
     def _must_ask(state: AwaresState) -> bool:
@@ -234,18 +294,20 @@ class AwaresNodes:
         _emit({"type": "answer", "answer": state.get("answer")})
         return {}
 
-    def _final(self, state: AwaresState, reply: ChatReply) -> dict[str, Any]:
+    def _final(self, state: AwaresState, reply: ChatReply, repairs: list[tuple[str, str]]) -> dict[str, Any]:
         decision = self.protocol.parse(reply)
+        round_no = state["rounds"] + 1
         update: dict[str, Any] = {
             "messages": _dump([self.protocol.assistant_message(reply)]),
             "usage": _usage(reply),
             "decision": decision.model_dump(mode="json"),
+            "errors": [_error(round_no, kind, message) for kind, message in repairs],
         }
         if decision.kind == "answer":
             update["answer"] = decision.answer
         else:
             message = "The model gave no answer when asked to answer without crops."
-            update["errors"] = [_error(state["rounds"] + 1, "no_answer", message, reply.text)]
+            update["errors"].append(_error(round_no, "no_answer", message, reply.text))
         _emit({"type": "answer", "answer": update.get("answer")})
         return update
 

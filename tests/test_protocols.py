@@ -243,7 +243,7 @@ HERMES_BAD: list[tuple[str, str, list[str]]] = [
         "invalid_tool_call",
         ["not valid JSON"],
     ),
-    ("<tool_call>" + "[" * 50_000, "invalid_tool_call", ["not valid JSON"]),
+    ("<tool_call>" + "[" * 50_000, "invalid_tool_call", ["too large to read"]),
 ]
 
 

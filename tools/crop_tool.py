@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from awares_agent.errors import CropRequestError
 from awares_agent.messages import ToolSpec
+from awares_agent.untrusted import json_text_problem, json_value_problem
 from tools.crop_sets import CropSet
 
 CROP_TOOL_NAME = "get_crops"
@@ -112,6 +113,17 @@ class CropTool:
         Raises:
             CropRequestError: the arguments are not JSON, do not fit :class:`CropRequest`, or name bad crops.
         """
+        # Bounded before anything parses or re-serialises it: deep nesting would otherwise surface as a
+        # RecursionError from inside json.
+        problem = (
+            json_text_problem(arguments) if isinstance(arguments, str) else json_value_problem(arguments)
+        )
+        if problem is not None:
+            raise CropRequestError(
+                f"The arguments of {self.name} are too large to read: {problem}. "
+                f'Call it as {self.name}({{"crops": ["0", "5"]}}).',
+                raw=arguments if isinstance(arguments, str) else None,
+            )
         raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
         if isinstance(arguments, str):
             try:

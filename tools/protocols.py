@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from awares_agent.backends.base import ChatReply
 from awares_agent.errors import ConfigError, CropRequestError
 from awares_agent.messages import ChatMessage, ImagePart, Part, TextPart, ToolCall, ToolSpec
+from awares_agent.untrusted import json_text_problem
 from tools.crop_sets import CropSet
 from tools.crop_tool import CropTool
 
@@ -222,6 +223,17 @@ class JsonProtocol(ToolProtocol):
         # Several <tool_call> blocks in one turn are merged into one request, as structured calls are.
         arguments: list[Any] = []
         for body in _TOOL_CALL_RE.findall(text) or [""]:
+            problem = json_text_problem(body)
+            if problem is not None:
+                return Decision(
+                    kind="invalid",
+                    error=(
+                        f"The tool call is too large to read: {problem}. Write it as <tool_call>"
+                        f'{{"name": "{self.tool.name}", "arguments": {{"crops": ["0"]}}}}</tool_call>.'
+                    ),
+                    error_kind="invalid_tool_call",
+                    raw=text,
+                )
             try:
                 payload = json.loads(body.strip())
             except (ValueError, RecursionError) as exc:  # JSONDecodeError, over-long ints, deep nesting

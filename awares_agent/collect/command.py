@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from awares_agent.errors import ConfigError
@@ -206,7 +207,7 @@ def _collect(args: argparse.Namespace, console: Console) -> int:
     with console.status(f"loading {args.bench}..."):
         samples = load_benchmark(args.bench, split=args.split, limit=args.limit, seed=args.seed)
     for skipped in getattr(samples, "skipped", []) or []:
-        console.print(f"[yellow]skipped[/] {skipped}")
+        console.print(f"[yellow]skipped[/] {escape(str(skipped))}")
     console.print(
         f"{args.collect_command}: {len(samples)} samples, teacher {type(teacher).__name__} "
         f"({teacher.model_name}), judge {args.judge} -> {out}" + (f" (shard {args.shard})" if shard else "")
@@ -220,6 +221,9 @@ def _collect(args: argparse.Namespace, console: Console) -> int:
         shard=shard,
         description=args.collect_command,
         retry=RetryPolicy(attempts=args.sample_attempts) if args.sample_attempts > 1 else None,
+        # From the command line a run never dies of one sample: whatever a sample raised is recorded with
+        # its reason (failures.jsonl) and tried again on the next run.
+        catch=(Exception,),
     )
     _print_summary(console, read_rows(out))
     if stats.failed:
@@ -228,7 +232,7 @@ def _collect(args: argparse.Namespace, console: Console) -> int:
             "same command again to retry them"
         )
         for sample_id, reason in list(stats.failures.items())[:5]:
-            console.print(f"  {sample_id}: {reason}", highlight=False)
+            console.print(f"  {escape(sample_id)}: {escape(reason)}", highlight=False)
         return 1
     if shard is not None:
         console.print(

@@ -32,6 +32,8 @@ from awares_agent.backends.base import ChatBackend
 from awares_agent.errors import AwaresError, ConfigError
 from awares_agent.image_store import ImageStore
 from awares_agent.messages import ChatMessage
+from awares_agent.redact import redact
+from awares_agent.untrusted import valid_text
 from evals.metrics import score
 from evals.schema import METRICS
 
@@ -469,6 +471,8 @@ class LLMJudge:
 
     def _finish(self, text: str, key: str, inputs: Mapping[str, Any]) -> Verdict | None:
         """The model's verdict (cached), or ``None`` when the reply is unreadable and a fallback exists."""
+        # The reply is untrusted: it must encode (SQLite and JSON refuse lone surrogates) and hold no key.
+        text = redact(valid_text(text)[0])
         try:
             correct, reason = parse_judge_reply(text)
         except JudgeReplyError:
@@ -486,6 +490,7 @@ class LLMJudge:
         return verdict
 
     def _fallback_verdict(self, verdict: Verdict, text: str) -> Verdict:
+        text = redact(valid_text(text)[0])
         return verdict.model_copy(
             update={"reason": f"unreadable reply from {self.name} ({_short(text, 40)!r}); {verdict.reason}"}
         )

@@ -80,6 +80,7 @@ from awares_agent.errors import (
     BackendTimeoutError,
     ConfigError,
 )
+from awares_agent.redact import redact
 
 __all__ = [
     "FAILURES_FILE",
@@ -936,8 +937,15 @@ async def _run(
                     logger.info("%s: %s; retrying in %.2f s", sample_id, type(exc).__name__, delay)
                     await asyncio.sleep(delay)
                     continue
-                return sample_id, None, f"{type(exc).__name__}: {exc}", type(exc).__name__
-            return sample_id, encode_row(row), None, None
+                if not isinstance(exc, AwaresError):  # not bad input: a bug worth its traceback in the log
+                    logger.error("%s failed unexpectedly", sample_id, exc_info=exc)
+                return sample_id, None, redact(f"{type(exc).__name__}: {exc}"), type(exc).__name__
+            try:
+                return sample_id, encode_row(row), None, None
+            except (TypeError, ValueError, RecursionError) as exc:
+                # One sample's unencodable row is that sample's failure, never the run's end.
+                reason = redact(f"its row could not be encoded as JSON: {type(exc).__name__}: {exc}")
+                return sample_id, None, reason, type(exc).__name__
 
     async def worker() -> None:
         for position, sample_id in pending:  # one shared iterator: every item goes to exactly one worker

@@ -1,0 +1,132 @@
+"""Keeping credentials out of everything the project prints or stores.
+
+Every API key a backend is configured with is registered here (:func:`register_secret`), and every text that
+leaves the process — error messages, answers, trajectories, judge caches, failure records, checkpoints, log
+records — goes through :func:`redact` first. It replaces each registered key, and anything shaped like a
+credential (``Bearer <token>``, ``sk-...`` / ``sk-proj-...`` keys, ``Authorization:`` header values), with
+``<redacted>``.
+
+Redact **before** cutting a text short: an excerpt cut through the middle of a key no longer holds the whole
+key, so the key's own replacement would miss it and leave most of it readable.
+
+Registered keys live in a process-wide set that is never written anywhere; a key shorter than
+:data:`MIN_SECRET_CHARS` is not registered (replacing every "EMPTY" or "abc" would garble ordinary text, and
+such a value protects nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable
+
+__all__ = [
+    "MIN_SECRET_CHARS",
+    "REDACTED",
+    "RedactingFilter",
+    "forget_secret",
+    "install_log_redaction",
+    "redact",
+    "register_secret",
+]
+
+#: What a secret is replaced with.
+REDACTED = "<redacted>"
+
+#: Keys shorter than this are not registered (see the module docstring).
+MIN_SECRET_CHARS = 8
+
+# Credential shapes worth hiding even when nobody registered them: a server may echo a key that is not ours
+# (a proxy's master key), or the header that carried ours. One pattern, so a text is scanned once.
+_CREDENTIAL = re.compile(
+    # Authorization / x-api-key / api-key header values, as echoed in error bodies.
+    r"(?i)\b(?P<header>authorization|x-api-key|api[-_]key)(?P<sep>\"?\s*[:=]\s*\"?)(?:bearer\s+)?[^\s\"',;}]{4,}"
+    r"|\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"
+    # OpenAI-style keys (sk-..., sk-proj-...), also what LiteLLM and many proxies issue.
+    r"|\bsk-[A-Za-z0-9_-]{8,}"
+)
+
+
+def _hide(match: re.Match[str]) -> str:
+    header = match["header"]
+    return f"{header}{match['sep']}{REDACTED}" if header else REDACTED
+
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+_ordered: tuple[str, ...] = ()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember ``value`` as a secret to hide from every text the project prints or stores.
+
+    Args:
+        value: an API key or token; ``None`` and values shorter than :data:`MIN_SECRET_CHARS` are ignored.
+    """
+    global _ordered
+    if not value or len(value) < MIN_SECRET_CHARS:
+        return
+    with _lock:
+        _secrets.add(value)
+        # Longest first, so a key that contains another registered key is replaced whole.
+        _ordered = tuple(sorted(_secrets, key=len, reverse=True))
+
+
+def forget_secret(value: str | None) -> None:
+    """Stop hiding ``value`` (tests use it; a backend's key stays registered for the process's life)."""
+    global _ordered
+    with _lock:
+        _secrets.discard(value or "")
+        _ordered = tuple(sorted(_secrets, key=len, reverse=True))
+
+
+def redact(text: str, extra: Iterable[str] = ()) -> str:
+    """``text`` with every registered secret, every value in ``extra`` and every credential-shaped token
+    replaced by :data:`REDACTED`.
+
+    Args:
+        text: any text about to be printed or stored.
+        extra: more secrets to hide in this call only (values under :data:`MIN_SECRET_CHARS` are ignored).
+    """
+    if not text:
+        return text
+    for secret in (*_ordered, *(e for e in extra if e and len(e) >= MIN_SECRET_CHARS)):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return _CREDENTIAL.sub(_hide, text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts each record's message (arguments merged in first) and exception text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record whose arguments do not fit its format: leave it to the handler
+            return True
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+def install_log_redaction(logger: logging.Logger | None = None) -> RedactingFilter:
+    """Add a :class:`RedactingFilter` to every handler of ``logger`` (the root logger by default), once.
+
+    Filters on handlers (not on loggers) also see records that third-party loggers (openai, httpx) propagate.
+
+    Returns:
+        The filter installed (the existing one if it was already there).
+    """
+    target = logger or logging.getLogger()
+    installed = None
+    for handler in target.handlers:
+        existing = next((f for f in handler.filters if isinstance(f, RedactingFilter)), None)
+        if existing is None:
+            existing = RedactingFilter()
+            handler.addFilter(existing)
+        installed = installed or existing
+    return installed or RedactingFilter()
