@@ -14,6 +14,7 @@ import hashlib
 import io
 import math
 import os
+import stat
 import struct
 import threading
 import urllib.parse
@@ -32,6 +33,9 @@ ImageInput: TypeAlias = str | os.PathLike[str] | bytes | Image.Image
 """What :func:`open_image` accepts: a file path, encoded bytes, a ``data:`` URI string or a PIL image."""
 
 DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+
+#: The most bytes read from an image file (an uncompressed 100 MP, 16-bit RGB TIFF is about 600 MiB).
+MAX_IMAGE_FILE_BYTES = 1 << 30
 """Images with more pixels than this are refused unless a larger ``max_pixels`` is passed."""
 
 _ORIENTATION_TAG = 0x0112
@@ -281,6 +285,9 @@ class SourceImage:
     def _init_from_header(self, data: bytes) -> None:
         if not data:
             raise ImageDecodeError(f"{self.label} is empty (0 bytes), not an image", source=self.label)
+        claimed = _webp_size(data)
+        if claimed is not None:
+            self._check_size(*claimed)
         im = self._open(data, pixels=None)
         raw_w, raw_h = im.size
         self._check_size(raw_w, raw_h)
@@ -471,7 +478,8 @@ def open_image(src: ImageInput, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -
 
     Args:
         src: a file path (``str`` or path-like), encoded bytes, a ``data:image/...;base64,...`` URI string,
-            or a PIL image. ``http(s)://`` URLs are refused: this toolkit does not fetch.
+            or a PIL image. ``http(s)://`` URLs are refused: this toolkit does not fetch; so are ``file://``
+            URLs (the message names the path to pass instead).
         max_pixels: refuse images with more pixels than this (a decompression-bomb guard). PIL's own global
             limit does not apply; this one does, whether higher or lower.
 
@@ -501,6 +509,13 @@ def _read_input(src: str | os.PathLike[str] | bytes) -> tuple[str, bytes]:
             raise ImageDecodeError(
                 f"{shown}: URLs are not fetched; download the image and pass the path", source=shown
             )
+        if head.startswith("file://"):
+            # Read as a path it would be reported missing even when the file exists; name the path to pass.
+            shown = src if len(src) <= 200 else src[:200] + "..."
+            path = urllib.parse.unquote(urllib.parse.urlsplit(src).path)
+            raise ImageDecodeError(
+                f"{shown}: file:// URLs are not opened; pass the path {path}", source=shown
+            )
     elif not isinstance(src, os.PathLike):
         raise TypeError(
             f"an image must be a path, bytes, a data: URI or a PIL image, not {type(src).__name__}"
@@ -508,11 +523,38 @@ def _read_input(src: str | os.PathLike[str] | bytes) -> tuple[str, bytes]:
     path = Path(os.fsdecode(os.fspath(src)))
     label = str(path)
     try:
-        return label, path.read_bytes()
+        data = _read_bounded(path)
     except FileNotFoundError as exc:
         raise ImageDecodeError(f"image file {label} does not exist", source=label) from exc
     except OSError as exc:
         raise ImageDecodeError(f"image file {label} could not be read: {exc}", source=label) from exc
+    if data is None:
+        raise ImageTooLargeError(
+            f"image file {label} is larger than {MAX_IMAGE_FILE_BYTES // 2**20} MiB; no image this toolkit "
+            "accepts is that large (is it the right file?)",
+            source=label,
+        )
+    return label, data
+
+
+def _read_bounded(path: Path) -> bytes | None:
+    """The file's bytes; ``None`` when there are more than :data:`MAX_IMAGE_FILE_BYTES` (or endless).
+
+    A path may name something endless (``/dev/zero``, a pipe) or a file far larger than any image this
+    toolkit accepts. A regular file's size is known before reading; anything else is read in chunks (one
+    ``read(cap)`` would reserve the whole cap at once).
+    """
+    with path.open("rb") as fh:
+        info = os.fstat(fh.fileno())
+        if stat.S_ISREG(info.st_mode):
+            return fh.read() if info.st_size <= MAX_IMAGE_FILE_BYTES else None
+        data = bytearray()
+        while len(data) <= MAX_IMAGE_FILE_BYTES:
+            chunk = fh.read(1 << 20)
+            if not chunk:
+                return bytes(data)
+            data += chunk
+        return None
 
 
 def _decode_data_uri(uri: str) -> bytes:
@@ -525,6 +567,25 @@ def _decode_data_uri(uri: str) -> bytes:
         return urllib.parse.unquote_to_bytes(payload)
     except (binascii.Error, ValueError) as exc:
         raise ImageDecodeError(f"<data-uri> has invalid base64 data: {exc}", source="<data-uri>") from exc
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """The size a WebP file's header claims; None if ``data`` is not WebP (or the header is not recognised).
+
+    Read here because PIL's WebP plugin allocates the whole canvas, twice, while it opens the file: a header
+    claiming 100000x40000 pixels would reserve 32 GB before its size could be checked.
+    """
+    if len(data) < 30 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    chunk = data[12:16]
+    if chunk == b"VP8X":  # extended format: the canvas size, 24 bits each, minus one
+        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+    if chunk == b"VP8L" and data[20] == 0x2F:  # lossless: 14 bits each, minus one
+        bits = int.from_bytes(data[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":  # lossy key frame: 14 bits each
+        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
+    return None
 
 
 def _exif_orientation(read_exif: Callable[[], Image.Exif]) -> int:

@@ -282,3 +282,18 @@ def test_judge_cache_survives_surrogates_and_stores_no_key(tmp_path: Path, key: 
     verdict = judge.judge("q?", "42", ["42"])
     assert verdict.correct and key not in verdict.reason
     assert key.encode() not in cache.read_bytes()
+
+
+def test_a_checkpointed_run_stores_no_key(tmp_path: Path, image: Image.Image, key: str) -> None:
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    path = tmp_path / "checkpoints.sqlite"
+    with sqlite3.connect(path, check_same_thread=False) as conn:
+        backend = ScriptedBackend(f"GET_CROPS: ['0'] {key}", f"Authorization: Bearer {key}")
+        agent = AwaResAgent(backend, protocol="awares-text", checkpointer=SqliteSaver(conn))
+        result = agent.ask(image, "q?", thread_id="t1")
+        assert result.answer == f"Authorization: {REDACTED}"
+    data = path.read_bytes()
+    assert key.encode() not in data and key[3:20].encode() not in data

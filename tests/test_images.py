@@ -617,3 +617,17 @@ def test_png_exif_orientation_is_read_from_the_header() -> None:
     assert (source.width, source.height) == (48, 64)
     assert not source.full_decoded
     assert source.full().tobytes() == img.transpose(Image.Transpose.ROTATE_270).tobytes()
+
+
+def test_an_endless_or_oversized_file_is_read_only_up_to_the_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import awares_agent.images as images
+
+    monkeypatch.setattr(images, "MAX_IMAGE_FILE_BYTES", 4096)
+    path = tmp_path / "big.png"
+    path.write_bytes(encode(Image.new("RGB", (64, 64)), "PNG") + b"\0" * 8192)
+    with pytest.raises(ImageTooLargeError, match="larger than"):
+        open_image(path)
+    with pytest.raises(ImageTooLargeError):
+        open_image("/dev/zero")  # endless: only cap + 1 bytes are read

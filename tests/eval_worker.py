@@ -1,0 +1,60 @@
+"""An evaluation process for the kill-and-resume figures in ``benchmarks/bench_reliability.py``.
+
+    python tests/eval_worker.py OUT COUNT [CONCURRENCY]
+
+Runs the ``awares`` policy (:func:`evals.runner.run_policy`) over ``COUNT`` samples (ids ``e0000``,
+``e0001``...) into ``OUT``, with :class:`bad_images.OkBackend` standing in for the model and sleeping 2-8 ms
+per call, so a kill can land between, or inside, any of the writes. Every tenth sample's image is corrupt,
+so skipped records are killed and resumed too. Exits 0 when the run is complete.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import sys
+import time
+
+from bad_images import OkBackend
+from PIL import Image, ImageDraw
+
+from evals.runner import run_policy
+from evals.schema import EvalSample
+
+
+class JitteryBackend(OkBackend):
+    """:class:`OkBackend` whose every call first sleeps 2-8 ms, as a fast model server would take."""
+
+    def complete(self, messages, *, images, tools=None):  # type: ignore[no-untyped-def]
+        time.sleep(random.uniform(0.002, 0.008))
+        return super().complete(messages, images=images, tools=tools)
+
+
+def page(n: int) -> bytes:
+    img = Image.new("RGB", (320, 240), (255, 255 - 20 * n, 255))
+    ImageDraw.Draw(img).text((20, 20), f"PAGE {n}", fill="black")
+    buffer = io.BytesIO()
+    img.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def main() -> int:
+    out, count = sys.argv[1], int(sys.argv[2])
+    concurrency = int(sys.argv[3]) if len(sys.argv) > 3 else 4
+    pages = [page(n) for n in range(8)]
+    corrupt = b"\x89PNG\r\n\x1a\n" + bytes(range(256))  # recorded as skipped
+    samples = [
+        EvalSample(
+            id=f"e{n:04d}",
+            image=corrupt if n % 10 == 9 else pages[n % len(pages)],
+            question=f"What is on page {n}?",
+            answers=["ok"],
+        )
+        for n in range(count)
+    ]
+    summary = run_policy(samples, JitteryBackend(), "awares", out, concurrency=concurrency)
+    return 0 if summary.samples == count and summary.failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
