@@ -18,11 +18,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from awares_agent.errors import AwaresError, BackendError, ConfigError
+from awares_agent.redact import install_log_redaction, redact
 
-EXIT_OK, EXIT_BACKEND, EXIT_INPUT = 0, 1, 2
+EXIT_OK, EXIT_BACKEND, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 
 READER_NOTE = (
@@ -124,8 +126,20 @@ def _backend_options(parser: argparse.ArgumentParser) -> None:
         metavar="VAR",
         help="environment variable holding the API key (default: OPENAI_API_KEY; local servers need none)",
     )
-    server.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default: 60)")
+    server.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds per request attempt, the whole reply included (default: 60)",
+    )
     server.add_argument("--max-retries", type=int, default=3, help="retries on 429/5xx/timeouts (default: 3)")
+    server.add_argument(
+        "--deadline",
+        type=float,
+        metavar="SECONDS",
+        help="seconds per model call, every retry and Retry-After wait included (default: timeout x "
+        "(max-retries + 1) + 30)",
+    )
     server.add_argument(
         "--image-format", choices=["png", "jpeg"], default="png", help="how images travel (default: png)"
     )
@@ -201,7 +215,7 @@ def _ask(args: argparse.Namespace, console: Console) -> int:
                 _show_turn(console, event.data)
             elif event.type == "crops":
                 shown = ", ".join(f"{c['region_id']} ({c['name']})" for c in event.data["crops"])
-                console.print(f"[dim]crops[/] sent {shown}")
+                console.print(f"[dim]crops[/] sent {escape(shown)}")
                 status.update("asking the model with the crops...")
             elif event.type == "result":
                 result = event.result
@@ -230,6 +244,7 @@ def _backend(args: argparse.Namespace) -> Any:
             api_key_env=args.api_key_env,
             timeout=args.timeout,
             max_retries=args.max_retries,
+            deadline=args.deadline,
             image_format=args.image_format,
             image_detail=args.image_detail,
         )
@@ -324,15 +339,17 @@ def _report(args: argparse.Namespace, console: Console) -> int:
 
 def _show_turn(console: Console, data: dict[str, Any]) -> None:
     if data["kind"] == "crop":
-        console.print(f"[dim]model[/] requests crops {', '.join(data['crops'])}")
+        console.print(f"[dim]model[/] requests crops {escape(', '.join(data['crops']))}")
     elif data["kind"] == "invalid":
-        console.print(f"[yellow]model[/] made an invalid turn: {data['error']}")
+        console.print(f"[yellow]model[/] made an invalid turn: {escape(data['error'] or '')}")
 
 
 def _show_result(console: Console, result: Any) -> None:
     t = result.trajectory
     console.print()
-    console.print(f"[bold]Answer:[/] {result.answer if result.answer is not None else '[red](no answer)[/]'}")
+    # Model text is never read as rich markup: an answer like "[/b]" would otherwise raise MarkupError.
+    shown = escape(result.answer) if result.answer is not None else "[red](no answer)[/]"
+    console.print(f"[bold]Answer:[/] {shown}")
     if result.crops:
         table = Table(title="Crops", show_edge=False)
         for column in ("id", "region", "box (l, t, r, b)", "size", "tokens"):
@@ -347,7 +364,7 @@ def _show_result(console: Console, result: Any) -> None:
         f"[bold]RTR {result.rtr:.2f}[/] ({t.cost.rule})  |  {t.calls} model call(s), {result.latency_s:.2f} s"
     )
     for error in t.errors:
-        console.print(f"[yellow]note[/] round {error.round}: {error.kind}: {error.message}")
+        console.print(f"[yellow]note[/] round {error.round}: {error.kind}: {escape(error.message)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -356,6 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    install_log_redaction()
     console = Console(stderr=False)
     errors = Console(stderr=True, soft_wrap=True)
     try:
@@ -370,14 +388,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_collect(args, console)
     except BackendError as exc:
-        errors.print(f"[red]error:[/] {exc}", highlight=False)
+        errors.print(f"[red]error:[/] {escape(redact(str(exc)))}", highlight=False)
         return EXIT_BACKEND
     except AwaresError as exc:
-        errors.print(f"[red]error:[/] {exc}", highlight=False)
+        errors.print(f"[red]error:[/] {escape(redact(str(exc)))}", highlight=False)
         return EXIT_INPUT
     except KeyboardInterrupt:
         errors.print("interrupted")
         return 130
+    except Exception as exc:
+        # A bug of ours, not bad input: one line by default, the traceback (redacted) with --verbose.
+        logging.getLogger("awares").error("internal error", exc_info=exc if args.verbose else None)
+        errors.print(
+            f"[red]internal error:[/] {type(exc).__name__}: {escape(redact(str(exc)))[:500]}; please report "
+            "it (run again with --verbose for the traceback)",
+            highlight=False,
+        )
+        return EXIT_INTERNAL
     return EXIT_INPUT
 
 

@@ -20,6 +20,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "MIN_SECRET_CHARS",
@@ -28,6 +29,7 @@ __all__ = [
     "forget_secret",
     "install_log_redaction",
     "redact",
+    "redact_value",
     "register_secret",
 ]
 
@@ -35,7 +37,7 @@ __all__ = [
 REDACTED = "<redacted>"
 
 #: Keys shorter than this are not registered (see the module docstring).
-MIN_SECRET_CHARS = 8
+MIN_SECRET_CHARS = 12
 
 # Credential shapes worth hiding even when nobody registered them: a server may echo a key that is not ours
 # (a proxy's master key), or the header that carried ours. One pattern, so a text is scanned once.
@@ -95,6 +97,19 @@ def redact(text: str, extra: Iterable[str] = ()) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return _CREDENTIAL.sub(_hide, text)
+
+
+def redact_value(value: Any, extra: Iterable[str] = ()) -> Any:
+    """A JSON-like value (an error body) with every string in it, keys included, :func:`redact`-ed."""
+    if isinstance(value, str):
+        return redact(value, extra)
+    if isinstance(value, dict):
+        return {
+            redact(k, extra) if isinstance(k, str) else k: redact_value(v, extra) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(redact_value(v, extra) for v in value)
+    return value
 
 
 class RedactingFilter(logging.Filter):

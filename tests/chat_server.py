@@ -16,8 +16,9 @@ Typical use (the ``chat_server`` fixture in ``tests/conftest.py`` yields a start
     assert chat_server.requests[1].messages[-1]["role"] == "user"
 
 Replies are consumed in order, one per ``POST /v1/chat/completions`` (a retried request consumes the next
-one). A reply is one of :class:`Completion`, :class:`HTTPError`, :class:`Delay`, :class:`Garbage`,
-:class:`RawJSON`, :class:`Echo`, or a callable taking the :class:`RecordedRequest` and returning one of those.
+one). A reply is one of :class:`Completion`, :class:`HTTPError`, :class:`Delay`, :class:`Trickle`,
+:class:`Garbage`, :class:`RawJSON`, :class:`Echo`, or a callable taking the :class:`RecordedRequest` and
+returning one of those.
 When the script is empty the server answers HTTP 500 with ``x-should-retry: false`` and an error message
 saying so, so an under-scripted test fails at once and loudly instead of hanging in retries.
 
@@ -54,6 +55,7 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "ScriptedChatServer",
+    "Trickle",
 ]
 
 #: Headers that make the openai client retry after 1 ms instead of its ~0.5 s+ exponential backoff.
@@ -120,6 +122,28 @@ class Delay:
 
 
 @dataclass
+class Trickle:
+    """Send ``then`` a few bytes at a time with a pause between writes: a server that never stalls long enough
+    for a per-read timeout, yet takes as long as it likes to finish (for whole-request timeout tests).
+
+    The response is written by hand (status line, headers, body) with ``Connection: close``; stopping the
+    server cuts it short.
+
+    Attributes:
+        then: the reply to trickle (not a :class:`Delay` or another :class:`Trickle`).
+        interval: seconds between writes.
+        chunk: bytes per write.
+        headers_too: trickle the status line and headers as well (by default they go out at once, and only the
+            body trickles).
+    """
+
+    then: Reply = field(default_factory=lambda: Completion(text="slowly"))
+    interval: float = 0.1
+    chunk: int = 1
+    headers_too: bool = False
+
+
+@dataclass
 class Garbage:
     """Raw bytes as the response body, e.g. a truncated or non-JSON body with a JSON content type.
 
@@ -161,7 +185,7 @@ class Echo:
 
 
 Reply: TypeAlias = (
-    "Completion | HTTPError | Delay | Garbage | RawJSON | Echo | Callable[[RecordedRequest], Reply]"
+    "Completion | HTTPError | Delay | Trickle | Garbage | RawJSON | Echo | Callable[[RecordedRequest], Reply]"
 )
 
 
@@ -436,27 +460,56 @@ class ScriptedChatServer:
                 h.close_connection = True
                 return
             self._send_reply(h, req, reply.then)
+        elif isinstance(reply, Trickle):
+            self._send_trickle(h, req, reply)
         elif isinstance(reply, Echo):
             self._send_reply(h, req, Completion(text=reply.prefix + _last_user_text(req.messages)))
-        elif isinstance(reply, Completion):
-            if req.json.get("stream"):
-                self._send_stream(h, req, reply)
-            else:
-                self._send_json(h, 200, _completion_body(reply, req))
-        elif isinstance(reply, HTTPError):
-            if isinstance(reply.body, str):
-                self._send_bytes(
-                    h, reply.status, reply.body.encode(), "text/plain; charset=utf-8", reply.headers
-                )
-            else:
-                body = reply.body if reply.body is not None else _error_body(f"scripted HTTP {reply.status}")
-                self._send_json(h, reply.status, body, reply.headers)
-        elif isinstance(reply, Garbage):
-            self._send_bytes(h, reply.status, reply.body, reply.content_type)
-        elif isinstance(reply, RawJSON):
-            self._send_json(h, reply.status, reply.body, reply.headers)
+        elif isinstance(reply, Completion) and req.json.get("stream"):
+            self._send_stream(h, req, reply)
         else:
-            raise TypeError(f"ScriptedChatServer: not a scripted reply: {reply!r}")
+            status, data, content_type, headers = self._render(req, reply)
+            self._send_bytes(h, status, data, content_type, headers)
+
+    def _render(self, req: RecordedRequest, reply: Reply) -> tuple[int, bytes, str, dict[str, str]]:
+        """A plain (not delayed, not streamed) reply as ``(status, body, content type, extra headers)``."""
+        while callable(reply):
+            reply = reply(req)
+        if isinstance(reply, Echo):
+            return self._render(req, Completion(text=reply.prefix + _last_user_text(req.messages)))
+        if isinstance(reply, Completion):
+            return 200, json.dumps(_completion_body(reply, req)).encode(), "application/json", {}
+        if isinstance(reply, HTTPError):
+            if isinstance(reply.body, str):
+                return reply.status, reply.body.encode(), "text/plain; charset=utf-8", reply.headers
+            body = reply.body if reply.body is not None else _error_body(f"scripted HTTP {reply.status}")
+            return reply.status, json.dumps(body).encode(), "application/json", reply.headers
+        if isinstance(reply, Garbage):
+            return reply.status, reply.body, reply.content_type, {}
+        if isinstance(reply, RawJSON):
+            return reply.status, json.dumps(reply.body).encode(), "application/json", reply.headers
+        raise TypeError(f"ScriptedChatServer: not a plain scripted reply: {reply!r}")
+
+    def _send_trickle(self, h: _Handler, req: RecordedRequest, reply: Trickle) -> None:
+        status, data, content_type, headers = self._render(req, reply.then)
+        lines = [
+            f"HTTP/1.1 {status} {h.responses.get(status, ('',))[0]}",
+            f"Content-Type: {content_type}",
+            f"Content-Length: {len(data)}",
+            "Connection: close",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        h.close_connection = True
+        if not reply.headers_too:
+            h.wfile.write(head)
+            h.wfile.flush()
+        rest = head + data if reply.headers_too else data
+        step = max(1, reply.chunk)
+        for i in range(0, len(rest), step):
+            if i and self._stopping.wait(reply.interval):
+                return
+            h.wfile.write(rest[i : i + step])
+            h.wfile.flush()
 
     @staticmethod
     def _send_bytes(

@@ -96,7 +96,7 @@ def _text(rng: random.Random, max_words: int = 6) -> str:
             parts.append("".join(chr(rng.randint(0, 0x10FFFF)) for _ in range(rng.randint(1, 8))))
     text = " ".join(parts)
     if rng.random() < 0.02:
-        text *= rng.randint(100, 3000)  # very long
+        text *= rng.randint(50, 400)  # very long
     return text
 
 

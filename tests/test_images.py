@@ -14,6 +14,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from bad_images import encode, quadrants
 from PIL import Image, ImageChops, ImageOps, ImageStat
 
 from awares_agent.errors import AwaresError, ConfigError, ImageDecodeError, ImageTooLargeError
@@ -28,29 +29,12 @@ from awares_agent.images import (
 # --- helpers -------------------------------------------------------------------------------------------
 
 
-def encode(img: Image.Image, fmt: str, **params: object) -> bytes:
-    buffer = io.BytesIO()
-    img.save(buffer, fmt, **params)
-    return buffer.getvalue()
-
-
 def smooth_image(width: int, height: int) -> Image.Image:
     """A smooth colour image: horizontal red ramp, vertical green ramp, blue from a radial gradient."""
     red = Image.linear_gradient("L").rotate(90).resize((width, height))
     green = Image.linear_gradient("L").resize((width, height))
     blue = Image.radial_gradient("L").resize((width, height))
     return Image.merge("RGB", (red, green, blue))
-
-
-def quadrants(width: int = 64, height: int = 48) -> Image.Image:
-    """Four flat colours, one per quadrant, so orientation mistakes are obvious."""
-    img = Image.new("RGB", (width, height))
-    w2, h2 = width // 2, height // 2
-    img.paste((255, 0, 0), (0, 0, w2, h2))
-    img.paste((0, 255, 0), (w2, 0, width, h2))
-    img.paste((0, 0, 255), (0, h2, w2, height))
-    img.paste((255, 255, 0), (w2, h2, width, height))
-    return img
 
 
 def pixels(img: Image.Image) -> list[tuple[int, ...]]:

@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from awares_agent.errors import (
 from awares_agent.image_store import ImageStore
 from awares_agent.images import ViewSpec
 from awares_agent.messages import ChatMessage, TextPart, ToolCall, ToolSpec
+from awares_agent.redact import REDACTED, forget_secret, redact
 from tools.crop_sets import PaperCropSet
 
 MODEL = "qwen2.5-vl-7b"
@@ -294,9 +296,48 @@ def test_auth_error_never_shows_the_key(chat_server: ScriptedChatServer, store: 
     backend = LangChainBackend(chat_for(chat_server, api_key=SECRET))
     with pytest.raises(BackendAuthError) as info:
         backend.complete(ask(), images=store)
-    assert info.value.status_code == 401 and "<api key>" in str(info.value)
+    assert info.value.status_code == 401 and REDACTED in str(info.value)
     assert SECRET not in str(info.value) and SECRET not in str(info.value.__cause__)
     assert SECRET not in repr(backend) and chat_server.last_request.headers["authorization"].endswith(SECRET)
+
+
+KEY = "Qx7Rv2Lp9Tz4Wm1Kc8Hy3Nb6Fd5Gs0Jh"  # 32 characters, not shaped like any known key format
+
+
+def leaked(text: str, secret: str = KEY, size: int = 6) -> list[str]:
+    """Every fragment of ``secret`` of ``size`` characters that appears in ``text``."""
+    return [secret[i : i + size] for i in range(len(secret) - size + 1) if secret[i : i + size] in text]
+
+
+@pytest.mark.parametrize("status", [400, 401, 500])
+def test_a_key_echoed_at_the_excerpt_cut_never_shows(
+    chat_server: ScriptedChatServer, store: ImageStore, status: int
+) -> None:
+    """The key at character 190 of a long server message, where a 200-character excerpt cuts it."""
+    forget_secret(KEY)
+    body = {"error": {"message": "x" * 190 + KEY + " y" * 200, "key": KEY}}
+    chat_server.enqueue(HTTPError(status, body=body, headers={"x-should-retry": "false"}))
+    backend = LangChainBackend(chat_for(chat_server, api_key=KEY))
+    with pytest.raises(BackendError) as info:
+        backend.complete(ask(), images=store)
+    cause = info.value.__cause__
+    shown = [str(info.value), repr(info.value), "".join(traceback.format_exception(info.value))]
+    shown += [
+        str(cause),
+        repr(cause),
+        repr(getattr(cause, "body", None)),
+        repr(getattr(cause, "message", None)),
+    ]
+    assert leaked("\n".join(shown)) == []
+    forget_secret(KEY)
+
+
+def test_the_chat_models_key_is_registered_for_redaction(chat_server: ScriptedChatServer) -> None:
+    forget_secret(KEY)
+    assert redact(f"key {KEY}") == f"key {KEY}"
+    LangChainBackend(chat_for(chat_server, api_key=KEY))
+    assert redact(f"key {KEY}") == f"key {REDACTED}"  # for every message of the process, not only ours
+    forget_secret(KEY)
 
 
 def test_timeout(chat_server: ScriptedChatServer, store: ImageStore) -> None:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import logging
 import socket
+import subprocess
+import sys
 import time
 import traceback
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from chat_server import (
@@ -18,6 +23,7 @@ from chat_server import (
     HTTPError,
     RawJSON,
     ScriptedChatServer,
+    Trickle,
 )
 from PIL import Image
 
@@ -25,8 +31,10 @@ from awares_agent.backends.base import ChatBackend
 from awares_agent.backends.openai_compat import (
     MessageTranslationError,
     OpenAIBackend,
+    parse_completion,
     to_openai_messages,
 )
+from awares_agent.cli import main
 from awares_agent.errors import (
     AwaresError,
     BackendAuthError,
@@ -40,6 +48,7 @@ from awares_agent.errors import (
 from awares_agent.image_store import ImageStore
 from awares_agent.images import ViewSpec
 from awares_agent.messages import ChatMessage, ImagePart, TextPart, ToolCall, ToolSpec
+from awares_agent.redact import forget_secret
 
 MODEL = "scripted-vlm"
 SECRET = "sk-test-SECRET-0123456789abcdef"
@@ -541,3 +550,466 @@ def test_server_streams_chunks(chat_server: ScriptedChatServer) -> None:
     assert json.loads(args) == {"crops": [4]}
     assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 10
     client.close()
+
+
+# --- hostile reply shapes ------------------------------------------------------------------------------
+
+
+def completion_body(**message: object) -> dict[str, object]:
+    """A minimal valid chat completion whose message fields are ``message``."""
+    return {
+        "model": MODEL,
+        "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+    }
+
+
+def test_non_string_text_part_is_an_invalid_reply(chat_server: ScriptedChatServer, store: ImageStore) -> None:
+    chat_server.enqueue(
+        RawJSON(completion_body(content=[{"type": "text", "text": "ok"}, {"type": "text", "text": 5}]))
+    )
+    with pytest.raises(
+        BackendResponseError, match=r"content part 1 is a text part whose 'text' is an int, not a string"
+    ) as info:
+        backend_for(chat_server).complete(ask(), images=store)
+    assert chat_server.base_url in str(info.value) and MODEL in str(info.value)
+
+
+def test_content_parts_keep_text_and_skip_the_rest(
+    chat_server: ScriptedChatServer, store: ImageStore
+) -> None:
+    parts = [
+        {"type": "text", "text": "The sign "},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        {"type": "refusal", "refusal": "no"},
+        {"type": "output_audio", "data": 5},
+        {"type": "text", "text": "says STOP."},
+    ]
+    chat_server.enqueue(RawJSON(completion_body(content=parts)))
+    assert backend_for(chat_server).complete(ask(), images=store).text == "The sign says STOP."
+
+
+HOSTILE_VALUES: list[object] = [
+    None, 0, -1, 5, 1.5, 12.0, float("inf"), True, "", "x", [], [1], [[]], {}, {"a": 1}, [None], ["s"],
+    [{"type": "text"}], [{"type": "text", "text": None}], [{"type": "text", "text": 5}], [{"text": {"a": 1}}],
+    10**30,
+]  # fmt: skip
+
+
+def _paths(value: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Every path (dict keys and list indexes) inside a JSON value, the value itself included."""
+    out = [prefix]
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            out += _paths(inner, (*prefix, key))
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            out += _paths(inner, (*prefix, i))
+    return out
+
+
+def _replaced(value: object, path: tuple[object, ...], new: object) -> object:
+    if not path:
+        return new
+    copy = json.loads(json.dumps(value))
+    target = copy
+    for step in path[:-1]:
+        target = target[step]  # type: ignore[index]
+    target[path[-1]] = new  # type: ignore[index]
+    return copy
+
+
+def test_every_mutated_body_parses_or_is_a_response_error() -> None:
+    """Each field of a full completion (tool calls, content parts, usage) replaced by each hostile value:
+    ``parse_completion`` returns a reply or raises BackendResponseError, never anything else."""
+    base = completion_body(
+        content=[{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "x"}}],
+        tool_calls=[
+            {"id": "c1", "type": "function", "function": {"name": "request_crops", "arguments": "{}"}}
+        ],
+    )
+    checked = 0
+    for path in _paths(base):
+        for value in HOSTILE_VALUES:
+            body = _replaced(base, path, value)
+            try:
+                reply = parse_completion(body, where="srv (model 'm')")
+            except BackendResponseError as err:
+                assert str(err).startswith("srv (model 'm') returned an invalid chat completion")
+            else:
+                assert isinstance(reply.text, str)
+                assert all(isinstance(c.name, str) and c.name for c in reply.tool_calls)
+                assert 0 <= reply.usage.prompt_tokens < 2**53 and 0 <= reply.usage.completion_tokens < 2**53
+            checked += 1
+    assert checked > 500
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        ({"prompt_tokens": 7, "completion_tokens": 2}, (7, 2)),
+        ({"prompt_tokens": 7.0, "completion_tokens": 2.5}, (7, 0)),
+        ({"prompt_tokens": True, "completion_tokens": False}, (0, 0)),
+        ({"prompt_tokens": 10**30, "completion_tokens": -3}, (0, 0)),
+        ({"prompt_tokens": "7", "completion_tokens": None}, (0, 0)),
+        ([7, 2], (0, 0)),
+    ],
+)
+def test_odd_usage_counts_as_unreported(usage: object, expected: tuple[int, int]) -> None:
+    reply = parse_completion({"choices": [{"message": {"content": "x"}}], "usage": usage}, where="srv")
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"choices": [[{"message": {"content": "x"}}]]},
+        {"choices": [{"message": {"tool_calls": [{"function": {"name": {"a": 1}}}]}}]},
+        {"choices": [{"message": {"tool_calls": [{"function": ["request_crops"]}]}}]},
+        {"choices": [{"message": {"tool_calls": ["request_crops"]}}]},
+        {"choices": [{"message": {"content": [5]}}]},
+    ],
+    ids=["choice-is-a-list", "name-is-a-dict", "function-is-a-list", "call-is-a-string", "part-is-a-number"],
+)
+def test_malformed_parts_are_response_errors(
+    chat_server: ScriptedChatServer, store: ImageStore, body: object
+) -> None:
+    chat_server.enqueue(RawJSON(body))
+    with pytest.raises(BackendResponseError, match="invalid chat completion"):
+        backend_for(chat_server).complete(ask(), images=store)
+
+
+def test_deeply_nested_body_is_a_response_error(chat_server: ScriptedChatServer, store: ImageStore) -> None:
+    chat_server.enqueue(Garbage(b'{"choices": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"))
+    with pytest.raises(BackendResponseError):
+        backend_for(chat_server).complete(ask(), images=store)
+
+
+# --- whole-request timeouts, retries and the deadline --------------------------------------------------
+
+
+@pytest.mark.parametrize("headers_too", [False, True], ids=["body", "headers"])
+def test_trickling_reply_is_cut_at_the_timeout(
+    chat_server: ScriptedChatServer, store: ImageStore, headers_too: bool
+) -> None:
+    """A server that sends a byte every 50 ms never trips a per-read timeout; the attempt's must still end."""
+    chat_server.enqueue(Trickle(Completion(text="slowly"), interval=0.05, headers_too=headers_too))
+    backend = backend_for(chat_server, timeout=0.5, max_retries=0)
+    start = time.perf_counter()
+    with pytest.raises(BackendTimeoutError, match=r"0\.5 s timeout"):
+        backend.complete(ask(), images=store)
+    assert time.perf_counter() - start < 1.2
+
+
+def test_trickling_reply_is_cut_at_the_timeout_async(
+    chat_server: ScriptedChatServer, store: ImageStore
+) -> None:
+    chat_server.enqueue(Trickle(Completion(text="slowly"), interval=0.05))
+    backend = backend_for(chat_server, timeout=0.5, max_retries=0)
+    start = time.perf_counter()
+    with pytest.raises(BackendTimeoutError, match=r"0\.5 s timeout"):
+        asyncio.run(backend.acomplete(ask(), images=store))
+    assert time.perf_counter() - start < 1.2
+
+
+def test_a_reply_that_trickles_within_the_timeout_arrives(
+    chat_server: ScriptedChatServer, store: ImageStore
+) -> None:
+    chat_server.enqueue(Trickle(Completion(text="in pieces"), interval=0.01, chunk=16, headers_too=True))
+    assert (
+        backend_for(chat_server, timeout=3, max_retries=0).complete(ask(), images=store).text == "in pieces"
+    )
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_retry_after_past_the_deadline_gives_up_at_once(
+    chat_server: ScriptedChatServer, store: ImageStore, asynchronous: bool
+) -> None:
+    chat_server.enqueue(HTTPError(429, {"error": {"message": "slow down"}}, {"retry-after": "61"}))
+    backend = backend_for(chat_server, timeout=1, max_retries=3, deadline=30)
+    start = time.perf_counter()
+    with pytest.raises(BackendRateLimitError) as info:
+        if asynchronous:
+            asyncio.run(backend.acomplete(ask(), images=store))
+        else:
+            backend.complete(ask(), images=store)
+    assert time.perf_counter() - start < 1
+    message = str(info.value)
+    assert "slow down" in message and chat_server.base_url in message
+    assert "asked to retry after 61 s, which is past the 30 s deadline; gave up after 1 attempt" in message
+    assert "(after" not in message  # no retry was made (it used to say "after 3 retries")
+    assert len(chat_server.requests) == 1
+
+
+def test_retry_after_as_http_date_past_the_deadline(
+    chat_server: ScriptedChatServer, store: ImageStore
+) -> None:
+    when = email.utils.formatdate(time.time() + 300, usegmt=True)
+    chat_server.enqueue(HTTPError(503, headers={"retry-after": when}))
+    with pytest.raises(
+        BackendHTTPError, match=r"asked to retry after (29\d|300) s, which is past the 10 s deadline"
+    ):
+        backend_for(chat_server, timeout=1, max_retries=3, deadline=10).complete(ask(), images=store)
+    assert len(chat_server.requests) == 1
+
+
+def test_retry_after_within_the_deadline_is_honoured(
+    chat_server: ScriptedChatServer, store: ImageStore
+) -> None:
+    chat_server.enqueue(HTTPError(503, headers={"retry-after-ms": "300"}), Completion(text="rested"))
+    start = time.perf_counter()
+    reply = backend_for(chat_server, max_retries=1).complete(ask(), images=store)
+    assert reply.text == "rested"
+    assert 0.3 <= time.perf_counter() - start < 2
+    assert [r.headers["x-stainless-retry-count"] for r in chat_server.requests] == ["0", "1"]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_deadline_bounds_every_attempt_and_wait(
+    chat_server: ScriptedChatServer, store: ImageStore, asynchronous: bool
+) -> None:
+    chat_server.enqueue(*[Delay(5, then=Completion(text="too late"))] * 6)
+    backend = backend_for(chat_server, timeout=0.4, max_retries=5, deadline=1.0)
+    start = time.perf_counter()
+    with pytest.raises(BackendTimeoutError) as info:
+        if asynchronous:
+            asyncio.run(backend.acomplete(ask(), images=store))
+        else:
+            backend.complete(ask(), images=store)
+    elapsed = time.perf_counter() - start
+    assert 0.9 < elapsed < 1.4
+    assert "1 s deadline" in str(info.value) and "deadline=" in str(info.value)
+    assert 2 <= len(chat_server.requests) <= 3
+
+
+def test_retry_count_in_the_message_is_the_retries_made(
+    chat_server: ScriptedChatServer, store: ImageStore
+) -> None:
+    chat_server.enqueue(*[HTTPError(502, headers=FAST_RETRY)] * 3)
+    with pytest.raises(BackendHTTPError, match=r"HTTP 502 \(after 2 retries\)"):
+        backend_for(chat_server, max_retries=2).complete(ask(), images=store)
+    chat_server.enqueue(HTTPError(502, headers={"x-should-retry": "false"}))
+    with pytest.raises(BackendHTTPError) as info:
+        backend_for(chat_server, max_retries=2).complete(ask(), images=store)
+    assert "retr" not in str(info.value)  # the server said not to retry: none was made
+
+
+def test_x_should_retry_true_retries_a_400(chat_server: ScriptedChatServer, store: ImageStore) -> None:
+    chat_server.enqueue(
+        HTTPError(400, headers={"x-should-retry": "true", **FAST_RETRY}), Completion(text="ok")
+    )
+    assert backend_for(chat_server, max_retries=1).complete(ask(), images=store).text == "ok"
+    assert len(chat_server.requests) == 2
+
+
+def test_default_deadline_and_bad_deadlines() -> None:
+    backend = OpenAIBackend(MODEL, base_url="http://127.0.0.1:9/v1", timeout=3, max_retries=3)
+    assert backend.deadline == 3 * 4 + 30
+    assert OpenAIBackend(MODEL, base_url="http://127.0.0.1:9/v1", deadline=7.5).deadline == 7.5
+    for bad in (0, -1, float("nan"), float("inf"), "10"):
+        with pytest.raises(ConfigError, match="deadline"):
+            OpenAIBackend(MODEL, base_url="http://127.0.0.1:9/v1", deadline=bad)  # type: ignore[arg-type]
+
+
+def test_cli_deadline_option(
+    chat_server: ScriptedChatServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--timeout 3`` with the default retries: a Retry-After of 61 s is past the default 42 s deadline, and
+    past an explicit ``--deadline 5``; either way the query ends at once."""
+    image = tmp_path / "sign.png"
+    Image.new("RGB", (64, 48), "white").save(image)
+    args = ["ask", str(image), "q", "--base-url", chat_server.base_url, "--model", MODEL, "--timeout", "3"]
+    for extra, deadline in (([], 42), (["--deadline", "5"], 5)):
+        chat_server.enqueue(HTTPError(429, headers={"retry-after": "61"}))
+        start = time.perf_counter()
+        assert main([*args, *extra]) == 1
+        assert time.perf_counter() - start < 2
+        err = capsys.readouterr().err
+        assert f"past the {deadline} s deadline" in err and "--deadline" in err
+
+
+def test_environment_proxy_is_used(
+    chat_server: ScriptedChatServer, store: ImageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync client's own transport still goes through the proxy the environment names (as httpx would)."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", chat_server.url)
+    backend = OpenAIBackend(MODEL, base_url="http://model.invalid/v1", max_retries=0, timeout=2)
+    with pytest.raises(BackendHTTPError) as info:  # the scripted server is no real proxy: it answers 404
+        backend.complete(ask(), images=store)
+    assert info.value.status_code == 404
+    (request,) = chat_server.requests
+    assert request.path == "http://model.invalid/v1/chat/completions"  # the absolute form sent to proxies
+
+
+def test_no_proxy_is_honoured(
+    chat_server: ScriptedChatServer, store: ImageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as sock:  # nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    for name in ("no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", dead)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    chat_server.enqueue(Completion(text="direct"))
+    assert backend_for(chat_server).complete(ask(), images=store).text == "direct"
+
+
+# --- credentials in error messages ---------------------------------------------------------------------
+
+KEY = "Qx7Rv2Lp9Tz4Wm1Kc8Hy3Nb6Fd5Gs0Jh"  # 32 characters, not shaped like any known key format
+
+
+@pytest.fixture
+def key() -> Iterator[str]:
+    """KEY, not registered as a secret before the test (the backend must register it), forgotten after."""
+    forget_secret(KEY)
+    yield KEY
+    forget_secret(KEY)
+
+
+def leaked(text: str, secret: str = KEY, size: int = 6) -> list[str]:
+    """Every fragment of ``secret`` of ``size`` characters that appears in ``text``."""
+    return [secret[i : i + size] for i in range(len(secret) - size + 1) if secret[i : i + size] in text]
+
+
+def at_190(prefix: str, secret: str, shift: int = 0) -> str:
+    """A long message with ``secret`` starting at character ``190 - shift`` (a 200-character excerpt of the
+    message with ``shift`` characters before it would cut the key after its 10th character)."""
+    return prefix + "x" * (190 - shift - len(prefix)) + secret + " and more" + " y" * 200
+
+
+ECHOES = {
+    "auth-header-text": lambda req: HTTPError(
+        400, f"bad request; headers: Authorization: {req.headers['authorization']}"
+    ),
+    "auth-header-json": lambda req: HTTPError(
+        400, {"error": {"message": "bad request", "headers": {"authorization": req.headers["authorization"]}}}
+    ),
+    "key-in-json-message": lambda req: HTTPError(
+        400, {"error": {"message": f"key {req.headers['authorization'].split()[-1]} lacks access"}}
+    ),
+    "key-at-190-json": lambda req: HTTPError(
+        400, {"error": {"message": at_190("invalid: ", req.headers["authorization"].split()[-1])}}
+    ),
+    "key-at-190-text": lambda req: HTTPError(
+        400, at_190("invalid: ", req.headers["authorization"].split()[-1])
+    ),
+    "key-at-190-401": lambda req: HTTPError(401, at_190("no: ", req.headers["authorization"].split()[-1])),
+    "key-at-190-500": lambda req: HTTPError(
+        500, {"error": at_190("oops ", req.headers["authorization"].split()[-1])}, {"x-should-retry": "false"}
+    ),
+    "key-at-190-bad-body": lambda req: RawJSON(  # the excerpt is of '{"detail": "...'
+        {"detail": at_190("", req.headers["authorization"].split()[-1], shift=12), "choices": []}
+    ),
+    "key-at-190-not-json": lambda req: Garbage(
+        at_190("<html>", req.headers["authorization"].split()[-1]).encode(), content_type="text/html"
+    ),
+}
+
+
+def all_texts(err: BaseException) -> str:
+    """Everything an error shows: str, repr, the traceback with its chain, and the cause's fields."""
+    texts = [str(err), repr(err), "".join(traceback.format_exception(err))]
+    cause = err.__cause__
+    while cause is not None:
+        texts += [str(cause), repr(cause), repr(cause.args)]
+        texts += [repr(getattr(cause, name, None)) for name in ("message", "body")]
+        cause = cause.__cause__
+    return "\n".join(texts)
+
+
+@pytest.mark.parametrize("echo", list(ECHOES), ids=list(ECHOES))
+def test_an_echoed_key_never_shows(
+    chat_server: ScriptedChatServer, store: ImageStore, key: str, echo: str
+) -> None:
+    chat_server.enqueue(ECHOES[echo])
+    backend = backend_for(chat_server, api_key=key, max_retries=0)
+    with pytest.raises(AwaresError) as info:
+        backend.complete(ask(), images=store)
+    assert chat_server.last_request.headers["authorization"] == f"Bearer {key}"
+    assert leaked(all_texts(info.value)) == []
+
+
+def test_an_echoed_key_never_shows_in_the_cli(
+    chat_server: ScriptedChatServer,
+    tmp_path: Path,
+    key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    image = tmp_path / "sign.png"
+    Image.new("RGB", (64, 48), "white").save(image)
+    args = [
+        "ask",
+        str(image),
+        "q",
+        "--base-url",
+        chat_server.base_url,
+        "--model",
+        MODEL,
+        "--max-retries",
+        "0",
+    ]
+    for echo in ECHOES.values():
+        chat_server.enqueue(echo)
+        assert main(args) == 1
+        captured = capsys.readouterr()
+        assert captured.err.startswith("error:")
+        assert leaked(captured.out + captured.err) == []
+
+
+# --- async clients and event loops ---------------------------------------------------------------------
+
+LOOPS_SCRIPT = """
+import asyncio, gc, sys
+sys.path.insert(0, {tests!r})
+from chat_server import Completion, ScriptedChatServer
+from awares_agent.backends.openai_compat import OpenAIBackend
+from awares_agent.image_store import ImageStore
+from awares_agent.messages import ChatMessage
+
+with ScriptedChatServer(*[Completion(text=str(i)) for i in range(4)]) as server:
+    backend = OpenAIBackend("m", base_url=server.base_url, max_retries=0)
+    question = [ChatMessage.text_message("user", "hi")]
+    for _ in range(3):
+        print(asyncio.run(backend.acomplete(question, images=ImageStore())).text)
+    print(backend.complete(question, images=ImageStore()).text)
+    del backend
+    gc.collect()
+print("done")
+"""
+
+
+def test_async_clients_close_with_their_event_loop(tmp_path: Path) -> None:
+    """Three ``asyncio.run`` calls and a sync call on one backend, then the backend dropped: nothing printed
+    on stderr (no "Event loop is closed" from a client that outlived its loop, no unclosed-socket warning)."""
+    script = tmp_path / "loops.py"
+    script.write_text(LOOPS_SCRIPT.format(tests=str(Path(__file__).parent)))
+    proc = subprocess.run(
+        [sys.executable, "-W", "always::ResourceWarning", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", "1", "2", "3", "done"]
+    assert proc.stderr == ""
+
+
+def test_aclose_closes_the_async_client(chat_server: ScriptedChatServer, store: ImageStore) -> None:
+    chat_server.enqueue(Completion(text="a"), Completion(text="b"))
+    backend = backend_for(chat_server)
+
+    async def twice() -> list[str]:
+        first = await backend.acomplete(ask(), images=store)
+        await backend.aclose()
+        second = await backend.acomplete(ask(), images=store)  # reopens a client
+        await backend.aclose()
+        return [first.text, second.text]
+
+    assert asyncio.run(twice()) == ["a", "b"]

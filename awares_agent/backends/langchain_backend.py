@@ -28,8 +28,9 @@ server a block type it rejects.
 Failures surface as :class:`~awares_agent.errors.BackendError` subclasses naming the chat model's class and
 model. langchain-core 1.x's provider-neutral exceptions (``ModelTimeoutError``, ``ModelRateLimitError``...)
 are mapped, and so are ``openai`` exceptions (which older or OpenAI-derived integrations let through),
-recognised without importing ``openai``. The model's secrets (its ``SecretStr`` fields) never appear in
-error messages.
+recognised without importing ``openai``. The model's secrets (its ``SecretStr`` fields) are registered with
+:mod:`awares_agent.redact` and never appear in error messages, not even in part: every text is redacted in
+full before it is cut to an excerpt.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from awares_agent.errors import (
     MessageTranslationError,
 )
 from awares_agent.messages import ChatMessage, ImagePart, TextPart, ToolCall, ToolSpec
+from awares_agent.redact import redact, redact_value, register_secret
 
 if TYPE_CHECKING:
     from awares_agent.image_store import ImageStore
@@ -261,8 +263,13 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
-def _excerpt(text: str, limit: int = _EXCERPT_CHARS) -> str:
-    text = " ".join(text.split())
+def _excerpt(text: str, extra: Sequence[str] = (), limit: int = _EXCERPT_CHARS) -> str:
+    """``text`` on one line, credentials (registered ones, and ``extra``) redacted, cut to ``limit`` chars.
+
+    Redaction comes first: a cut through the middle of a key would leave a fragment that no longer matches
+    the key, so the key's replacement would miss it.
+    """
+    text = redact(" ".join(text.split()), extra)
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
 
 
@@ -328,6 +335,8 @@ class LangChainBackend:
         self._model = model_name or _reported_model_name(chat_model)
         self._image_format: Literal["png", "jpeg"] = image_format
         self._secrets = _Secrets(_secret_values(chat_model))
+        for secret in self._secrets.values:
+            register_secret(secret)
         self._lock = threading.Lock()
         self._bound: dict[tuple[str, ...], Runnable] = {}
 
@@ -435,9 +444,10 @@ class LangChainBackend:
             ) from err
         except Exception as err:
             raise ConfigError(
-                self._scrub(
+                self._redact(
                     f"LangChainBackend: {_class_name(self._chat_model)}.bind_tools rejected the tools "
-                    f"{[s['function']['name'] for s in specs]}: {type(err).__name__}: {_excerpt(str(err))}"
+                    f"{[s['function']['name'] for s in specs]}: {type(err).__name__}: "
+                    f"{_excerpt(str(err), self._secrets.values)}"
                 )
             ) from err
         with self._lock:
@@ -447,24 +457,29 @@ class LangChainBackend:
         try:
             reply = parse_ai_message(message, where=self._where)
         except BackendResponseError as err:
-            raise BackendResponseError(self._scrub(str(err))) from None
+            raise BackendResponseError(self._redact(str(err))) from None
         return reply.model_copy(update={"latency_s": latency_s})
 
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets.values:
-            text = text.replace(secret, "<api key>")
-        return text
+    def _redact(self, text: str) -> str:
+        return redact(text, extra=self._secrets.values)
 
     def _translate(self, err: Exception) -> BackendError:
-        """Map an exception raised by the chat model onto the BackendError hierarchy (messages scrubbed)."""
-        # The original becomes our error's __cause__, printed in tracebacks: scrub it too, in case the
-        # provider echoed the key back in its error message.
-        err.args = tuple(self._scrub(a) if isinstance(a, str) else a for a in err.args)
-        if isinstance(getattr(err, "message", None), str):
-            with contextlib.suppress(AttributeError):  # a read-only property
-                err.message = self._scrub(err.message)  # type: ignore[attr-defined]
+        """Map an exception raised by the chat model onto the BackendError hierarchy (messages redacted)."""
+        # The original becomes our error's __cause__, printed in tracebacks with the errors chained under it
+        # (langchain's own wrapping the SDK's): redact them all, in case the provider echoed the key back.
+        seen: set[int] = set()
+        chained: BaseException | None = err
+        while chained is not None and id(chained) not in seen:
+            seen.add(id(chained))
+            chained.args = tuple(redact_value(a, self._secrets.values) for a in chained.args)
+            for name in ("message", "body"):  # openai & co keep the server's message and parsed body
+                value = getattr(chained, name, None)
+                if isinstance(value, (str, dict, list)):
+                    with contextlib.suppress(AttributeError):  # a read-only property
+                        setattr(chained, name, redact_value(value, self._secrets.values))
+            chained = chained.__cause__ or chained.__context__
         where = self._where
-        detail = f"{type(err).__name__}: {_excerpt(self._scrub(str(err))) or '(no message)'}"
+        detail = f"{type(err).__name__}: {_excerpt(self._redact(str(err))) or '(no message)'}"
         status = _status_code(err)
         # SDK exceptions are recognised by class name, so that openai (and anthropic, groq... whose
         # Stainless-generated SDKs share these names) need not be importable here.
@@ -473,7 +488,7 @@ class LangChainBackend:
         # Timeouts first: openai's APITimeoutError is a subclass of APIConnectionError.
         if isinstance(err, (ModelTimeoutError, TimeoutError)) or names & _TIMEOUT_NAMES:
             return BackendTimeoutError(
-                self._scrub(
+                self._redact(
                     f"{where} did not answer in time{_timeout(self._chat_model)} ({detail}); raise the chat "
                     f"model's timeout (and/or max_retries) if the model is just slow, or check that the "
                     f"server is not overloaded"
@@ -481,23 +496,23 @@ class LangChainBackend:
             )
         if isinstance(err, (ModelConnectionError, ConnectionError)) or names & _CONNECTION_NAMES:
             cause = _root_cause(err)
-            why = f"; cause: {type(cause).__name__}: {_excerpt(self._scrub(str(cause)))}" if cause else ""
+            why = f"; cause: {type(cause).__name__}: {_excerpt(self._redact(str(cause)))}" if cause else ""
             return BackendConnectionError(
-                self._scrub(
+                self._redact(
                     f"could not connect to {where}{_at(self._chat_model)} ({detail}{why}); check that the "
                     f"server is running and that the chat model's base URL is right"
                 )
             )
         if isinstance(err, ModelRateLimitError) or "RateLimitError" in names:
             return BackendRateLimitError(
-                self._scrub(
+                self._redact(
                     f"{where} kept answering HTTP 429 Too Many Requests ({detail}); lower the request rate "
                     f"or concurrency, or raise the chat model's max_retries"
                 )
             )
         if isinstance(err, (ModelAuthenticationError, ModelPermissionDeniedError)) or names & _AUTH_NAMES:
             return BackendAuthError(
-                self._scrub(
+                self._redact(
                     f"{where} refused the credentials{_http(status)} ({detail}); check the chat model's API "
                     f"key and its access to the model"
                 ),
@@ -505,7 +520,7 @@ class LangChainBackend:
             )
         if isinstance(err, ModelError) or "APIStatusError" in names or status is not None:
             return BackendHTTPError(
-                self._scrub(f"{where} answered with an error{_http(status)}: {detail}"), status_code=status
+                self._redact(f"{where} answered with an error{_http(status)}: {detail}"), status_code=status
             )
         hint = ""
         if isinstance(err, RuntimeError) and "Event loop is closed" in str(err):
@@ -515,7 +530,7 @@ class LangChainBackend:
                 "pooled connections stay bound to the loop that opened them): run every acomplete()/aask() "
                 "on one event loop"
             )
-        return BackendError(self._scrub(f"{where} failed: {detail}{hint}"))
+        return BackendError(self._redact(f"{where} failed: {detail}{hint}"))
 
 
 _TIMEOUT_NAMES = frozenset({"APITimeoutError", "TimeoutException", "Timeout"})  # openai & co, httpx, requests

@@ -1,26 +1,45 @@
 """A chat backend for any OpenAI-compatible chat-completions server (api.openai.com, vLLM, Ollama, SGLang...).
 
 Images travel as base64 ``data:`` URIs inside user messages; the crop tool is offered through native function
-calling (``tools``). Timeouts and retries are the ``openai`` client's own: ``max_retries`` retries on
-connection errors, timeouts, 408/409/429 and 5xx, with exponential backoff (0.5 s doubling, capped at 8 s)
-that honours a server's positive ``Retry-After`` / ``retry-after-ms``. Every failure surfaces as a
-:class:`~awares_agent.errors.BackendError` subclass that names the server and the model; the API key never
-appears in ``repr()``, log records or error messages.
+calling (``tools``).
+
+Time is bounded twice. ``timeout`` bounds each attempt as a whole (connecting, sending, and receiving the
+complete body), not each socket read: a server that trickles its reply a byte at a time is cut off when the
+attempt's time is up. ``deadline`` bounds one :meth:`OpenAIBackend.complete` call, every attempt and every
+wait between them included. The retries are this module's own (the ``openai`` client is created with
+``max_retries=0``): connection errors, timeouts, 408/409/429 and 5xx are retried (a server's
+``x-should-retry: true/false`` overrides), after an exponential backoff (0.5 s doubling, capped at 8 s, with
+a little jitter) or the wait a server asks for with a positive ``Retry-After`` (seconds or an HTTP date) or
+``retry-after-ms``. A wait that would end past the deadline is not taken: the call gives up at once and says
+why.
+
+Every failure surfaces as a :class:`~awares_agent.errors.BackendError` subclass that names the server and the
+model. The API key is registered with :mod:`awares_agent.redact`, and every text an error carries (its
+message, and the chained ``openai`` exception's message, arguments and body) is redacted in full before it is
+cut to an excerpt, so the key never appears in ``repr()``, log records or error messages, not even in part.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
+import logging
+import math
 import os
+import random
 import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC
 from typing import TYPE_CHECKING, Any, Literal
 
 import openai
 
 from awares_agent.backends.base import ChatReply, Usage
+from awares_agent.backends.http_deadline import ATTEMPT_END, DeadlineTransport, HttpClient
 from awares_agent.errors import (
     BackendAuthError,
     BackendConnectionError,
@@ -33,6 +52,7 @@ from awares_agent.errors import (
     MessageTranslationError,
 )
 from awares_agent.messages import ChatMessage, ImagePart, TextPart, ToolCall, ToolSpec
+from awares_agent.redact import redact, redact_value, register_secret
 
 if TYPE_CHECKING:
     from awares_agent.image_store import ImageStore
@@ -44,6 +64,8 @@ __all__ = [
     "parse_completion",
     "to_openai_messages",
 ]
+
+log = logging.getLogger(__name__)
 
 #: The base URL used when ``base_url`` is not given.
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -139,21 +161,26 @@ def _content(
 
 # --- reply parsing -------------------------------------------------------------------------------------
 
+#: Token counts above this are not believed (no context window is near it); they count as unreported.
+_MAX_TOKEN_COUNT = 2**31 - 1
+
 
 def parse_completion(data: Any, *, where: str) -> ChatReply:
     """Turn a decoded chat-completions response body into a :class:`ChatReply` (``latency_s`` left at 0).
 
-    Lenient where servers differ harmlessly: ``content`` ``null`` becomes ``""`` (a list of text parts is
-    joined), tool-call ``arguments`` sent as a JSON object are re-encoded, missing/``null`` ``arguments``
-    become ``"{}"``, a missing tool-call id becomes ``call_<n>``, a missing ``usage`` counts zero tokens.
+    Lenient where servers differ harmlessly: ``content`` ``null`` becomes ``""``; a list of content parts
+    keeps its text parts, joined (a text part's ``null`` text counts as empty; image, refusal, audio and other
+    parts are skipped); tool-call ``arguments`` sent as a JSON value are re-encoded, missing/``null``
+    ``arguments`` become ``"{}"``; a missing tool-call id becomes ``call_<n>``; a missing ``usage``, and any
+    token count that is not a whole number from 0 to 2**31 - 1, counts as zero tokens.
 
     Args:
         data: the decoded JSON body.
         where: names the server and model in error messages, e.g. ``"http://host/v1 (model 'x')"``.
 
     Raises:
-        BackendResponseError: the body is not a chat completion (no choices, no message, a tool call without
-            a function name...).
+        BackendResponseError: the body is not a chat completion (no choices, no message, a content part or a
+            tool call of the wrong shape, a text part whose text is not a string...).
     """
 
     def fail(what: str) -> BackendResponseError:
@@ -162,44 +189,53 @@ def parse_completion(data: Any, *, where: str) -> ChatReply:
         )
 
     if not isinstance(data, dict):
-        raise fail(f"expected a JSON object, got {type(data).__name__}")
+        raise fail(f"expected a JSON object, got {_kind(data)}")
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices:
         if "error" in data:
             raise fail(f"the server reported an error: {_error_text(data['error'])}")
-        raise fail("no choices" if not choices else f"'choices' is a {type(choices).__name__}, not a list")
+        raise fail("no choices" if not choices else f"'choices' is {_kind(choices)}, not a list")
     choice = choices[0]
-    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(choice, dict):
+        raise fail(f"choices[0] is {_kind(choice)}, not an object")
+    message = choice.get("message")
     if not isinstance(message, dict):
         raise fail("choices[0] has no 'message' object")
 
-    content = message.get("content")
-    if content is None:
-        text = ""
-    elif isinstance(content, str):
-        text = content
-    elif isinstance(content, list):  # some servers send content parts back
-        text = "".join(p.get("text") or "" for p in content if isinstance(p, dict))
-    else:
-        raise fail(f"message content is a {type(content).__name__}")
+    text = _message_text(message.get("content"), fail)
 
     raw_calls = message.get("tool_calls") or []
     if not isinstance(raw_calls, list):
-        raise fail(f"'tool_calls' is a {type(raw_calls).__name__}, not a list")
+        raise fail(f"'tool_calls' is {_kind(raw_calls)}, not a list")
     tool_calls = []
     for n, call in enumerate(raw_calls):
-        function = call.get("function") if isinstance(call, dict) else None
-        name = function.get("name") if isinstance(function, dict) else None
-        if not isinstance(name, str) or not name:
+        if not isinstance(call, dict):
+            raise fail(f"tool call {n} is {_kind(call)}, not an object")
+        function = call.get("function")
+        if not isinstance(function, dict):
+            raise fail(f"tool call {n} has no 'function' object")
+        name = function.get("name")
+        if name is None or name == "":
             raise fail(f"tool call {n} has no function name")
+        if not isinstance(name, str):
+            raise fail(f"tool call {n} has a function name that is {_kind(name)}, not a string")
         arguments = function.get("arguments")
         if arguments is None:
             arguments = "{}"
         elif not isinstance(arguments, str):
-            arguments = json.dumps(arguments)
+            try:
+                arguments = json.dumps(arguments)
+            except (TypeError, ValueError, RecursionError):
+                raise fail(f"tool call {n} has arguments that cannot be encoded as JSON") from None
         call_id = call.get("id")
+        if isinstance(call_id, int) and not isinstance(call_id, bool):
+            call_id = str(call_id)
         tool_calls.append(
-            ToolCall(id=str(call_id) if call_id else f"call_{n}", name=name, arguments=arguments)
+            ToolCall(
+                id=call_id if isinstance(call_id, str) and call_id else f"call_{n}",
+                name=name,
+                arguments=arguments,
+            )
         )
 
     usage = data.get("usage")
@@ -209,28 +245,74 @@ def parse_completion(data: Any, *, where: str) -> ChatReply:
         text=text,
         tool_calls=tool_calls,
         usage=Usage(
-            prompt_tokens=_int(usage, "prompt_tokens"),
-            completion_tokens=_int(usage, "completion_tokens"),
+            prompt_tokens=_count(usage, "prompt_tokens"),
+            completion_tokens=_count(usage, "completion_tokens"),
         ),
         finish_reason=finish_reason if isinstance(finish_reason, str) else None,
         model=model if isinstance(model, str) else None,
     )
 
 
-def _int(obj: Any, key: str) -> int:
+def _message_text(content: Any, fail: Callable[[str], BackendResponseError]) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise fail(f"message content is {_kind(content)}, not a string or a list of parts")
+    texts = []
+    for i, part in enumerate(content):  # some servers send content parts back
+        if isinstance(part, str):
+            texts.append(part)
+            continue
+        if not isinstance(part, dict):
+            raise fail(f"content part {i} is {_kind(part)}, not an object")
+        kind = part.get("type")
+        if kind != "text" and not (kind is None and "text" in part):
+            continue  # image_url, refusal, output_audio...: not text
+        value = part.get("text")
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise fail(f"content part {i} is a text part whose 'text' is {_kind(value)}, not a string")
+        texts.append(value)
+    return "".join(texts)
+
+
+def _kind(value: Any) -> str:
+    """``an int``, ``a list``, ``null``: what a JSON value is, for error messages."""
+    if value is None:
+        return "null"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def _count(obj: Any, key: str) -> int:
     value = obj.get(key) if isinstance(obj, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_TOKEN_COUNT:
+        return value
+    return 0
 
 
 def _dumps(data: Any) -> str:
     try:
         return json.dumps(data)
-    except (TypeError, ValueError):
-        return repr(data)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            return repr(data)
+        except RecursionError:
+            return f"({_kind(data)} nested too deeply to show)"
 
 
 def _excerpt(text: str, limit: int = _EXCERPT_CHARS) -> str:
-    text = " ".join(text.split())
+    """``text`` on one line, credentials redacted, cut to ``limit`` characters.
+
+    Redaction comes first: a cut through the middle of a key would leave a fragment that no longer matches
+    the key, so the key's replacement would miss it.
+    """
+    text = redact(" ".join(text.split()))
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
 
 
@@ -245,6 +327,68 @@ def _error_text(body: object) -> str:
     if body is None or body == "":
         return "(empty body)"
     return _excerpt(body if isinstance(body, str) else _dumps(body))
+
+
+# --- retries and the deadline ------------------------------------------------------------------------------
+
+#: Seconds a call may spend waiting between attempts when no deadline is given (see ``OpenAIBackend``).
+DEFAULT_WAIT_ALLOWANCE = 30.0
+
+_INITIAL_BACKOFF, _MAX_BACKOFF = 0.5, 8.0
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """The seconds a server asked to wait before retrying (``retry-after-ms``, then ``retry-after`` in
+    seconds or as an HTTP date); ``None`` when it asked for nothing usable (a wait of 0 or less, or junk)."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / scale
+        except ValueError:
+            if name == "retry-after-ms":
+                continue
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError, OverflowError):
+                return None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            seconds = when.timestamp() - time.time()
+        if math.isnan(seconds):
+            continue
+        return seconds if seconds > 0 else None
+    return None
+
+
+def _should_retry(err: BaseException) -> bool:
+    """Whether a failed attempt is worth another (the openai client's own rules)."""
+    if isinstance(err, (TimeoutError, openai.APITimeoutError, openai.APIConnectionError)):
+        return True
+    if not isinstance(err, openai.APIStatusError):
+        return False
+    verdict = err.response.headers.get("x-should-retry")
+    if verdict in ("true", "false"):
+        return verdict == "true"
+    return err.status_code in (408, 409, 429) or err.status_code >= 500
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 or math.isinf(value) else f"{value:.2g}"
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt{'' if n == 1 else 's'}"
+
+
+@dataclass
+class _Call:
+    """Where one ``complete()`` call stands: its end, the retries made, how the last attempt was bounded."""
+
+    end: float  # time.monotonic() by which the call must be over
+    retries: int = 0
+    cut_by_deadline: bool = False  # the last attempt had less than the full timeout
 
 
 # --- the backend ---------------------------------------------------------------------------------------
@@ -262,6 +406,25 @@ class _Secret:
         return "<secret>"
 
 
+@dataclass
+class _LoopClient:
+    """The async client of one event loop, and the async generator that closes it with the loop."""
+
+    client: openai.AsyncOpenAI
+    closer: AsyncGenerator[None, None]
+
+
+async def _close_with_the_loop(client: openai.AsyncOpenAI) -> AsyncGenerator[None, None]:
+    """Suspended at its ``yield`` for the loop's life. Async generators are registered with the loop that
+    first runs them, and ``asyncio.run`` (like ``loop.shutdown_asyncgens()``) closes them before the loop
+    closes: the ``finally`` then closes the client's pooled connections on their own loop, instead of leaving
+    them to a garbage collection that would find the loop closed ("Event loop is closed")."""
+    try:
+        yield
+    finally:
+        await client.close()
+
+
 class OpenAIBackend:
     """A :class:`~awares_agent.backends.base.ChatBackend` for OpenAI-compatible chat-completions servers.
 
@@ -270,12 +433,19 @@ class OpenAIBackend:
         base_url: the server's API root, e.g. ``http://localhost:8000/v1`` for vLLM; ``None`` means
             api.openai.com (the ``OPENAI_BASE_URL`` environment variable is deliberately not consulted).
         api_key: the API key; defaults to the environment variable named by ``api_key_env``, and, for a
-            custom ``base_url`` (local servers need none), to the placeholder ``"EMPTY"``.
+            custom ``base_url`` (local servers need none), to the placeholder ``"EMPTY"``. It is registered
+            with :func:`awares_agent.redact.register_secret`, so no message of the process shows it.
         api_key_env: the environment variable holding the key.
-        timeout: seconds allowed for each attempt (to connect, and for each read/write); every retry gets a
-            fresh allowance.
-        max_retries: retries on connection errors, timeouts, 408/409/429 and 5xx, with the client's
-            exponential backoff that honours a positive ``Retry-After``; 0 disables them.
+        timeout: seconds allowed for each attempt as a whole: connecting, sending the request and receiving
+            the complete reply (a reply that trickles in is cut off when the time is up); every retry gets a
+            fresh allowance, within the deadline.
+        max_retries: retries on connection errors, timeouts, 408/409/429 and 5xx (``x-should-retry`` from the
+            server overrides), after an exponential backoff or the server's positive ``Retry-After``; 0
+            disables them.
+        deadline: seconds allowed for one :meth:`complete` / :meth:`acomplete` call, every attempt and every
+            wait between attempts included; a ``Retry-After`` that would end past it makes the call give up
+            at once. ``None`` (the default): ``timeout * (max_retries + 1) + 30``, every attempt's full
+            allowance plus 30 s of waiting.
         image_format: how images are encoded in the ``data:`` URIs.
         image_detail: OpenAI's image ``detail`` (``"high"`` keeps crops at full resolution on
             api.openai.com; ``None`` sends none, which local servers expect).
@@ -297,6 +467,7 @@ class OpenAIBackend:
         api_key_env: str = "OPENAI_API_KEY",
         timeout: float = 60.0,
         max_retries: int = 3,
+        deadline: float | None = None,
         image_format: Literal["png", "jpeg"] = "png",
         image_detail: Literal["auto", "low", "high"] | None = None,
         temperature: float | None = 0.0,
@@ -306,10 +477,15 @@ class OpenAIBackend:
     ) -> None:
         if not model:
             raise ConfigError("OpenAIBackend: model must be a non-empty model name")
-        if not timeout or timeout <= 0:
+        if not _positive_seconds(timeout):
             raise ConfigError(f"OpenAIBackend: timeout must be a positive number of seconds, got {timeout!r}")
-        if not isinstance(max_retries, int) or max_retries < 0:
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise ConfigError(f"OpenAIBackend: max_retries must be an integer >= 0, got {max_retries!r}")
+        if deadline is not None and not _positive_seconds(deadline):
+            raise ConfigError(
+                f"OpenAIBackend: deadline must be a positive number of seconds or None (the default: "
+                f"timeout * (max_retries + 1) + {DEFAULT_WAIT_ALLOWANCE:g}), got {deadline!r}"
+            )
         if image_format not in ("png", "jpeg"):
             raise ConfigError(f"OpenAIBackend: image_format must be 'png' or 'jpeg', got {image_format!r}")
         if image_detail not in (None, "auto", "low", "high"):
@@ -331,6 +507,7 @@ class OpenAIBackend:
                     f"its base_url"
                 )
             key = PLACEHOLDER_API_KEY
+        register_secret(key)  # ignores placeholders and other values too short to protect anything
 
         self._model = model
         self._base_url = (base_url or OPENAI_BASE_URL).rstrip("/")
@@ -338,6 +515,11 @@ class OpenAIBackend:
         self._api_key_env = api_key_env
         self._timeout = float(timeout)
         self._max_retries = max_retries
+        self._deadline = (
+            float(deadline)
+            if deadline is not None
+            else self._timeout * (max_retries + 1) + DEFAULT_WAIT_ALLOWANCE
+        )
         self._image_format: Literal["png", "jpeg"] = image_format
         self._image_detail = image_detail
         self._temperature = temperature
@@ -346,8 +528,10 @@ class OpenAIBackend:
         self._default_headers = dict(default_headers) if default_headers else None
         self._lock = threading.Lock()
         self._client: openai.OpenAI | None = None
-        self._async_client: openai.AsyncOpenAI | None = None
-        self._async_loop: asyncio.AbstractEventLoop | None = None
+        # One AsyncOpenAI per event loop: its pooled connections belong to the loop that opened them.
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- public surface --
 
@@ -361,10 +545,16 @@ class OpenAIBackend:
         """The server's API root (no trailing slash)."""
         return self._base_url
 
+    @property
+    def deadline(self) -> float:
+        """Seconds allowed for one call, every attempt and wait included (the default resolved)."""
+        return self._deadline
+
     def __repr__(self) -> str:
         return (
             f"OpenAIBackend(model={self._model!r}, base_url={self._base_url!r}, timeout={self._timeout:g}, "
-            f"max_retries={self._max_retries}, image_format={self._image_format!r})"
+            f"max_retries={self._max_retries}, deadline={self._deadline:g}, "
+            f"image_format={self._image_format!r})"
         )
 
     def complete(
@@ -385,19 +575,29 @@ class OpenAIBackend:
             The model's reply, with token usage and the wall-clock latency (retries included).
 
         Raises:
-            BackendError: a subclass saying what went wrong (timeout, connection, rate limit, HTTP status,
-                credentials, or an unusable reply).
+            BackendError: a subclass saying what went wrong (timeout, deadline, connection, rate limit, HTTP
+                status, credentials, or an unusable reply).
             MessageTranslationError: the messages cannot be expressed in the OpenAI format.
         """
         request = self._request(messages, images, tools)
         client = self._sync_client()
         start = time.perf_counter()
-        try:
-            raw = client.chat.completions.with_raw_response.create(**request)
-            body = raw.content
-        except openai.OpenAIError as err:
-            raise self._translate(err) from err
-        return self._reply(body, time.perf_counter() - start)
+        call = _Call(end=time.monotonic() + self._deadline)
+        while True:
+            allowance = self._allowance(call)
+            token = ATTEMPT_END.set(time.monotonic() + allowance)
+            try:
+                raw = client.chat.completions.with_raw_response.create(
+                    **request, timeout=allowance, extra_headers=self._retry_header(call)
+                )
+                body = raw.content
+            except openai.OpenAIError as err:
+                wait = self._next_wait(err, call)
+            else:
+                return self._reply(body, time.perf_counter() - start)
+            finally:
+                ATTEMPT_END.reset(token)
+            time.sleep(wait)
 
     async def acomplete(
         self,
@@ -414,29 +614,41 @@ class OpenAIBackend:
             tools: functions offered to the model.
         """
         request = self._request(messages, images, tools)
-        client = self._async_client_for_loop()
+        client = await self._async_client_for_loop()
         start = time.perf_counter()
-        try:
-            raw = await client.chat.completions.with_raw_response.create(**request)
-            body = raw.content
-        except openai.OpenAIError as err:
-            raise self._translate(err) from err
-        return self._reply(body, time.perf_counter() - start)
+        call = _Call(end=time.monotonic() + self._deadline)
+        while True:
+            allowance = self._allowance(call)
+            try:
+                async with asyncio.timeout(allowance):
+                    raw = await client.chat.completions.with_raw_response.create(
+                        **request, timeout=allowance, extra_headers=self._retry_header(call)
+                    )
+                    body = raw.content
+            except (openai.OpenAIError, TimeoutError) as err:
+                wait = self._next_wait(err, call)
+            else:
+                return self._reply(body, time.perf_counter() - start)
+            await asyncio.sleep(wait)
 
     def close(self) -> None:
-        """Close the synchronous HTTP client (the backend reopens one if used again)."""
+        """Close the synchronous HTTP client (the backend reopens one if used again).
+
+        Async clients close with their event loop (when ``asyncio.run`` ends it), or with :meth:`aclose`.
+        """
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
             client.close()
 
     async def aclose(self) -> None:
-        """Close both HTTP clients."""
+        """Close the synchronous HTTP client and the running event loop's async one."""
         self.close()
+        loop = asyncio.get_running_loop()
         with self._lock:
-            client, self._async_client, self._async_loop = self._async_client, None, None
-        if client is not None:
-            await client.close()
+            entry = self._async_clients.pop(loop, None)
+        if entry is not None:
+            await entry.closer.aclose()  # its finally closes the client
 
     # -- internals --
 
@@ -449,25 +661,86 @@ class OpenAIBackend:
             "api_key": self._api_key.value,
             "base_url": self._base_url,
             "timeout": self._timeout,
-            "max_retries": self._max_retries,
+            "max_retries": 0,  # retries are ours, within the deadline (see _next_wait)
             "default_headers": self._default_headers,
         }
 
     def _sync_client(self) -> openai.OpenAI:
         with self._lock:
             if self._client is None:
-                self._client = openai.OpenAI(**self._client_kwargs())
+                try:
+                    transport = DeadlineTransport(self._base_url)
+                except (ValueError, ImportError) as err:
+                    detail = f"{type(err).__name__}: {err}"
+                    raise ConfigError(
+                        redact(
+                            f"OpenAIBackend: the proxy that the environment (HTTPS_PROXY, HTTP_PROXY, "
+                            f"ALL_PROXY) names for {self._base_url} is not usable: {detail}; fix or unset "
+                            f"it, or list the host in NO_PROXY"
+                        )
+                    ) from None
+                http_client = HttpClient(transport=transport)
+                self._client = openai.OpenAI(**self._client_kwargs(), http_client=http_client)
             return self._client
 
-    def _async_client_for_loop(self) -> openai.AsyncOpenAI:
-        # One AsyncOpenAI per backend, re-created if the event loop changed: its pooled connections belong to
-        # the loop that opened them, so reusing it after asyncio.run() returned fails with "loop is closed".
+    async def _async_client_for_loop(self) -> openai.AsyncOpenAI:
         loop = asyncio.get_running_loop()
         with self._lock:
-            if self._async_client is None or self._async_loop is not loop:
-                self._async_client = openai.AsyncOpenAI(**self._client_kwargs())
-                self._async_loop = loop
-            return self._async_client
+            entry = self._async_clients.get(loop)
+        if entry is not None:
+            return entry.client
+        client = openai.AsyncOpenAI(**self._client_kwargs())
+        closer = _close_with_the_loop(client)
+        # Runs to the yield without suspending (so no other task on this loop can get here meanwhile), and
+        # registers the generator with this loop.
+        await closer.__anext__()
+        with self._lock:
+            self._async_clients[loop] = _LoopClient(client, closer)
+        return client
+
+    def _retry_header(self, call: _Call) -> dict[str, str]:
+        # What the openai client sends when it retries itself (it now sees each attempt as a first one).
+        return {"x-stainless-retry-count": str(call.retries)}
+
+    def _allowance(self, call: _Call) -> float:
+        """Seconds for the next attempt: the timeout, or what is left of the deadline if that is less."""
+        left = call.end - time.monotonic()
+        call.cut_by_deadline = left < self._timeout
+        return max(min(self._timeout, left), 0.001)
+
+    def _next_wait(self, err: openai.OpenAIError | TimeoutError, call: _Call) -> float:
+        """The seconds to wait before retrying after ``err``; raises the error to report when no retry is
+        due (not retryable, no retries left, or no time left within the deadline)."""
+        attempts = call.retries + 1
+        if not _should_retry(err) or call.retries >= self._max_retries:
+            raise self._translate(err, call) from err
+        asked = _retry_after(err.response.headers) if isinstance(err, openai.APIStatusError) else None
+        if asked is not None:
+            wait = asked
+        else:
+            wait = min(_INITIAL_BACKOFF * 2.0**call.retries, _MAX_BACKOFF) * (1 - 0.25 * random.random())
+        if time.monotonic() + wait >= call.end:
+            if asked is not None:
+                note = (
+                    f"the server asked to retry after {_seconds(asked)} s, which is past the "
+                    f"{self._deadline:g} s deadline; gave up after {_attempts(attempts)}"
+                )
+            else:
+                note = (
+                    f"no time was left within the {self._deadline:g} s deadline for another attempt; gave up "
+                    f"after {_attempts(attempts)}"
+                )
+            raise self._translate(err, call, note=note) from err
+        log.info(
+            "%s failed (%s); retrying in %.2f s (retry %d of %d)",
+            self._where,
+            type(err).__name__,
+            wait,
+            call.retries + 1,
+            self._max_retries,
+        )
+        call.retries += 1
+        return wait
 
     def _request(
         self, messages: Sequence[ChatMessage], images: ImageStore, tools: Sequence[ToolSpec] | None
@@ -492,66 +765,100 @@ class OpenAIBackend:
         except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
             text = body.decode("utf-8", "replace")
             raise BackendResponseError(
-                self._scrub(
+                self._redact(
                     f"{self._where} returned a body that is not JSON ({err}); is base_url the API root of "
                     f"an OpenAI-compatible server? body: {_excerpt(text) or '(empty)'}"
                 )
-            ) from err
+            ) from None
+        except RecursionError:
+            raise BackendResponseError(
+                f"{self._where} returned a JSON body nested too deeply to decode ({len(body)} bytes); it is "
+                f"not a chat completion"
+            ) from None
         try:
             reply = parse_completion(data, where=self._where)
         except BackendResponseError as err:
-            raise BackendResponseError(self._scrub(str(err))) from None
+            raise BackendResponseError(self._redact(str(err))) from None
         return reply.model_copy(update={"latency_s": latency_s})
 
-    def _scrub(self, text: str) -> str:
-        key = self._api_key.value
-        if key and key != PLACEHOLDER_API_KEY and len(key) >= 4:
-            text = text.replace(key, "<api key>")
-        return text
+    def _redact(self, text: str) -> str:
+        return redact(text, extra=[self._api_key.value])
 
-    def _translate(self, err: openai.OpenAIError) -> BackendError:
-        """Map an openai exception onto the BackendError hierarchy (messages scrubbed of the key)."""
-        # The openai error becomes our error's __cause__, printed in tracebacks: scrub it too, in case the
-        # server echoed the key back in its error message.
-        err.args = tuple(self._scrub(a) if isinstance(a, str) else a for a in err.args)
-        if isinstance(err, openai.APIError):
-            err.message = self._scrub(err.message)
+    def _redact_cause(self, err: BaseException) -> None:
+        """Redact the openai exception that becomes our error's ``__cause__`` (printed in tracebacks, with the
+        errors chained under it), in case the server echoed the key back."""
+        extra = [self._api_key.value]
+        seen: set[int] = set()
+        chained: BaseException | None = err
+        while chained is not None and id(chained) not in seen:
+            seen.add(id(chained))
+            chained.args = tuple(redact_value(a, extra) for a in chained.args)
+            if isinstance(chained, openai.APIError):
+                chained.message = redact(chained.message, extra)
+                chained.body = redact_value(chained.body, extra)
+            chained = chained.__cause__ or chained.__context__
+
+    def _translate(
+        self, err: openai.OpenAIError | TimeoutError, call: _Call, note: str | None = None
+    ) -> BackendError:
+        """Map a failed attempt onto the BackendError hierarchy (messages redacted, the cause too).
+
+        Args:
+            err: the last attempt's error (``TimeoutError``: the async attempt ran out of time).
+            call: the call's state (the retries made, whether the deadline cut the last attempt short).
+            note: why the call gave up before its retries ran out, appended to the message.
+        """
+        self._redact_cause(err)
         where = self._where
-        tries = f"after {self._max_retries} retr{'y' if self._max_retries == 1 else 'ies'}"
-        if isinstance(err, openai.APITimeoutError):
-            return BackendTimeoutError(
-                self._scrub(
-                    f"{where} did not answer within the {self._timeout:g} s timeout ({tries}); raise "
-                    f"timeout= (and/or max_retries=) if the model is just slow, or check that the server is "
+        retries = call.retries
+        tries = f" (after {retries} retr{'y' if retries == 1 else 'ies'})" if retries else ""
+        also = f"; {note}" if note else ""
+        if isinstance(err, (TimeoutError, openai.APITimeoutError)):
+            if call.cut_by_deadline:
+                message = (
+                    f"{where} did not answer within the {self._deadline:g} s deadline "
+                    f"({_attempts(retries + 1)}, {self._timeout:g} s timeout each); raise deadline= "
+                    f"(--deadline), and/or timeout=, if the model is just slow, or check that the server is "
                     f"not overloaded"
                 )
-            )
+            else:
+                fix = "deadline= (--deadline), and/or timeout=," if note else "timeout= (and/or max_retries=)"
+                message = (
+                    f"{where} did not answer within the {self._timeout:g} s timeout{tries}{also}; raise "
+                    f"{fix} if the model is just slow, or check that the server is not overloaded"
+                )
+            return BackendTimeoutError(self._redact(message))
         if isinstance(err, openai.APIConnectionError):
             cause = err.__cause__ or err.__context__
-            detail = f": {type(cause).__name__}: {cause}" if cause is not None else ""
+            detail = f": {type(cause).__name__}: {_excerpt(str(cause))}" if cause is not None else ""
             return BackendConnectionError(
-                self._scrub(
-                    f"could not connect to {self._base_url} for model {self._model!r} ({tries}){detail}; "
+                self._redact(
+                    f"could not connect to {self._base_url} for model {self._model!r}{tries}{detail}{also}; "
                     f"check that the server is running and that base_url (scheme, host, port, /v1) is right"
                 )
             )
         if isinstance(err, openai.APIResponseValidationError):
             return BackendResponseError(
-                self._scrub(
-                    f"{where} returned a reply that is not a valid chat completion: {err.message}; "
+                self._redact(
+                    f"{where} returned a reply that is not a valid chat completion: {_excerpt(err.message)}; "
                     f"body: {_excerpt(_dumps(err.body))}"
                 )
             )
         if isinstance(err, openai.RateLimitError):
+            verb = "kept answering" if retries else "answered"
             return BackendRateLimitError(
-                self._scrub(
-                    f"{where} kept answering HTTP 429 Too Many Requests ({tries}): {_error_text(err.body)}; "
-                    f"lower the request rate or concurrency, or raise max_retries"
+                self._redact(
+                    f"{where} {verb} HTTP 429 Too Many Requests{tries}: {_error_text(err.body)}{also}; "
+                    + (
+                        "raise deadline= (--deadline), or lower the request rate or concurrency"
+                        if note
+                        else "lower the request rate or concurrency, or raise max_retries"
+                    )
                 )
             )
         if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):
             return BackendAuthError(
-                self._scrub(
+                self._redact(
                     f"{where} refused the credentials (HTTP {err.status_code}): {_error_text(err.body)}; "
                     f"check the API key (the {self._api_key_env} environment variable or api_key=) and its "
                     f"access to the model"
@@ -560,16 +867,26 @@ class OpenAIBackend:
             )
         if isinstance(err, openai.NotFoundError):
             return BackendHTTPError(
-                self._scrub(
+                self._redact(
                     f"{where} answered HTTP 404 Not Found: {_error_text(err.body)}; the model name "
                     f"{self._model!r} may be wrong (list the server's models), or base_url may lack its /v1"
                 ),
                 status_code=404,
             )
         if isinstance(err, openai.APIStatusError):
-            retried = f" ({tries})" if err.status_code >= 500 or err.status_code in (408, 409) else ""
             return BackendHTTPError(
-                self._scrub(f"{where} answered HTTP {err.status_code}{retried}: {_error_text(err.body)}"),
+                self._redact(
+                    f"{where} answered HTTP {err.status_code}{tries}: {_error_text(err.body)}{also}"
+                    + ("; raise deadline= (--deadline), or try again later" if note else "")
+                ),
                 status_code=err.status_code,
             )
-        return BackendError(self._scrub(f"{where}: the openai client failed: {type(err).__name__}: {err}"))
+        return BackendError(
+            self._redact(f"{where}: the openai client failed: {type(err).__name__}: {_excerpt(str(err))}")
+        )
+
+
+def _positive_seconds(value: object) -> bool:
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    )

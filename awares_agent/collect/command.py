@@ -154,6 +154,7 @@ def _judge(args: argparse.Namespace) -> Any:
         base_url=args.judge_base_url,
         api_key_env=args.judge_api_key_env,
         timeout=args.timeout,
+        deadline=args.deadline,
         max_retries=args.max_retries,
     )
     return LLMJudge(backend, cache=Path(args.out) / "judge_cache.sqlite")
@@ -174,6 +175,7 @@ def _grounder(args: argparse.Namespace, teacher: Any) -> Any:
                 base_url=args.grounder_base_url or args.base_url,
                 api_key_env=args.api_key_env,
                 timeout=args.timeout,
+                deadline=args.deadline,
                 max_retries=args.max_retries,
             )
         kwargs["backend"] = backend

@@ -559,7 +559,7 @@ class LLMJudge:
 
 # --- factory ---------------------------------------------------------------------------------------------
 
-_BACKEND_OPTIONS = ("model", "base_url", "api_key_env", "timeout", "max_retries")
+_BACKEND_OPTIONS = ("model", "base_url", "api_key_env", "timeout", "deadline", "max_retries")
 
 
 def make_judge(kind: str, **kwargs: Any) -> Judge:
