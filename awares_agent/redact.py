@@ -41,12 +41,15 @@ MIN_SECRET_CHARS = 12
 
 # Credential shapes worth hiding even when nobody registered them: a server may echo a key that is not ours
 # (a proxy's master key), or the header that carried ours. One pattern, so a text is scanned once.
+# A token: 16 or more token characters, at least one a digit. Ordinary words ("bearer instruments") and short
+# codes a document may print ("Authorization: 004512") are not tokens.
+_TOKEN = r"(?=[A-Za-z._~+/=-]*\d)[A-Za-z0-9._~+/=-]{16,}"
 _CREDENTIAL = re.compile(
     # Authorization / x-api-key / api-key header values, as echoed in error bodies.
-    r"(?i)\b(?P<header>authorization|x-api-key|api[-_]key)(?P<sep>\"?\s*[:=]\s*\"?)(?:bearer\s+)?[^\s\"',;}]{4,}"
-    r"|\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"
+    rf"(?i)\b(?P<header>authorization|x-api-key|api[-_]key)(?P<sep>\"?\s*[:=]\s*\"?)(?:bearer\s+)?{_TOKEN}"
+    rf"|\bbearer\s+{_TOKEN}"
     # OpenAI-style keys (sk-..., sk-proj-...), also what LiteLLM and many proxies issue.
-    r"|\bsk-[A-Za-z0-9_-]{8,}"
+    r"|\bsk-[A-Za-z0-9_-]{16,}"
 )
 
 
