@@ -19,6 +19,7 @@ credential survives into a result.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import random
@@ -38,8 +39,9 @@ from awares_agent.redact import register_secret
 from awares_agent.trajectory import Trajectory
 from tools.crop_sets import crop_set
 
-#: A credential planted in some replies; it must never reach a result.
-PLANTED_KEY = "sk-fuzzPLANTEDkey0123456789abcdefXYZ"
+#: A credential-shaped value planted in some replies; it must never reach a result. Made at run time, so no
+#: key-shaped literal sits in the repository.
+PLANTED_KEY = "sk-" + hashlib.sha256(b"awares reply fuzz").hexdigest()[:32]
 
 _WORDS = [
     "42",

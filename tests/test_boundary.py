@@ -7,6 +7,7 @@ ending a whole run, and credentials leaking into what the project prints or stor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -29,7 +30,8 @@ from awares_agent.untrusted import json_text_problem, json_value_problem, valid_
 from evals.runner import SAMPLES_FILE, read_results, run_policy
 from evals.schema import EvalSample
 
-KEY = "sk-test-0123456789abcdefABCDEF0123"
+#: A credential-shaped value made at run time (no key-shaped literal in the repository).
+KEY = "sk-" + hashlib.sha256(b"awares boundary test").hexdigest()[:32]
 
 
 @pytest.fixture
