@@ -23,7 +23,7 @@ _EXPORTS = {
     "AwaresError": "awares_agent.errors",
     "BackendError": "awares_agent.errors",
     "ChatBackend": "awares_agent.backends.base",
-    "ChatReply": "awares_agent.backends.base",
+    "ChatReply": "awares_agent.messages",
     "ConfigError": "awares_agent.errors",
     "CropRequestError": "awares_agent.errors",
     "ImageDecodeError": "awares_agent.errors",
@@ -34,7 +34,7 @@ _EXPORTS = {
     "OpenAIBackend": "awares_agent.backends.openai_compat",
     "Trajectory": "awares_agent.trajectory",
     "TransformersBackend": "awares_agent.backends.transformers_backend",
-    "Usage": "awares_agent.backends.base",
+    "Usage": "awares_agent.messages",
     "ViewSpec": "awares_agent.images",
     "open_image": "awares_agent.images",
 }
@@ -66,7 +66,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from awares_agent.agent import AgentEvent, AskResult, AwaResAgent
-    from awares_agent.backends.base import ChatBackend, ChatReply, Usage
+    from awares_agent.backends.base import ChatBackend
     from awares_agent.backends.langchain_backend import LangChainBackend
     from awares_agent.backends.openai_compat import OpenAIBackend
     from awares_agent.backends.transformers_backend import TransformersBackend
@@ -82,6 +82,7 @@ if TYPE_CHECKING:
     )
     from awares_agent.image_store import ImageStore
     from awares_agent.images import ViewSpec, open_image
+    from awares_agent.messages import ChatReply, Usage
     from awares_agent.trajectory import Trajectory
 
 

@@ -20,17 +20,17 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from awares_agent.backends.base import ChatBackend, Usage
+from awares_agent.backends.base import ChatBackend
 from awares_agent.config import AgentConfig
 from awares_agent.errors import AwaresError, ConfigError
+from awares_agent.graphs.awares_graph import build_graph
 from awares_agent.image_store import ImageStore
 from awares_agent.images import ImageInput
-from awares_agent.messages import ChatMessage
+from awares_agent.messages import ChatMessage, Usage
 from awares_agent.tokens import backend_token_rule, token_cost
+from awares_agent.tools.crop_sets import crop_set
 from awares_agent.trajectory import CropRecord, ErrorRecord, ImageRecord, Trajectory
 from awares_agent.untrusted import valid_text
-from graphs.awares_graph import build_graph
-from tools.crop_sets import crop_set
 
 
 class AskResult(BaseModel):

@@ -265,10 +265,10 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
     from rich.markdown import Markdown
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from evals.benchmarks import load_benchmark
-    from evals.policies import check_policy
-    from evals.report import markdown_table
-    from evals.runner import awares_crop_counts, run_policy
+    from awares_agent.evals.benchmarks import load_benchmark
+    from awares_agent.evals.policies import check_policy
+    from awares_agent.evals.report import markdown_table
+    from awares_agent.evals.runner import awares_crop_counts, run_policy
 
     policies = [p.strip() for p in args.policy.split(",") if p.strip()]
     for policy in policies:
@@ -315,7 +315,7 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
 
 
 def _recorded(folder: Any) -> int:
-    from evals.runner import SAMPLES_FILE, read_results
+    from awares_agent.evals.runner import SAMPLES_FILE, read_results
 
     return sum(r.status != "failed" for r in read_results(folder / SAMPLES_FILE).values())
 
@@ -325,7 +325,7 @@ def _report(args: argparse.Namespace, console: Console) -> int:
 
     from rich.markdown import Markdown
 
-    from evals.report import load_summaries, markdown_table, plot
+    from awares_agent.evals.report import load_summaries, markdown_table, plot
 
     summaries = load_summaries(args.runs)
     table = markdown_table(summaries)

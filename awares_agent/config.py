@@ -44,7 +44,7 @@ class AgentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_crop_set(self) -> AgentConfig:
-        from tools.crop_sets import crop_set
+        from awares_agent.tools.crop_sets import crop_set
 
         crop_set(self.crop_set)  # raises ConfigError for an unknown key
         return self

@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tools.crop_sets import PaperCropSet
-from tools.protocols import AwaresTextProtocol, JsonProtocol
+from awares_agent.tools.crop_sets import PaperCropSet
+from awares_agent.tools.protocols import AwaresTextProtocol, JsonProtocol
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",

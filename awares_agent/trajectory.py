@@ -14,8 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from awares_agent.backends.base import Usage
-from awares_agent.messages import ChatMessage
+from awares_agent.messages import ChatMessage, Usage
 from awares_agent.tokens import TokenCost
 
 SCHEMA_VERSION = "awares.trajectory.v1"

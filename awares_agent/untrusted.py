@@ -10,7 +10,7 @@ errors. This module holds the checks that rule needs:
   arguments **before** they are parsed or re-serialised (a call nested a thousand levels deep otherwise
   surfaces as ``RecursionError`` from deep inside ``json``).
 * :func:`safe_text` is :func:`valid_text` plus :func:`~awares_agent.redact.redact`: what every error message
-  and stored text goes through. :meth:`ChatReply.cleaned() <awares_agent.backends.base.ChatReply.cleaned>`
+  and stored text goes through. :meth:`ChatReply.cleaned() <awares_agent.messages.ChatReply.cleaned>`
   applies it to a whole model turn and says what it repaired.
 """
 

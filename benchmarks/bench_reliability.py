@@ -12,7 +12,8 @@ Everything is measured when the script runs, nothing is carried over:
   flight) is killed with SIGKILL ``--kills`` times, each at a random moment after its first write of that
   attempt, resumed each time, then run to the end. Lost = ids missing from the final rows, duplicated = ids
   with more than one row (in the index-aware reader, or as raw lines in ``rows.jsonl``);
-* **evaluation killed**: ``tests/eval_worker.py`` (``evals.runner.run_policy``, a stand-in model sleeping
+* **evaluation killed**: ``tests/eval_worker.py`` (``awares_agent.evals.runner.run_policy``, a stand-in model
+  sleeping
   2-8 ms per call, one sample in ten with a corrupt image) the same way. Lost = ids without a final record in
   ``read_results``; duplicated = ids with more than one raw line whose status is not ``failed``.
 
@@ -47,12 +48,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from awares_agent.evals.runner import SAMPLES_FILE, read_results
 from bad_images import CASES, OkBackend  # the shared case builders and stand-in model
 
 from awares_agent.agent import AwaResAgent
 from awares_agent.collect.runtime import INDEX_FILE, ROWS_FILE, ShardSpec, read_indexed_rows
 from awares_agent.errors import ImageError
-from evals.runner import SAMPLES_FILE, read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
@@ -311,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     kills = args.kills if args.kills is not None else (5 if args.quick else 20)
     collect_count, eval_count = (400, 300) if args.quick else (2000, 1200)
 
-    logging.getLogger("evals.runner").setLevel(logging.ERROR)  # torn lines are expected here, and counted
+    # torn lines are expected here, and counted
+    logging.getLogger("awares_agent.evals.runner").setLevel(logging.ERROR)
     started = time.perf_counter()
     rows = bad_image_section(args.quick)
     rows += collection_section(kills, collect_count, args.seed)

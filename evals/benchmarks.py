@@ -1,4 +1,4 @@
-"""The paper's six benchmarks, loaded into the common schema (:class:`evals.schema.EvalSample`).
+"""The paper's six benchmarks, loaded into the common schema (:class:`awares_agent.evals.schema.EvalSample`).
 
 Each :class:`Benchmark` mirrors the lmms-eval task behind the paper's numbers: the same Hub dataset, split,
 columns, prompt suffix and metric (``lmms_eval/tasks/<task>/*.yaml`` and ``utils.py``):
@@ -38,8 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from awares_agent.errors import ConfigError
-from evals.dataset import (
+from awares_agent.evals.dataset import (
     EvalDataError,
     LoadedSamples,
     RowConverter,
@@ -50,8 +49,10 @@ from evals.dataset import (
     load_samples,
     select_split,
 )
-from evals.metrics import parse_options
-from evals.schema import EvalSample
+from awares_agent.evals.metrics import parse_options
+from awares_agent.evals.schema import EvalSample
+
+from awares_agent.errors import ConfigError
 
 __all__ = ["BENCHMARKS", "Benchmark", "load_benchmark"]
 
@@ -65,13 +66,14 @@ LETTER_ANSWER_PROMPT = "\nAnswer with the option's letter from the given choices
 
 @dataclass(frozen=True)
 class Benchmark:
-    """One benchmark: where its data lives and how a row becomes an :class:`~evals.schema.EvalSample`.
+    """One benchmark: where its data lives and how a row becomes an
+    :class:`~awares_agent.evals.schema.EvalSample`.
 
     Attributes:
         name: the short name (``"chartqa"``...).
         hub_id: the Hugging Face dataset id.
         split: the evaluation split.
-        metric: the standard metric (one of :data:`evals.schema.METRICS`).
+        metric: the standard metric (one of :data:`awares_agent.evals.schema.METRICS`).
         convert: turns a row (image undecoded) and its index into a sample.
         columns: the dataset columns ``convert`` reads; a local copy must have them.
         config: the dataset configuration (subset) name, if the dataset has several.
@@ -305,7 +307,7 @@ def _from_local_copy(benchmark: Benchmark, path: Path, split: str | None, cache_
 
 
 def _load_synthetic(limit: int | None, seed: int) -> LoadedSamples:
-    from evals.synthetic import generate
+    from awares_agent.evals.synthetic import generate
 
     # Generated on the fly (deterministic by seed); --limit is how many samples to generate.
     return LoadedSamples(generate(limit or SYNTHETIC_DEFAULT_SIZE, seed=seed))
@@ -333,7 +335,8 @@ def load_benchmark(
 
     Args:
         name_or_path: a name from :data:`BENCHMARKS` (or its Hub id), ``"synthetic"``, or a path to custom
-            data (anything :func:`evals.dataset.load_samples` reads). A known name wins over a directory of
+            data (anything :func:`awares_agent.evals.dataset.load_samples` reads). A known name wins over a
+            directory of
             the same name; write ``./chartqa`` for the directory.
         split: the split to load (default: the benchmark's evaluation split; for a local copy with a single
             split, that one).

@@ -1,9 +1,10 @@
-"""Loading and saving evaluation data in the one schema, :class:`evals.schema.EvalSample`.
+"""Loading and saving evaluation data in the one schema, :class:`awares_agent.evals.schema.EvalSample`.
 
 Custom data comes in one of two forms.
 
 **A saved `datasets` dataset** (a ``save_to_disk`` directory, a ``Dataset`` or a ``DatasetDict``) whose
-columns follow :func:`evals.schema.features`: ``id``, ``image``, ``question`` and ``answers`` are required;
+columns follow :func:`awares_agent.evals.schema.features`: ``id``, ``image``, ``question`` and ``answers``
+are required;
 ``bbox``, ``needs_hr``, ``metric`` and ``category`` are optional; other columns are ignored; ``answers`` may
 be a string column. :func:`save_samples` writes this form, with the images stored in the Arrow files.
 
@@ -24,7 +25,7 @@ be a string column. :func:`save_samples` writes this form, with the images store
 * ``answers`` (required): a list of accepted answers, or one answer as a string.
 * ``bbox``: ``[x0, y0, x1, y1]``, the evidence's box in original-image pixels.
 * ``needs_hr``: whether answering needs more than the low-resolution view.
-* ``metric``: how answers are scored, one of :data:`evals.schema.METRICS` (default ``"exact"``).
+* ``metric``: how answers are scored, one of :data:`awares_agent.evals.schema.METRICS` (default ``"exact"``).
 * ``category``: a label for per-category results.
 
 A row that cannot be used (a required field missing, an invalid bbox or metric, a duplicate id, a line that
@@ -44,11 +45,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from awares_agent.evals.schema import METRICS, EvalSample, features
 from PIL import Image
 from pydantic import ValidationError
 
 from awares_agent.errors import AwaresError, ConfigError
-from evals.schema import METRICS, EvalSample, features
 
 __all__ = [
     "ACCEPTED_FORMATS",
@@ -72,7 +73,7 @@ REQUIRED_COLUMNS = ("id", "image", "question", "answers")
 JSONL_NAMES = ("samples.jsonl", "data.jsonl")
 ACCEPTED_FORMATS = (
     "a directory written by datasets' save_to_disk (Dataset or DatasetDict) with the columns of "
-    "evals.schema.features()",
+    "awares_agent.evals.schema.features()",
     "a .jsonl file with one sample per line",
     f"a directory holding {' or '.join(JSONL_NAMES)}",
 )
@@ -428,7 +429,7 @@ def load_samples(
         if missing:
             raise EvalDataError(
                 f"{path}: missing required column(s) {', '.join(missing)}; it has "
-                f"{', '.join(dataset.column_names)} (see evals.schema.features())"
+                f"{', '.join(dataset.column_names)} (see awares_agent.evals.schema.features())"
             )
         image_feature = dataset.features["image"]
         base_dir = path if not isinstance(image_feature, datasets.Image) else None
@@ -474,7 +475,8 @@ def _encoded_image(sample: EvalSample) -> Any:
 
 
 def save_samples(samples: Sequence[EvalSample], path: str | os.PathLike[str]) -> Path:
-    """Write samples as a `datasets` dataset (``save_to_disk``) with :func:`evals.schema.features`.
+    """Write samples as a `datasets` dataset (``save_to_disk``) with
+    :func:`awares_agent.evals.schema.features`.
 
     Images are stored inside the Arrow files: PIL images are encoded by ``datasets``, bytes are kept as
     they are, and image files given by path are read in. :func:`load_samples` reads the result back.

@@ -2,7 +2,7 @@
 
 Every metric has the signature ``(prediction: str | None, answers: Sequence[str]) -> float`` and returns a
 score in ``[0, 1]``; a ``None`` or empty prediction scores 0. :func:`score` dispatches on the metric names of
-:data:`evals.schema.METRICS`:
+:data:`awares_agent.evals.schema.METRICS`:
 
 * ``exact``: exact match after :func:`normalize` (case, spaces, trailing punctuation and thousands separators
   ignored). Used for the synthetic benchmark and custom data.
@@ -25,8 +25,9 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 
+from awares_agent.evals.schema import METRICS
+
 from awares_agent.errors import ConfigError
-from evals.schema import METRICS
 
 __all__ = [
     "anls",
@@ -519,7 +520,7 @@ def score(
     """Score a prediction with the named metric.
 
     Args:
-        metric: one of :data:`evals.schema.METRICS` (a sample's ``metric``).
+        metric: one of :data:`awares_agent.evals.schema.METRICS` (a sample's ``metric``).
         prediction: the model's final answer (``None`` when it gave none: scores 0).
         answers: the sample's accepted answers.
         question: the sample's question; used by ``choice`` to match an option's text.

@@ -7,7 +7,8 @@ full-res    the full-resolution image only (the view at scale 1.0, no crop round
             the model, at RTR 1.0
 all-crops   every region of the crop set (``all`` excluded) is sent, then the model answers
 random      as many crops as ``awares`` took on the same sample, from random regions (seeded per sample)
-oracle      the cheapest crops covering the sample's evidence box (:func:`tools.box_mapping.crops_covering`);
+oracle      the cheapest crops covering the sample's evidence box
+(:func:`awares_agent.tools.box_mapping.crops_covering`);
             samples without a box get no crops
 ==========  =================================================================================================
 
@@ -24,13 +25,14 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from awares_agent.backends.base import ChatBackend, ChatReply
+from awares_agent.evals.schema import EvalSample
+from awares_agent.tools.box_mapping import crops_covering
+from awares_agent.tools.crop_sets import ALL, crop_set
+
+from awares_agent.backends.base import ChatBackend
 from awares_agent.config import AgentConfig
 from awares_agent.errors import ConfigError
-from awares_agent.messages import ChatMessage, ToolCall, ToolSpec
-from evals.schema import EvalSample
-from tools.box_mapping import crops_covering
-from tools.crop_sets import ALL, crop_set
+from awares_agent.messages import ChatMessage, ChatReply, ToolCall, ToolSpec
 
 if TYPE_CHECKING:
     from awares_agent.image_store import ImageStore

@@ -21,6 +21,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Literal
 
+from awares_agent.evals.metrics import score
+from awares_agent.evals.policies import policy_backend, policy_config
+from awares_agent.evals.schema import EvalSample
 from pydantic import BaseModel, Field
 
 from awares_agent.agent import AwaResAgent
@@ -31,9 +34,6 @@ from awares_agent.image_store import ImageStore
 from awares_agent.redact import redact
 from awares_agent.trajectory import Trajectory
 from awares_agent.untrusted import valid_text
-from evals.metrics import score
-from evals.policies import policy_backend, policy_config
-from evals.schema import EvalSample
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def run_policy(
     Args:
         samples: the benchmark's samples.
         backend: the model.
-        policy: one of :data:`evals.policies.POLICIES`.
+        policy: one of :data:`awares_agent.evals.policies.POLICIES`.
         out_dir: the run directory (shared by the policies of one run).
         config: the base agent configuration (paper defaults).
         benchmark: the benchmark's name, for the summary.

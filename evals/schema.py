@@ -3,7 +3,7 @@
 A sample is an image, a question, the accepted answers and, when known, the box of the evidence in original
 pixels and whether answering needs high resolution. On disk it is a `datasets` dataset (``save_to_disk``)
 with :data:`FEATURES`, or a JSONL file with one object per line whose ``image`` is a path relative to the
-file (see :mod:`evals.dataset`).
+file (see :mod:`awares_agent.evals.dataset`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-#: Metric names understood by :func:`evals.metrics.score`.
+#: Metric names understood by :func:`awares_agent.evals.metrics.score`.
 METRICS = ("exact", "anls", "relaxed", "ocrbench", "yes_no", "choice")
 
 

@@ -14,7 +14,7 @@ in regular weights, with answers of at least four characters; large evidence at 
 
 Usage::
 
-    from evals.synthetic import build_synthetic, generate
+    from awares_agent.evals.synthetic import build_synthetic, generate
 
     samples = generate(50, seed=0)  # list[EvalSample], PIL images in memory
     build_synthetic("data/synthetic", n=500, seed=0)  # a `datasets` dataset on disk
@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from awares_agent.evals.schema import EvalSample, features
 from PIL import Image, ImageDraw, ImageFont
-
-from evals.schema import EvalSample, features
 
 Box = tuple[int, int, int, int]
 """``(x0, y0, x1, y1)`` in pixels."""
@@ -1426,7 +1425,7 @@ def generate(
 
 
 def to_row(sample: EvalSample) -> dict[str, Any]:
-    """A sample as a row of the :func:`evals.schema.features` dataset."""
+    """A sample as a row of the :func:`awares_agent.evals.schema.features` dataset."""
     return {
         "id": sample.id,
         "image": sample.image,
@@ -1548,7 +1547,7 @@ def ocr_text(image: Image.Image, ocr: Any, *, use_cls: bool = False) -> str:
 
 
 def _crop_region(bbox: Sequence[float], width: int, height: int) -> tuple[str, Box]:
-    from tools.crop_sets import PaperCropSet
+    from awares_agent.tools.crop_sets import PaperCropSet
 
     regions = PaperCropSet().regions(width, height)
     holding = [

@@ -15,23 +15,23 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from awares_agent.graphs.state import AwaresState, UsageInfo
+from awares_agent.tools.crop_sets import Region, crop_set
+from awares_agent.tools.protocols import Decision, ToolProtocol, make_protocol
 from langchain_core.runnables import RunnableLambda
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from awares_agent.backends.base import ChatBackend, ChatReply
+from awares_agent.backends.base import ChatBackend
 from awares_agent.config import AgentConfig
 from awares_agent.errors import AwaresError, BackendResponseError
 from awares_agent.image_store import ImageStore
-from awares_agent.messages import ChatMessage, TextPart, ToolSpec
+from awares_agent.messages import ChatMessage, ChatReply, TextPart, ToolSpec
 from awares_agent.tokens import TokenRule, backend_token_rule
 from awares_agent.trajectory import CropRecord, ErrorRecord
 from awares_agent.untrusted import safe_text
-from graphs.state import AwaresState, UsageInfo
-from tools.crop_sets import Region, crop_set
-from tools.protocols import Decision, ToolProtocol, make_protocol
 
 
 def _dump(messages: list[ChatMessage]) -> list[dict[str, Any]]:
@@ -74,7 +74,7 @@ def _checked(backend: ChatBackend, reply: object) -> tuple[ChatReply, list[tuple
     if not isinstance(reply, ChatReply):
         raise BackendResponseError(
             f"{type(backend).__name__} returned a {type(reply).__name__}, not a ChatReply; a backend's "
-            f"complete() must return awares_agent.backends.base.ChatReply"
+            f"complete() must return awares_agent.messages.ChatReply"
         )
     cleaned, repairs = reply.cleaned()
     return cleaned, list(repairs)

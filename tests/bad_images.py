@@ -27,11 +27,10 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from awares_agent.backends.base import ChatReply
 from awares_agent.errors import ImageDecodeError, ImageError, ImageTooLargeError
 from awares_agent.image_store import ImageStore
 from awares_agent.images import ImageInput
-from awares_agent.messages import ChatMessage, ToolCall, ToolSpec
+from awares_agent.messages import ChatMessage, ChatReply, ToolCall, ToolSpec
 
 # --- the stand-in model --------------------------------------------------------------------------------
 

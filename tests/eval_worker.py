@@ -2,7 +2,8 @@
 
     python tests/eval_worker.py OUT COUNT [CONCURRENCY]
 
-Runs the ``awares`` policy (:func:`evals.runner.run_policy`) over ``COUNT`` samples (ids ``e0000``,
+Runs the ``awares`` policy (:func:`awares_agent.evals.runner.run_policy`) over ``COUNT`` samples (ids
+``e0000``,
 ``e0001``...) into ``OUT``, with :class:`bad_images.OkBackend` standing in for the model and sleeping 2-8 ms
 per call, so a kill can land between, or inside, any of the writes. Every tenth sample's image is corrupt,
 so skipped records are killed and resumed too. Exits 0 when the run is complete.
@@ -15,11 +16,10 @@ import random
 import sys
 import time
 
+from awares_agent.evals.runner import run_policy
+from awares_agent.evals.schema import EvalSample
 from bad_images import OkBackend
 from PIL import Image, ImageDraw
-
-from evals.runner import run_policy
-from evals.schema import EvalSample
 
 
 class JitteryBackend(OkBackend):

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from awares_agent.tools.crop_sets import crop_set
 from chat_server import Garbage, HTTPError, RawJSON, ScriptedChatServer
 from PIL import Image
 from scripted_backend import ScriptedBackend
@@ -37,7 +38,6 @@ from awares_agent.errors import AwaresError
 from awares_agent.messages import ToolCall
 from awares_agent.redact import register_secret
 from awares_agent.trajectory import Trajectory
-from tools.crop_sets import crop_set
 
 #: A credential-shaped value planted in some replies; it must never reach a result. Made at run time, so no
 #: key-shaped literal sits in the repository.

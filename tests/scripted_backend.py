@@ -2,7 +2,7 @@
 
 It drives the project's own loop (graph, protocols, agent, runners) with no HTTP in between; the loopback
 server (``chat_server.py``) is for testing the OpenAI adapter itself. A script entry is a
-:class:`~awares_agent.backends.base.ChatReply`, a string (a reply with that text), an exception (raised by
+:class:`~awares_agent.messages.ChatReply`, a string (a reply with that text), an exception (raised by
 the call, as a broken backend would), or a callable of the request returning one of those::
 
     backend = ScriptedBackend("GET_CROPS: ['0']", ChatReply(text="42"))
@@ -18,9 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from awares_agent.backends.base import ChatReply
 from awares_agent.image_store import ImageStore
-from awares_agent.messages import ChatMessage, ToolSpec
+from awares_agent.messages import ChatMessage, ChatReply, ToolSpec
 
 __all__ = ["Request", "ScriptedBackend"]
 

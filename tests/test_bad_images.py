@@ -3,7 +3,8 @@
 * ``AwaResAgent.ask`` (and ``ask_many``/``aask_many``): a valid odd image is answered and its result
   serialises; a bad one raises the expected :class:`~awares_agent.errors.ImageError` naming the input, before
   the model is called, and nothing else escapes;
-* ``evals.runner.run_policy``: bad samples are ``skipped`` with the reason, good ones scored, and a rerun
+* ``awares_agent.evals.runner.run_policy``: bad samples are ``skipped`` with the reason, good ones scored,
+  and a rerun
   redoes nothing;
 * ``awares ask``: exit code 2 and one ``error: ...`` line on stderr, against a loopback server and with the
   offline reader.
@@ -22,14 +23,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from awares_agent.evals.runner import SAMPLES_FILE, read_results, run_policy
+from awares_agent.evals.schema import EvalSample
 from bad_images import BAD, CASES, VALID, ImageCase, OkBackend, label
 from chat_server import Completion, ScriptedChatServer
 
 from awares_agent.agent import AskResult, AwaResAgent
 from awares_agent.cli import main
 from awares_agent.images import ImageInput
-from evals.runner import SAMPLES_FILE, read_results, run_policy
-from evals.schema import EvalSample
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

@@ -13,6 +13,8 @@ import logging
 from pathlib import Path
 
 import pytest
+from awares_agent.evals.runner import SAMPLES_FILE, read_results, run_policy
+from awares_agent.evals.schema import EvalSample
 from chat_server import Completion, RawJSON, ScriptedChatServer
 from PIL import Image
 from scripted_backend import ScriptedBackend
@@ -27,8 +29,6 @@ from awares_agent.messages import ToolCall
 from awares_agent.redact import REDACTED, RedactingFilter, forget_secret, redact, register_secret
 from awares_agent.trajectory import Trajectory
 from awares_agent.untrusted import json_text_problem, json_value_problem, valid_text
-from evals.runner import SAMPLES_FILE, read_results, run_policy
-from evals.schema import EvalSample
 
 #: A credential-shaped value made at run time (no key-shaped literal in the repository).
 KEY = "sk-" + hashlib.sha256(b"awares boundary test").hexdigest()[:32]

@@ -208,8 +208,8 @@ def test_a_collection_killed_with_sigkill_resumes_to_exactly_one_row_per_sample(
 def test_label_with_the_offline_reader_from_the_command_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from evals.dataset import save_samples
-    from evals.synthetic import generate
+    from awares_agent.evals.dataset import save_samples
+    from awares_agent.evals.synthetic import generate
 
     data = save_samples(generate(4, seed=11, size_range=((800, 600), (960, 720))), tmp_path / "syn")
     out = tmp_path / "labels"

@@ -1,4 +1,5 @@
-"""Tests for tools.crop_sets: the paper and grid crop sets, name resolution, and ``crop_set()`` keys.
+"""Tests for awares_agent.tools.crop_sets: the paper and grid crop sets, name resolution, and ``crop_set()``
+keys.
 
 Paper geometry (the spec): with ``cw = max(100, W // 2)`` and ``ch = max(100, H // 2)``, regions 0-8 are the
 quadrants, the centre, the top/bottom halves and the left/right halves, plus ``all``; images under 100 px on
@@ -10,11 +11,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from awares_agent.errors import ConfigError
-from tools.crop_sets import (
+from awares_agent.tools.crop_sets import (
     ALL,
     MIN_CROP_SIDE,
     Box,
@@ -25,6 +22,10 @@ from tools.crop_sets import (
     crop_set,
     normalize_name,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from awares_agent.errors import ConfigError
 
 PAPER = PaperCropSet()
 PAPER_IDS = ("0", "1", "2", "3", "4", "5", "6", "7", "8", "all")

@@ -1,4 +1,5 @@
-"""Tests for tools.crop_tool: the ``get_crops`` spec and schema, argument parsing and validation."""
+"""Tests for awares_agent.tools.crop_tool: the ``get_crops`` spec and schema, argument parsing and
+validation."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import json
 from typing import Any
 
 import pytest
+from awares_agent.tools.crop_sets import GridCropSet, PaperCropSet
+from awares_agent.tools.crop_tool import CROP_TOOL_NAME, CropRequest, CropTool
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from awares_agent.errors import AwaresError, CropRequestError
 from awares_agent.messages import ToolSpec
-from tools.crop_sets import GridCropSet, PaperCropSet
-from tools.crop_tool import CROP_TOOL_NAME, CropRequest, CropTool
 
 PAPER = PaperCropSet()
 TOOL = CropTool(PAPER)

@@ -1,4 +1,5 @@
-"""Tests for evals.dataset (custom data in the common schema) and evals.benchmarks (the paper's six).
+"""Tests for awares_agent.evals.dataset (custom data in the common schema) and awares_agent.evals.benchmarks
+(the paper's six).
 
 Every fixture is built here, in a temporary directory, with real `datasets` files and real (generated)
 images: each benchmark's fixture has that benchmark's exact column names (as read by lmms-eval's task code)
@@ -16,14 +17,14 @@ from typing import Any
 
 import datasets
 import pytest
+from awares_agent.evals.benchmarks import BENCHMARKS, load_benchmark
+from awares_agent.evals.dataset import EvalDataError, LoadedSamples, SkippedRow, load_samples, save_samples
+from awares_agent.evals.metrics import score
+from awares_agent.evals.schema import EvalSample
 from datasets.exceptions import DatasetNotFoundError
 from PIL import Image
 
 from awares_agent.errors import ConfigError
-from evals.benchmarks import BENCHMARKS, load_benchmark
-from evals.dataset import EvalDataError, LoadedSamples, SkippedRow, load_samples, save_samples
-from evals.metrics import score
-from evals.schema import EvalSample
 
 COLORS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
 

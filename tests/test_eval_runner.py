@@ -6,15 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
+from awares_agent.evals.policies import FixedCropsBackend, policy_config
+from awares_agent.evals.report import load_summaries, markdown_table, plot
+from awares_agent.evals.runner import SAMPLES_FILE, awares_crop_counts, read_results, run_policy
+from awares_agent.evals.schema import EvalSample
 from chat_server import Completion, HTTPError, RecordedRequest, ScriptedChatServer
 from PIL import Image, ImageDraw
 
 from awares_agent import OpenAIBackend
 from awares_agent.config import AgentConfig
-from evals.policies import FixedCropsBackend, policy_config
-from evals.report import load_summaries, markdown_table, plot
-from evals.runner import SAMPLES_FILE, awares_crop_counts, read_results, run_policy
-from evals.schema import EvalSample
 
 W, H = 800, 600
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from awares_agent.graphs import build_graph
+from awares_agent.tools.crop_sets import PaperCropSet
 from chat_server import Completion, ScriptedChatServer
 from PIL import Image, ImageChops, ImageDraw
 
 from awares_agent import AwaResAgent, OpenAIBackend
-from graphs import build_graph
-from tools.crop_sets import PaperCropSet
 
 W, H = 1200, 900
 

@@ -1,4 +1,5 @@
-"""Tests for evals.metrics: each metric on cases taken from its benchmark's documented convention.
+"""Tests for awares_agent.evals.metrics: each metric on cases taken from its benchmark's documented
+convention.
 
 Sources of the conventions: lmms-eval's task code (``chartqa/utils.py`` relaxed_correctness, the DocVQA ANLS
 metric, ``ocrbench/utils.py``, ``pope/utils.py``, ``vstar_bench/utils.py`` extract_answer_letter and the
@@ -8,9 +9,7 @@ RealWorldQA multiple-choice filter), the DocVQA ANLS definition (threshold 0.5) 
 from __future__ import annotations
 
 import pytest
-
-from awares_agent.errors import ConfigError
-from evals.metrics import (
+from awares_agent.evals.metrics import (
     anls,
     choice,
     exact,
@@ -26,7 +25,9 @@ from evals.metrics import (
     score,
     yes_no,
 )
-from evals.schema import METRICS
+from awares_agent.evals.schema import METRICS
+
+from awares_agent.errors import ConfigError
 
 VSTAR_QUESTION = (
     "What is the material of the glove?\n(A) rubber\n(B) cotton\n(C) kevlar\n(D) leather\n"

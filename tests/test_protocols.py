@@ -1,4 +1,5 @@
-"""Tests for tools.protocols: parsing model turns into Decisions, and the messages that answer them.
+"""Tests for awares_agent.tools.protocols: parsing model turns into Decisions, and the messages that answer
+them.
 
 Both protocols are checked on tables of good and bad model outputs, then fuzzed: ``parse`` must never raise
 on model output and must always return a well-formed :class:`Decision`.
@@ -10,15 +11,21 @@ import json
 from typing import Any
 
 import pytest
+from awares_agent.tools.crop_sets import CropSet, GridCropSet, PaperCropSet
+from awares_agent.tools.crop_tool import CropTool
+from awares_agent.tools.protocols import (
+    PROTOCOLS,
+    AwaresTextProtocol,
+    Decision,
+    JsonProtocol,
+    ToolProtocol,
+    make_protocol,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from awares_agent.backends.base import ChatReply
 from awares_agent.errors import ConfigError
-from awares_agent.messages import ChatMessage, ImagePart, TextPart, ToolCall
-from tools.crop_sets import CropSet, GridCropSet, PaperCropSet
-from tools.crop_tool import CropTool
-from tools.protocols import PROTOCOLS, AwaresTextProtocol, Decision, JsonProtocol, ToolProtocol, make_protocol
+from awares_agent.messages import ChatMessage, ChatReply, ImagePart, TextPart, ToolCall
 
 PAPER = PaperCropSet()
 GRID = GridCropSet(3, 3)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from awares_agent.evals.metrics import exact
 from PIL import Image, ImageDraw, ImageFont
 
 from awares_agent import AwaResAgent
@@ -16,7 +17,6 @@ from awares_agent.image_store import ImageStore
 from awares_agent.images import ViewSpec
 from awares_agent.messages import ChatMessage, TextPart
 from awares_agent.tokens import PixelTokenRule
-from evals.metrics import exact
 
 _DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 
@@ -142,7 +142,7 @@ def test_unanswerable_questions_answer_unknown(
 
 def test_forced_crops_are_used(form: Image.Image, reader: ReaderBackend) -> None:
     """Crops the reader did not ask for (another policy chose them) are still read and placed."""
-    from evals.policies import FixedCropsBackend
+    from awares_agent.evals.policies import FixedCropsBackend
 
     agent = AwaResAgent(FixedCropsBackend(reader, ["8"]))
     result = agent.ask(form, "What is the shipping?")
@@ -235,7 +235,7 @@ def straddling_form() -> Image.Image:
 
 def test_crops_are_read_as_one_canvas(straddling_form: Image.Image, reader: ReaderBackend) -> None:
     """Two quadrant crops cut the line at the centre; read stitched, the key and the value stay together."""
-    from evals.policies import FixedCropsBackend
+    from awares_agent.evals.policies import FixedCropsBackend
 
     result = AwaResAgent(FixedCropsBackend(reader, ["0", "1"])).ask(
         straddling_form, "What is the tracking number?"
@@ -525,7 +525,7 @@ def test_evidence_whose_labels_cannot_be_read_is_found_by_its_shape(
     """Synthetic pages with several tables or charts, the asked one in 3-4 px text in the view, its labels
     unreadable there: the block of small text (or the chart) likeliest to hold the key is asked for, and
     covers the evidence."""
-    from evals.synthetic import iter_samples
+    from awares_agent.evals.synthetic import iter_samples
 
     sample = list(iter_samples(index + 1, seed=seed))[index]
     assert sample.category == category and sample.needs_hr

@@ -1,4 +1,4 @@
-"""Tests of the synthetic high-resolution benchmark (evals.synthetic)."""
+"""Tests of the synthetic high-resolution benchmark (awares_agent.evals.synthetic)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image, ImageChops
-
-from evals.schema import EvalSample, features
-from evals.synthetic import (
+from awares_agent.evals.schema import EvalSample, features
+from awares_agent.evals.synthetic import (
     CATEGORIES,
     DEFAULT_FONT_DIR,
     DEFAULT_SIZE_RANGE,
@@ -20,6 +18,7 @@ from evals.synthetic import (
     ocr_text,
     verify_readability,
 )
+from PIL import Image, ImageChops
 
 N = 100
 
@@ -183,7 +182,7 @@ class _FakeOCR:
     """Reads every answer in the full images and their crop-set crops, and nothing in resized views."""
 
     def __init__(self, samples: list[EvalSample]) -> None:
-        from tools.crop_sets import PaperCropSet
+        from awares_agent.tools.crop_sets import PaperCropSet
 
         self.answers = [s.answers[0] for s in samples]
         self.known = set()

@@ -1,8 +1,14 @@
 """The crop tool: crop sets, the typed ``get_crops`` request, and the tool-call protocols."""
 
-from tools.crop_sets import CropSet, GridCropSet, PaperCropSet, Region, crop_set
-from tools.crop_tool import CROP_TOOL_NAME, CropRequest, CropTool
-from tools.protocols import AwaresTextProtocol, Decision, JsonProtocol, ToolProtocol, make_protocol
+from awares_agent.tools.crop_sets import CropSet, GridCropSet, PaperCropSet, Region, crop_set
+from awares_agent.tools.crop_tool import CROP_TOOL_NAME, CropRequest, CropTool
+from awares_agent.tools.protocols import (
+    AwaresTextProtocol,
+    Decision,
+    JsonProtocol,
+    ToolProtocol,
+    make_protocol,
+)
 
 __all__ = [
     "CROP_TOOL_NAME",

@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import combinations, pairwise
 
-from awares_agent.errors import ConfigError
-from tools.crop_sets import ALL, CropSet, Region
+from awares_agent.tools.crop_sets import ALL, CropSet, Region
 
-Box = tuple[float, float, float, float]
+from awares_agent.boxes import Box, union_boxes
+from awares_agent.errors import ConfigError
 
 
 def crops_covering(
@@ -60,7 +60,7 @@ def crops_covering(
         cost = sum(r.width * r.height for r in candidate)
         key = (
             cost,
-            -_iou(_union([r.box for r in candidate]), target),
+            -_iou(union_boxes([r.box for r in candidate]), target),
             len(candidate),
             tuple(order[r.id] for r in candidate),
         )
@@ -84,15 +84,6 @@ def _covers(boxes: list[tuple[int, int, int, int]], target: Box, tol: float) -> 
         any(b[0] <= xa and b[1] <= ya and b[2] >= xb and b[3] >= yb for b in grown)
         for xa, xb in x_cells
         for ya, yb in y_cells
-    )
-
-
-def _union(boxes: list[tuple[int, int, int, int]]) -> Box:
-    return (
-        min(b[0] for b in boxes),
-        min(b[1] for b in boxes),
-        max(b[2] for b in boxes),
-        max(b[3] for b in boxes),
     )
 
 

@@ -16,10 +16,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from itertools import pairwise
 
+from awares_agent.boxes import Box
 from awares_agent.errors import ConfigError
-
-Box = tuple[int, int, int, int]
-"""A box ``(left, top, right, bottom)`` in pixels, right and bottom exclusive (PIL's convention)."""
 
 ALL = "all"
 

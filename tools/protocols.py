@@ -20,14 +20,13 @@ import re
 from abc import ABC, abstractmethod
 from typing import Any, Literal
 
+from awares_agent.tools.crop_sets import CropSet
+from awares_agent.tools.crop_tool import CropTool
 from pydantic import BaseModel, Field
 
-from awares_agent.backends.base import ChatReply
 from awares_agent.errors import ConfigError, CropRequestError
-from awares_agent.messages import ChatMessage, ImagePart, Part, TextPart, ToolCall, ToolSpec
+from awares_agent.messages import ChatMessage, ChatReply, ImagePart, Part, TextPart, ToolCall, ToolSpec
 from awares_agent.untrusted import json_text_problem
-from tools.crop_sets import CropSet
-from tools.crop_tool import CropTool
 
 
 class Decision(BaseModel):

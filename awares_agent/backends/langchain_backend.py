@@ -56,7 +56,6 @@ from langchain_core.messages.tool import invalid_tool_call, tool_call
 from langchain_core.runnables import Runnable, RunnableBinding
 from pydantic import BaseModel, SecretStr
 
-from awares_agent.backends.base import ChatReply, Usage
 from awares_agent.errors import (
     AwaresError,
     BackendAuthError,
@@ -69,7 +68,7 @@ from awares_agent.errors import (
     ConfigError,
     MessageTranslationError,
 )
-from awares_agent.messages import ChatMessage, ImagePart, TextPart, ToolCall, ToolSpec
+from awares_agent.messages import ChatMessage, ChatReply, ImagePart, TextPart, ToolCall, ToolSpec, Usage
 from awares_agent.redact import redact, redact_value, register_secret
 
 if TYPE_CHECKING:

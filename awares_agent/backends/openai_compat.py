@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import openai
 
-from awares_agent.backends.base import ChatReply, Usage
 from awares_agent.backends.http_deadline import ATTEMPT_END, DeadlineTransport, HttpClient
 from awares_agent.errors import (
     BackendAuthError,
@@ -51,7 +50,7 @@ from awares_agent.errors import (
     ConfigError,
     MessageTranslationError,
 )
-from awares_agent.messages import ChatMessage, ImagePart, TextPart, ToolCall, ToolSpec
+from awares_agent.messages import ChatMessage, ChatReply, ImagePart, TextPart, ToolCall, ToolSpec, Usage
 from awares_agent.redact import redact, redact_value, register_secret
 
 if TYPE_CHECKING:

@@ -49,14 +49,13 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
-from awares_agent.backends.base import ChatReply, Usage
 from awares_agent.errors import ConfigError
 from awares_agent.fuzzy import substring_distance
-from awares_agent.messages import ChatMessage, ImagePart, ToolCall, ToolSpec
+from awares_agent.messages import ChatMessage, ChatReply, ImagePart, ToolCall, ToolSpec, Usage
 from awares_agent.tokens import PixelTokenRule
-from tools.box_mapping import crops_covering
-from tools.crop_sets import ALL, CropSet
-from tools.crop_sets import crop_set as make_crop_set
+from awares_agent.tools.box_mapping import crops_covering
+from awares_agent.tools.crop_sets import ALL, CropSet
+from awares_agent.tools.crop_sets import crop_set as make_crop_set
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -53,11 +53,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from awares_agent.backends.base import ChatReply, Usage
 from awares_agent.backends.hf_chat import extract_tool_calls, hermes_history, to_hf_messages, with_tools_block
 from awares_agent.backends.hf_processors import load_processor, pixel_bounds, set_pixel_bounds
 from awares_agent.errors import BackendError, ConfigError, MessageTranslationError
-from awares_agent.messages import ChatMessage, ImagePart, ToolSpec
+from awares_agent.messages import ChatMessage, ChatReply, ImagePart, ToolSpec, Usage
 from awares_agent.tokens import QwenVLTokenRule, smart_resize
 
 if TYPE_CHECKING:

@@ -186,8 +186,8 @@ def _collect(args: argparse.Namespace, console: Console) -> int:
     from awares_agent.cli import _backend, _config
     from awares_agent.collect.pipeline import Labeler, Rollout
     from awares_agent.collect.runtime import RetryPolicy, ShardSpec, collect_sync, read_rows
+    from awares_agent.evals.benchmarks import load_benchmark
     from awares_agent.image_store import ImageStore
-    from evals.benchmarks import load_benchmark
 
     shard = ShardSpec.parse(args.shard) if args.shard else None
     config, teacher = _config(args), _backend(args)

@@ -38,9 +38,9 @@ from awares_agent.backends.hf_chat import hermes_history, to_hf_messages, with_t
 from awares_agent.collect.pipeline import CollectedRow
 from awares_agent.errors import ConfigError
 from awares_agent.image_store import ImageStore
+from awares_agent.tools.crop_sets import crop_set
+from awares_agent.tools.protocols import make_protocol
 from awares_agent.trajectory import Trajectory
-from tools.crop_sets import crop_set
-from tools.protocols import make_protocol
 
 __all__ = ["ExportStats", "export_dataset", "features", "training_messages"]
 

@@ -1,7 +1,8 @@
 """Grounders: put a box on the evidence for a sample's answer, in original-image pixels.
 
 Labelling maps the evidence box of every sample that needs high resolution onto the crop set
-(:func:`tools.box_mapping.crops_covering`). Three sources of boxes, one :class:`Grounder` protocol:
+(:func:`awares_agent.tools.box_mapping.crops_covering`). Three sources of boxes, one :class:`Grounder`
+protocol:
 
 * :class:`DatasetGrounder`: the box the dataset gives (checked and clipped to the image).
 * :class:`OCRGrounder`: reads the full-resolution image offline (RapidOCR, see
@@ -31,6 +32,7 @@ from PIL import Image
 from pydantic import BaseModel, field_validator
 
 from awares_agent.backends.base import ChatBackend
+from awares_agent.boxes import Box, union_boxes
 from awares_agent.errors import ConfigError
 from awares_agent.fuzzy import substring_distance
 from awares_agent.image_store import ImageStore
@@ -54,8 +56,6 @@ __all__ = [
     "make_grounder",
     "parse_boxes",
 ]
-
-Box = tuple[float, float, float, float]
 
 
 class Grounding(BaseModel):
@@ -132,15 +132,6 @@ def _clip(box: Sequence[float], width: int, height: int) -> Box:
         min(max(y0, 0.0), height),
         min(max(x1, 0.0), width),
         min(max(y1, 0.0), height),
-    )
-
-
-def _union(boxes: Sequence[Sequence[float]]) -> Box:
-    return (
-        min(b[0] for b in boxes),
-        min(b[1] for b in boxes),
-        max(b[2] for b in boxes),
-        max(b[3] for b in boxes),
     )
 
 
@@ -461,7 +452,7 @@ class OCRGrounder:
             boundary=boundary,
             on_question_line=any(word in row_text for word in question_words),
             confidence=min(lines[i].confidence for i in run),
-            box=_union(pieces),
+            box=union_boxes(pieces),
             text=" ".join(lines[i].text for i in run),
             answer=answer,
             boxes=len(run),
@@ -835,7 +826,7 @@ class VLMGrounder:
                 break
         if not kept:
             return Grounding(box=None, source="vlm", reason=f"no usable box ({where}): {'; '.join(dropped)}")
-        box = _union(kept)
+        box = union_boxes(kept)
         notes = f"; dropped {'; '.join(dropped)}" if dropped else ""
         return Grounding(
             box=box,

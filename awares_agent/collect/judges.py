@@ -3,7 +3,8 @@
 Labelling needs a verdict per answer: a sample needs a crop where the low-resolution answer is wrong and
 the full-resolution one right. Two judges, one :class:`Judge` protocol:
 
-* :class:`MetricJudge` scores the answer with the benchmark metric of the sample (:mod:`evals.metrics`) and
+* :class:`MetricJudge` scores the answer with the benchmark metric of the sample
+  (:mod:`awares_agent.evals.metrics`) and
   calls it correct at or above a per-metric threshold. Offline, free and deterministic.
 * :class:`LLMJudge` asks any chat model (an OpenAI-compatible server, a local model...) to compare the answer
   with the ground truth, with the fixed prompt :data:`JUDGE_SYSTEM_PROMPT` / :data:`JUDGE_USER_TEMPLATE`
@@ -30,12 +31,12 @@ from pydantic import BaseModel, Field
 
 from awares_agent.backends.base import ChatBackend
 from awares_agent.errors import AwaresError, ConfigError
+from awares_agent.evals.metrics import score
+from awares_agent.evals.schema import METRICS
 from awares_agent.image_store import ImageStore
 from awares_agent.messages import ChatMessage
 from awares_agent.redact import redact
 from awares_agent.untrusted import valid_text
-from evals.metrics import score
-from evals.schema import METRICS
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -87,7 +88,7 @@ class Judge(Protocol):
             question: the question asked (with any multiple-choice options).
             prediction: the model's final answer; ``None`` or empty when it gave none (always incorrect).
             answers: the accepted ground-truth answers.
-            metric: the sample's benchmark metric (one of :data:`evals.schema.METRICS`).
+            metric: the sample's benchmark metric (one of :data:`awares_agent.evals.schema.METRICS`).
         """
         ...
 
@@ -139,7 +140,8 @@ DEFAULT_THRESHOLDS: Mapping[str, float] = {
 
 
 class MetricJudge:
-    """Judge answers with the benchmark metrics of :mod:`evals.metrics`: correct when ``score >= threshold``.
+    """Judge answers with the benchmark metrics of :mod:`awares_agent.evals.metrics`: correct when ``score >=
+    threshold``.
 
     Offline and deterministic. ``None`` or blank predictions are incorrect without scoring.
 
@@ -180,7 +182,7 @@ class MetricJudge:
             question: the question (``choice`` reads the options' texts from it).
             prediction: the model's answer; ``None`` or blank is incorrect (score 0).
             answers: the accepted answers.
-            metric: one of :data:`evals.schema.METRICS`.
+            metric: one of :data:`awares_agent.evals.schema.METRICS`.
 
         Returns:
             The verdict; ``judge`` is ``"metric:<metric>>=<threshold>"``.

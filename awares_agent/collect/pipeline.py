@@ -7,7 +7,8 @@
 2. A judge compares both answers with the ground truth. Cropping is *needed* where the low-res answer is
    wrong and the full-res one right. Samples where both are wrong are dropped (``both_wrong``).
 3. For needed samples a grounder finds the evidence box (the dataset's own box first, by default) and
-   :func:`tools.box_mapping.crops_covering` maps it to the crop set: the cheapest region or pair of regions
+   :func:`awares_agent.tools.box_mapping.crops_covering` maps it to the crop set: the cheapest region or pair
+   of regions
    covering it. A needed sample with no box is dropped (``no_evidence_box``).
 4. The label becomes a trajectory written by the same graph the agent runs, so it has exactly the runtime's
    system prompt, tool protocol, crop messages and token accounting: *direct* (view, answer) or *tool*
@@ -33,19 +34,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from awares_agent.agent import AwaResAgent
-from awares_agent.backends.base import ChatBackend, ChatReply
+from awares_agent.backends.base import ChatBackend
 from awares_agent.collect.grounders import Grounder, Grounding
 from awares_agent.collect.judges import Judge, Verdict
 from awares_agent.config import AgentConfig
 from awares_agent.errors import ConfigError, ImageError
+from awares_agent.evals.policies import FixedCropsBackend, policy_config
+from awares_agent.evals.schema import EvalSample
 from awares_agent.image_store import ImageStore
 from awares_agent.images import SourceImage
-from awares_agent.messages import ChatMessage, ToolSpec
+from awares_agent.messages import ChatMessage, ChatReply, ToolSpec
+from awares_agent.tools.box_mapping import crops_covering
+from awares_agent.tools.crop_sets import crop_set
 from awares_agent.trajectory import Trajectory
-from evals.policies import FixedCropsBackend, policy_config
-from evals.schema import EvalSample
-from tools.box_mapping import crops_covering
-from tools.crop_sets import crop_set
 
 __all__ = [
     "CollectedRow",
