@@ -6,8 +6,14 @@ The names a user needs are importable from here::
     agent = AwaResAgent(OpenAIBackend("Qwen/Qwen2.5-VL-7B-Instruct", base_url="http://localhost:8000/v1"))
     result = agent.ask("page.png", "What is the invoice number?")
 
-Exports load on first use, so importing a submodule (``awares_agent.errors``) stays cheap and the packages
-``tools`` and ``graphs`` can import from here without cycles.
+Exports load on first use, so importing one submodule (``awares_agent.errors``) does not load torch, the OCR
+engine or LangGraph. Inside the package nothing imports from here: modules import the module that defines a
+name (``tests/test_architecture.py`` checks it).
+
+The namespace, by concept: ``awares_agent.tools`` (crop sets, the typed crop tool, tool-call protocols, system
+prompts), ``awares_agent.graphs`` (the LangGraph state machine), ``awares_agent.backends`` (the adapters and
+the offline reader), ``awares_agent.collect`` (trajectory collection), ``awares_agent.evals`` (benchmarks,
+metrics, reports) and ``awares_agent.training`` (SFT and GRPO).
 """
 
 from __future__ import annotations

@@ -21,17 +21,21 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from awares_agent.errors import AwaresError, BackendError, ConfigError
+from awares_agent.backends.base import ChatBackend
+from awares_agent.backends.factory import make_backend
+from awares_agent.cli_options import (
+    READER_NOTE,
+    add_agent_options,
+    add_backend_options,
+    agent_config,
+    backend_options,
+)
+from awares_agent.collect.command import add_parser as add_collect_parser
+from awares_agent.collect.command import run as run_collect
+from awares_agent.errors import AwaresError, BackendError
 from awares_agent.redact import install_log_redaction, redact
 
 EXIT_OK, EXIT_BACKEND, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
-
-
-READER_NOTE = (
-    "With no --model and no --base-url the embedded offline reader answers: an OCR engine that runs on CPU "
-    'with no download. It answers text-reading questions only ("What is the invoice number?"); use a VLM '
-    "(--model or --base-url) for anything else."
-)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,8 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     ask.add_argument("image", help="path to the image (PNG, JPEG, WebP, GIF, TIFF...)")
     ask.add_argument("question", help="the question to answer")
-    _backend_options(ask)
-    _agent_options(ask)
+    add_backend_options(ask)
+    add_agent_options(ask)
     ask.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
     ev = sub.add_parser(
@@ -85,8 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--out", required=True, help="run directory (per-policy results and summaries)")
     ev.add_argument("--concurrency", type=int, default=2, help="samples in flight at once (default: 2)")
-    _backend_options(ev)
-    _agent_options(ev)
+    add_backend_options(ev)
+    add_agent_options(ev)
 
     rep = sub.add_parser(
         "report",
@@ -99,103 +103,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--plot", help="write the plot here (default: accuracy_vs_rtr.png beside the table)")
 
-    from awares_agent.collect.command import add_parser as add_collect
-
-    add_collect(sub, _backend_options, _agent_options, READER_NOTE)
+    add_collect_parser(sub, READER_NOTE)
     return parser
-
-
-def _backend_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        help="the model: its name on the server, or a local path / hub id for a local model "
-        "(default: the offline reader)",
-    )
-    parser.add_argument(
-        "--backend",
-        choices=["auto", "reader", "openai", "transformers"],
-        default="auto",
-        help="auto (default): a server if --base-url is given, a local model if --model is, else the reader; "
-        "'openai' with no --base-url talks to the OpenAI API",
-    )
-    server = parser.add_argument_group("OpenAI-compatible server (vLLM, SGLang, Ollama, OpenAI...)")
-    server.add_argument("--base-url", help="server URL, e.g. http://localhost:8000/v1 for vLLM")
-    server.add_argument(
-        "--api-key-env",
-        default="OPENAI_API_KEY",
-        metavar="VAR",
-        help="environment variable holding the API key (default: OPENAI_API_KEY; local servers need none)",
-    )
-    server.add_argument(
-        "--timeout",
-        type=float,
-        default=60.0,
-        help="seconds per request attempt, the whole reply included (default: 60)",
-    )
-    server.add_argument("--max-retries", type=int, default=3, help="retries on 429/5xx/timeouts (default: 3)")
-    server.add_argument(
-        "--deadline",
-        type=float,
-        metavar="SECONDS",
-        help="seconds per model call, every retry and Retry-After wait included (default: timeout x "
-        "(max-retries + 1) + 30)",
-    )
-    server.add_argument(
-        "--image-format", choices=["png", "jpeg"], default="png", help="how images travel (default: png)"
-    )
-    server.add_argument(
-        "--image-detail",
-        choices=["auto", "low", "high"],
-        help="OpenAI image detail; use 'high' on api.openai.com so crops keep their resolution",
-    )
-    local = parser.add_argument_group("local model (Hugging Face transformers)")
-    local.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps... (default: cpu)")
-    local.add_argument("--dtype", default="auto", help="auto, bfloat16, float16, float32 (default: auto)")
-    local.add_argument("--max-new-tokens", type=int, default=256, help="per model turn (default: 256)")
-    local.add_argument("--offline", action="store_true", help="never contact the Hugging Face hub")
-
-
-def _agent_options(parser: argparse.ArgumentParser) -> None:
-    agent = parser.add_argument_group("agent")
-    agent.add_argument(
-        "--protocol",
-        choices=["json", "awares-text"],
-        default="json",
-        help="tool-call protocol: json function calling, or the released GET_CROPS text (default: json)",
-    )
-    agent.add_argument(
-        "--crop-set", default="paper", help="'paper' (9 regions + all) or 'grid-RxC' (default: paper)"
-    )
-    agent.add_argument(
-        "--max-rounds", type=int, default=1, help="crop rounds allowed (default: 1, as in the paper)"
-    )
-    agent.add_argument(
-        "--max-rtr", type=float, help="visual-token budget as a retained token ratio, e.g. 0.5"
-    )
-    agent.add_argument(
-        "--token-rule",
-        help="visual-token rule: qwen2.5-vl, qwen2-vl, qwen3-vl, pixels (default: the backend's or inferred)",
-    )
-    agent.add_argument("--view-scale", type=float, default=0.5, help="low-res view scale (default: 0.5)")
-
-
-def _config(args: argparse.Namespace) -> Any:
-    from awares_agent.config import AgentConfig
-
-    return AgentConfig.from_options(
-        protocol=args.protocol,
-        crop_set=args.crop_set,
-        max_rounds=args.max_rounds,
-        max_rtr=args.max_rtr,
-        token_rule=args.token_rule,
-        view_scale=args.view_scale,
-    )
 
 
 def _ask(args: argparse.Namespace, console: Console) -> int:
     from awares_agent.agent import AwaResAgent
 
-    agent = AwaResAgent(_backend(args), _config(args))
+    agent = AwaResAgent(_backend(args), agent_config(args))
     if args.json:
         result = agent.ask(args.image, args.question)
         sys.stdout.write(result.model_dump_json() + "\n")
@@ -224,39 +139,9 @@ def _ask(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-def _backend(args: argparse.Namespace) -> Any:
-    """The backend the options name: a server, a local model, or the offline reader (see --backend)."""
-    choice = args.backend
-    if choice == "auto":
-        choice = "openai" if args.base_url else "transformers" if args.model else "reader"
-    if choice == "reader":
-        from awares_agent.backends.reader import ReaderBackend
-
-        return ReaderBackend(crop_set=args.crop_set)
-    if not args.model:
-        raise ConfigError(f"--backend {choice} needs --model")
-    if choice == "openai":
-        from awares_agent.backends.openai_compat import OpenAIBackend
-
-        return OpenAIBackend(
-            args.model,
-            base_url=args.base_url,
-            api_key_env=args.api_key_env,
-            timeout=args.timeout,
-            max_retries=args.max_retries,
-            deadline=args.deadline,
-            image_format=args.image_format,
-            image_detail=args.image_detail,
-        )
-    from awares_agent.backends.transformers_backend import TransformersBackend
-
-    return TransformersBackend(
-        args.model,
-        device=args.device,
-        dtype=args.dtype,
-        max_new_tokens=args.max_new_tokens,
-        local_files_only=args.offline,
-    )
+def _backend(args: argparse.Namespace) -> ChatBackend:
+    """The backend the flags name: a server, a local model, or the offline reader (see --backend)."""
+    return make_backend(backend_options(args), crop_set=args.crop_set)
 
 
 def _eval(args: argparse.Namespace, console: Console) -> int:
@@ -275,7 +160,7 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
         check_policy(policy)
     if "random" in policies and "awares" in policies:  # random copies awares' crop counts: run awares first
         policies = ["awares"] + [p for p in policies if p != "awares"]
-    config, backend = _config(args), _backend(args)
+    config, backend = agent_config(args), _backend(args)
     with console.status(f"loading {args.bench}..."):
         samples = load_benchmark(args.bench, split=args.split, limit=args.limit, seed=args.seed)
     out = Path(args.out)
@@ -384,8 +269,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             return _report(args, console)
         if args.command == "collect":
-            from awares_agent.collect.command import run as run_collect
-
             return run_collect(args, console)
     except BackendError as exc:
         errors.print(f"[red]error:[/] {escape(redact(str(exc)))}", highlight=False)

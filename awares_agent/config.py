@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from awares_agent.errors import ConfigError
 from awares_agent.images import DEFAULT_MAX_IMAGE_PIXELS, ViewSpec
+from awares_agent.tools.crop_sets import crop_set
+from awares_agent.tools.prompts import PromptPreset
 
 
 class AgentConfig(BaseModel):
@@ -25,7 +27,12 @@ class AgentConfig(BaseModel):
             withheld.
         token_rule: visual-token rule (``"qwen2.5-vl"``, ``"qwen3-vl"``, ``"pixels"``...); ``None`` takes the
             backend's own (a local model's processor geometry), else infers it from the model name.
-        system_prompt: replaces the protocol's system prompt (the crop map is then yours to describe).
+        system_prompt_preset: which system prompt opens a query (:mod:`awares_agent.tools.prompts`):
+            ``"auto"`` (default: the released prompt, verbatim, for the released checkpoint
+            ``Kimhi/AWARES-Qwen2.5-VL-7B`` under ``awares-text``; the project's own otherwise), ``"awares"``
+            (the project's own), ``"released"`` (the released evaluation script's) or ``"released-readme"``
+            (the released README's quick start).
+        system_prompt: a prompt of your own; it replaces any preset (the crop map is then yours to describe).
         max_image_pixels: refuse images with more pixels than this (decompression-bomb guard).
     """
 
@@ -39,14 +46,29 @@ class AgentConfig(BaseModel):
     max_corrections: int = Field(default=1, ge=0, le=8)
     max_rtr: float | None = Field(default=None, gt=0)
     token_rule: str | None = None
+    system_prompt_preset: PromptPreset = "auto"
     system_prompt: str | None = None
     max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1)
 
     @model_validator(mode="after")
-    def _check_crop_set(self) -> AgentConfig:
-        from awares_agent.tools.crop_sets import crop_set
-
+    def _check(self) -> AgentConfig:
         crop_set(self.crop_set)  # raises ConfigError for an unknown key
+        preset = self.system_prompt_preset
+        if preset.startswith("released"):
+            if self.protocol != "awares-text":
+                raise ConfigError(
+                    f"the {preset!r} system prompt teaches the released GET_CROPS text protocol: use "
+                    f"protocol 'awares-text' (--protocol awares-text), not {self.protocol!r}"
+                )
+            if self.crop_set.strip().lower() != "paper":
+                raise ConfigError(
+                    f"the {preset!r} system prompt describes the paper's crop set: use crop_set 'paper' "
+                    f"(--crop-set paper), not {self.crop_set!r}"
+                )
+        if self.system_prompt is not None and preset != "auto":
+            raise ConfigError(
+                f"choose one: a system prompt of your own or the {preset!r} preset (--system-prompt)"
+            )
         return self
 
     @classmethod

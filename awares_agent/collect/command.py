@@ -25,13 +25,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from awares_agent.backends.base import ChatBackend
+from awares_agent.backends.factory import BackendOptions, make_backend
+from awares_agent.cli_options import add_agent_options, add_backend_options, agent_config, backend_options
 from awares_agent.errors import ConfigError
 
 IMAGES = "images"
 EXPORT = "export"
 
 
-def add_parser(sub: Any, backend_options: Any, agent_options: Any, epilog: str | None = None) -> None:
+def add_parser(sub: Any, epilog: str | None = None) -> None:
     """Register ``collect`` and its sub-commands on the ``awares`` parser's sub-parsers.
 
     ``epilog`` (the note on the default offline reader) is shown under the teacher commands' help.
@@ -61,8 +64,8 @@ def add_parser(sub: Any, backend_options: Any, agent_options: Any, epilog: str |
     )
     for parser in (label, rollout):
         _run_options(parser)
-        backend_options(parser)
-        agent_options(parser)
+        add_backend_options(parser)
+        add_agent_options(parser)
         _judge_options(parser)
     grounding = label.add_argument_group("grounding (where the evidence is, for samples that need crops)")
     grounding.add_argument(
@@ -147,20 +150,13 @@ def _judge(args: argparse.Namespace) -> Any:
         return MetricJudge()
     if not args.judge_model:
         raise ConfigError("--judge llm needs --judge-model (and --judge-base-url for a local server)")
-    from awares_agent.backends.openai_compat import OpenAIBackend
-
-    backend = OpenAIBackend(
-        args.judge_model,
-        base_url=args.judge_base_url,
-        api_key_env=args.judge_api_key_env,
-        timeout=args.timeout,
-        deadline=args.deadline,
-        max_retries=args.max_retries,
+    options = backend_options(args).server(
+        model=args.judge_model, base_url=args.judge_base_url, api_key_env=args.judge_api_key_env
     )
-    return LLMJudge(backend, cache=Path(args.out) / "judge_cache.sqlite")
+    return LLMJudge(make_backend(options), cache=Path(args.out) / "judge_cache.sqlite")
 
 
-def _grounder(args: argparse.Namespace, teacher: Any) -> Any:
+def _grounder(args: argparse.Namespace, teacher: ChatBackend) -> Any:
     from awares_agent.collect.grounders import make_grounder
 
     names = [n.strip() for n in args.grounder.split(",") if n.strip()]
@@ -168,29 +164,26 @@ def _grounder(args: argparse.Namespace, teacher: Any) -> Any:
     if "vlm" in names:
         backend = teacher
         if args.grounder_model or args.grounder_base_url:
-            from awares_agent.backends.openai_compat import OpenAIBackend
-
-            backend = OpenAIBackend(
-                args.grounder_model or args.model,
-                base_url=args.grounder_base_url or args.base_url,
-                api_key_env=args.api_key_env,
-                timeout=args.timeout,
-                deadline=args.deadline,
-                max_retries=args.max_retries,
+            options: BackendOptions = backend_options(args)
+            backend = make_backend(
+                options.server(
+                    model=args.grounder_model or options.model,
+                    base_url=args.grounder_base_url or options.base_url,
+                )
             )
         kwargs["backend"] = backend
     return make_grounder(",".join(names), **kwargs)
 
 
 def _collect(args: argparse.Namespace, console: Console) -> int:
-    from awares_agent.cli import _backend, _config
     from awares_agent.collect.pipeline import Labeler, Rollout
     from awares_agent.collect.runtime import RetryPolicy, ShardSpec, collect_sync, read_rows
     from awares_agent.evals.benchmarks import load_benchmark
     from awares_agent.image_store import ImageStore
 
     shard = ShardSpec.parse(args.shard) if args.shard else None
-    config, teacher = _config(args), _backend(args)
+    config = agent_config(args)
+    teacher = make_backend(backend_options(args), crop_set=args.crop_set)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     store = ImageStore(root=out / IMAGES, max_pixels=config.max_image_pixels)

@@ -1,0 +1,133 @@
+"""Command-line options shared by ``awares ask``, ``eval`` and ``collect``, derived from their configs.
+
+The backend's flags come from the fields of :class:`~awares_agent.backends.factory.BackendOptions` (name,
+default, choices and help); the agent's defaults come from :class:`~awares_agent.config.AgentConfig`. So a
+default is written once, in its config, and the commands cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any
+
+from awares_agent.backends.factory import BackendOptions
+from awares_agent.config import AgentConfig
+from awares_agent.tools.prompts import PRESETS, RELEASED_MODEL
+
+READER_NOTE = (
+    "With no --model and no --base-url the embedded offline reader answers: an OCR engine that runs on CPU "
+    'with no download. It answers text-reading questions only ("What is the invoice number?"); use a VLM '
+    "(--model or --base-url) for anything else."
+)
+
+_GROUPS = {
+    "server": "OpenAI-compatible server (vLLM, SGLang, Ollama, OpenAI...)",
+    "local": "local model (Hugging Face transformers)",
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _scalar_type(annotation: Any) -> Any:
+    """``int``/``float``/``str`` from a field's annotation (``float | None`` gives ``float``)."""
+    hint = annotation
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint if hint in (int, float) else str
+
+
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per :class:`BackendOptions` field (``--base-url`` for ``base_url``...)."""
+    hints = typing.get_type_hints(BackendOptions)
+    groups: dict[str, Any] = {}
+    for f in dataclasses.fields(BackendOptions):
+        meta = dict(f.metadata)
+        group_key = meta.pop("group", None)
+        target: Any = parser
+        if group_key is not None:
+            target = groups.get(group_key) or parser.add_argument_group(_GROUPS[group_key])
+            groups[group_key] = target
+        help_text = meta.pop("help")
+        if hints[f.name] is bool:
+            target.add_argument(_flag(f.name), action="store_true", help=help_text)
+            continue
+        if f.default is not None and "default" not in help_text:
+            help_text += f" (default: {f.default})"
+        target.add_argument(
+            _flag(f.name), type=_scalar_type(hints[f.name]), default=f.default, help=help_text, **meta
+        )
+
+
+def backend_options(args: argparse.Namespace) -> BackendOptions:
+    """The :class:`BackendOptions` the parsed flags name."""
+    return BackendOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(BackendOptions)})
+
+
+def add_agent_options(parser: argparse.ArgumentParser) -> None:
+    """Add the agent's flags, with :class:`AgentConfig`'s defaults."""
+    defaults = {name: info.default for name, info in AgentConfig.model_fields.items()}
+    agent = parser.add_argument_group("agent")
+    agent.add_argument(
+        "--protocol",
+        choices=["json", "awares-text"],
+        default=defaults["protocol"],
+        help="tool-call protocol: json function calling, or the released GET_CROPS text "
+        f"(default: {defaults['protocol']})",
+    )
+    agent.add_argument(
+        "--system-prompt",
+        dest="system_prompt_preset",
+        choices=PRESETS,
+        default=defaults["system_prompt_preset"],
+        help="the system prompt: awares (the project's own), released (the released evaluation script's, "
+        "verbatim), released-readme (the released README's quick start); auto (default): released for "
+        f"{RELEASED_MODEL} with --protocol awares-text, else awares",
+    )
+    agent.add_argument(
+        "--crop-set",
+        default=defaults["crop_set"],
+        help=f"'paper' (9 regions + all) or 'grid-RxC' (default: {defaults['crop_set']})",
+    )
+    agent.add_argument(
+        "--max-rounds",
+        type=int,
+        default=defaults["max_rounds"],
+        help=f"crop rounds allowed (default: {defaults['max_rounds']}, as in the paper)",
+    )
+    agent.add_argument(
+        "--max-rtr",
+        type=float,
+        help="visual-token budget as a retained token ratio, e.g. 0.5 (default: none)",
+    )
+    agent.add_argument(
+        "--token-rule",
+        help="visual-token rule: qwen2.5-vl, qwen2-vl, qwen3-vl, pixels (default: the backend's or inferred)",
+    )
+    agent.add_argument(
+        "--view-scale",
+        type=float,
+        default=defaults["view_scale"],
+        help=f"low-res view scale (default: {defaults['view_scale']})",
+    )
+
+
+def agent_config(args: argparse.Namespace) -> AgentConfig:
+    """The :class:`AgentConfig` the parsed flags name.
+
+    Raises:
+        ConfigError: an invalid value or combination, every problem named.
+    """
+    return AgentConfig.from_options(
+        protocol=args.protocol,
+        system_prompt_preset=args.system_prompt_preset,
+        crop_set=args.crop_set,
+        max_rounds=args.max_rounds,
+        max_rtr=args.max_rtr,
+        token_rule=args.token_rule,
+        view_scale=args.view_scale,
+    )
