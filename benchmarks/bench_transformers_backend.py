@@ -41,7 +41,7 @@ from awares_agent.backends.transformers_backend import TransformersBackend
 from awares_agent.image_store import ImageStore
 from awares_agent.images import ViewSpec
 from awares_agent.messages import ChatMessage, TextPart
-from awares_agent.tiny_vlm import build_tiny_vlm
+from awares_agent.testing import build_tiny_vlm
 
 
 def noise(seed: int, width: int, height: int) -> Image.Image:

@@ -30,7 +30,7 @@ def tiny_vlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     import torch
 
-    from awares_agent.tiny_vlm import build_tiny_vlm
+    from awares_agent.testing import build_tiny_vlm
 
     torch.set_num_threads(1)
 

@@ -15,9 +15,12 @@ from awares_agent.evals.synthetic import (
     FontBook,
     build_synthetic,
     generate,
+    holding_region,
     ocr_text,
     verify_readability,
 )
+from awares_agent.tools.box_mapping import crops_covering
+from awares_agent.tools.crop_sets import GridCropSet, PaperCropSet
 from PIL import Image, ImageChops
 
 N = 100
@@ -220,6 +223,23 @@ def test_verify_readability_logic(samples: list[EvalSample]) -> None:
     assert report.fraction() == pytest.approx(sum(bool(s.needs_hr) for s in picked) / 6)
     assert "behave as labelled" in report.summary()
     assert ocr_text(picked[0].image, fake) == "|".join(a.lower() for a in fake.answers).replace(" ", "")
+
+
+def test_holding_region_is_the_smallest_single_region_holding_the_box() -> None:
+    """The one crop the readability check reads: every pixel of the box, in the cheapest single region."""
+    w, h = 1000, 800
+    assert holding_region((10, 10, 200, 100), w, h).name == "top-left"
+    assert holding_region((400, 300, 600, 500), w, h).name == "center"
+    assert holding_region((100, 10, 900, 100), w, h).name == "top"
+    assert holding_region((10, 10, 990, 790), w, h).name == "all"
+    # One pixel past the top-left quadrant: no slack, the next region that holds it.
+    region = holding_region((10, 10, 501, 100), w, h)
+    assert (region.name, region.box) == ("top", (0, 0, 1000, 400))
+    # The oracle's rule may answer a pair for the same box; the check needs one image.
+    assert crops_covering((344, 360, 873, 405), PaperCropSet(), 1033, 947, tolerance=0) == ["1", "4"]
+    assert holding_region((344, 360, 873, 405), 1033, 947).name == "top"
+    grid = holding_region((10, 10, 200, 100), w, h, GridCropSet(4, 4))
+    assert grid.name == "r1c1"
 
 
 @pytest.mark.slow

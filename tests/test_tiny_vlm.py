@@ -13,7 +13,7 @@ from awares_agent.backends.hf_processors import load_processor, pixel_bounds
 from awares_agent.errors import ConfigError
 from awares_agent.image_store import ImageStore
 from awares_agent.messages import ChatMessage, TextPart, ToolCall
-from awares_agent.tiny_vlm import MAX_PIXELS, MIN_PIXELS
+from awares_agent.testing import MAX_PIXELS, MIN_PIXELS
 
 TOOLS = [{"type": "function", "function": {"name": "get_crops", "description": "d", "parameters": {}}}]
 

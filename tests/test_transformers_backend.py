@@ -25,13 +25,15 @@ from transformers import AutoModelForImageTextToText, Qwen2_5_VLForConditionalGe
 
 from awares_agent import AwaResAgent
 from awares_agent.backends.base import ChatBackend
+from awares_agent.backends.hf_batcher import MicroBatcher
+from awares_agent.backends.hf_decode import CachedTurn, PrefixCache, PreparedTurn, usable_prefix
 from awares_agent.backends.hf_processors import load_processor
 from awares_agent.backends.transformers_backend import TransformersBackend
 from awares_agent.errors import BackendError, ConfigError, MessageTranslationError
 from awares_agent.image_store import ImageStore
 from awares_agent.images import ViewSpec
 from awares_agent.messages import ChatMessage, ImagePart, TextPart, ToolCall
-from awares_agent.tiny_vlm import build_tiny_vlm
+from awares_agent.testing import build_tiny_vlm
 from awares_agent.tokens import QWEN2_5_VL
 
 SYSTEM = "You answer questions about an image. Request crops when fine details are needed."
@@ -683,3 +685,77 @@ def test_trajectory_view_tokens_are_the_processors(tiny_path: Path):
     reply = backend.complete(trajectory.messages[:2], images=agent.store)
     assert reply.image_tokens == [trajectory.cost.view_tokens]
     assert trajectory.cost.full_tokens == QWEN2_5_VL.count(1024, 768)
+
+
+# --- the parts beside the backend ----------------------------------------------------------------------
+
+
+def test_options_changed_after_construction_apply_to_the_next_turn(lively, processor, store: ImageStore):
+    """max_new_tokens and kv_cache_entries are read per turn, as plain attributes a caller may set."""
+    backend = make(lively, processor, max_new_tokens=16, kv_cache_entries=8)
+    backend.max_new_tokens = 3
+    reply = backend.complete(first_turn(store, 50)[1], images=store)
+    assert reply.usage.completion_tokens <= 3
+    backend.kv_cache_entries = 1
+    for seed in range(51, 54):
+        backend.complete(first_turn(store, seed)[1], images=store)
+    assert backend.kv_cache_entries == 1 and backend.stats["cache_entries"] == 1
+
+
+def turn(ids: list[int], image_ids: list[str], spans: list[tuple[int, int]]) -> PreparedTurn:
+    return PreparedTurn(
+        input_ids=torch.tensor(ids),
+        mm_token_type_ids=torch.zeros(len(ids), dtype=torch.long),
+        position_ids=None,
+        images=[],
+        image_grid_thw=None,
+        pixels=[],
+        image_ids=image_ids,
+        spans=spans,
+        image_tokens=None,
+        tools_offered=False,
+    )
+
+
+def test_usable_prefix_stops_before_a_different_picture():
+    ids = list(range(40))
+    cached = CachedTurn(ids=torch.tensor(ids[:30]), image_ids=["a"], spans=[(18, 24)], kv=[])
+    assert usable_prefix(cached, turn(ids, ["a"], [(18, 24)])) == 30
+    assert usable_prefix(cached, turn(ids, ["b"], [(18, 24)])) == 18  # same pads, other pixels
+    assert usable_prefix(cached, turn([*ids[:25], 99, *ids[26:]], ["a"], [(18, 24)])) == 25
+    assert usable_prefix(cached, turn(ids[:30], ["a"], [(18, 24)])) == 29  # one token left to prefill
+    cache = PrefixCache(capacity=4)
+    assert cache.lookup(turn(ids, ["a"], [(18, 24)])) == (None, 0)  # empty
+    assert len(cache) == 0
+
+
+def test_micro_batcher_gathers_concurrent_calls_and_isolates_a_failure():
+    batches: list[list[str]] = []
+
+    def run(requests: list[str]) -> list[str]:
+        batches.append(list(requests))
+        if "bad" in requests:
+            raise ValueError("bad request")
+        return [r.upper() for r in requests]
+
+    batcher: MicroBatcher[str, str] = MicroBatcher(run, max_size=4, wait_s=5.0)
+    requests = ["a", "b", "bad", "c"]
+    barrier = threading.Barrier(len(requests))
+    results: dict[str, object] = {}
+
+    def submit(r: str) -> None:
+        barrier.wait()
+        try:
+            results[r] = batcher.submit(r)
+        except ValueError as exc:
+            results[r] = exc
+
+    threads = [threading.Thread(target=submit, args=(r,)) for r in requests]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(batches[0]) == sorted(requests)  # one batch of all four, gathered before the wait ran out
+    assert sorted(len(b) for b in batches[1:]) == [1, 1, 1, 1]  # it failed: each reran alone
+    assert {r: results[r] for r in ("a", "b", "c")} == {"a": "A", "b": "B", "c": "C"}
+    assert isinstance(results["bad"], ValueError)

@@ -1,10 +1,18 @@
-"""A tiny Qwen2.5-VL built locally from config: a real model of the real architecture, for tests and CPU runs.
+"""A tiny Qwen2.5-VL built locally from config: the real architecture, for tests, benchmarks and smoke runs.
+
+It is for checking that things run, not for answers: the weights are random (seeded), nothing is downloaded,
+and building it takes a few seconds on a CPU. Use it to smoke-test a pipeline offline, for example::
+
+    from awares_agent.testing import build_tiny_vlm
+    from awares_agent.backends.transformers_backend import TransformersBackend
+
+    backend = TransformersBackend(str(build_tiny_vlm("/tmp/tiny-vlm")), local_files_only=True)
 
 :func:`build_tiny_vlm` writes a checkpoint directory laid out like a real Qwen2.5-VL one (``config.json``,
 safetensors weights, tokenizer, image-processor and processor configs, a chat template) with about 0.6 M
 parameters and random weights. It loads offline through the Auto classes and
 :func:`~awares_agent.backends.hf_processors.load_processor`, exactly like ``Qwen/Qwen2.5-VL-7B-Instruct``;
-nothing that loads it knows it is tiny. The test suite and the training package share it.
+nothing that loads it knows it is tiny. The test suite, the benchmarks and the training package share it.
 
 Its parts:
 
@@ -20,6 +28,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from awares_agent.backends.hf_processors import image_only_processor_class
 from awares_agent.tools.crop_sets import PaperCropSet
 from awares_agent.tools.protocols import AwaresTextProtocol, JsonProtocol
 
@@ -32,10 +41,14 @@ SPECIAL_TOKENS = [
     "<|image_pad|>",
     "<|video_pad|>",
 ]
+"""Qwen's special tokens, in the tiny tokenizer as special tokens."""
 TAG_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
+"""The hermes tool-call tags: single tokens, but not special (decoding keeps them)."""
 
 MIN_PIXELS = 32 * 28 * 28
+"""The image processor's lower pixel bound: 32 visual tokens, as the paper."""
 MAX_PIXELS = 2048 * 28 * 28
+"""The image processor's upper pixel bound: 2048 visual tokens, as the paper."""
 
 # Parts are dispatched on ``type`` only: rows read back from `datasets` carry ``image: None`` on text parts.
 CHAT_TEMPLATE = (
@@ -143,8 +156,6 @@ def build_tiny_vlm(path: str | Path, *, seed: int = 0) -> Path:
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    from awares_agent.backends.hf_processors import image_only_processor_class
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
