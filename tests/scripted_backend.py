@@ -3,11 +3,14 @@
 It drives the project's own loop (graph, protocols, agent, runners) with no HTTP in between; the loopback
 server (``chat_server.py``) is for testing the OpenAI adapter itself. A script entry is a
 :class:`~awares_agent.messages.ChatReply`, a string (a reply with that text), an exception (raised by
-the call, as a broken backend would), or a callable of the request returning one of those::
+the call, as a broken backend would), or a callable of the request returning one of those. Every call is
+recorded as a :class:`Request` (messages, tools, the image store, and whether it came through
+``acomplete``), so a test can assert what the graph sent::
 
     backend = ScriptedBackend("GET_CROPS: ['0']", ChatReply(text="42"))
     AwaResAgent(backend, protocol="awares-text").ask(image, "What is the total?")
     assert len(backend.requests) == 2
+    assert backend.requests[1].messages[-1].role == "user"
 """
 
 from __future__ import annotations
@@ -18,18 +21,49 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from PIL import Image
+
 from awares_agent.image_store import ImageStore
-from awares_agent.messages import ChatMessage, ChatReply, ToolSpec
+from awares_agent.messages import ChatMessage, ChatReply, ImagePart, ToolSpec
 
 __all__ = ["Request", "ScriptedBackend"]
 
 
 @dataclass(frozen=True)
 class Request:
-    """One call the backend received: the messages and the tools offered."""
+    """One call the backend received.
+
+    Attributes:
+        messages: the conversation sent, in order.
+        tools: the tools offered (``None`` when none were).
+        images: the image store the call was given (it resolves the messages' image parts).
+        asynchronous: the call came through ``acomplete`` rather than ``complete``.
+    """
 
     messages: list[ChatMessage]
     tools: list[ToolSpec] | None
+    images: ImageStore | None = None
+    asynchronous: bool = False
+
+    @property
+    def roles(self) -> list[str]:
+        """The role of each message, in order."""
+        return [m.role for m in self.messages]
+
+    @property
+    def image_parts(self) -> list[ImagePart]:
+        """Every image part of the conversation, in order."""
+        return [part for message in self.messages for part in message.images]
+
+    def pixels(self) -> list[Image.Image]:
+        """The pixels behind every image part, in order, as the backend would have read them from the store.
+
+        Raises:
+            AssertionError: the request was recorded without its image store.
+        """
+        if self.images is None:
+            raise AssertionError("this Request was recorded without its image store")
+        return [self.images.get(part.image_id) for part in self.image_parts]
 
 
 Entry: TypeAlias = "ChatReply | str | BaseException | object | Callable[[Request], Any]"
@@ -40,9 +74,12 @@ class ScriptedBackend:
 
     Args:
         *script: the replies, consumed one per call (see the module docstring for what an entry may be).
-        model: the model name it reports.
+        model: the model name it reports (it selects the agent's visual-token rule, as a real model's does).
         default: what to answer when the script is empty (``None``: raise ``AssertionError``, so an
             under-scripted test fails loudly).
+
+    Attributes:
+        requests: every call received, in order (a :class:`Request` each).
     """
 
     def __init__(self, *script: Entry, model: str = "scripted-model", default: Entry | None = None) -> None:
@@ -58,7 +95,11 @@ class ScriptedBackend:
         return self._model
 
     def enqueue(self, *entries: Entry) -> None:
-        """Append replies to the script."""
+        """Append replies to the script.
+
+        Args:
+            *entries: replies, as for the constructor's ``script``.
+        """
         with self._lock:
             self._script.extend(entries)
 
@@ -71,8 +112,37 @@ class ScriptedBackend:
     def complete(
         self, messages: Sequence[ChatMessage], *, images: ImageStore, tools: Sequence[ToolSpec] | None = None
     ) -> ChatReply:
-        """Answer with the next scripted entry."""
-        request = Request(list(messages), list(tools) if tools else None)
+        """Record the call and answer with the next scripted entry.
+
+        Args:
+            messages: the conversation.
+            images: the image store that resolves the messages' image parts (recorded with the call).
+            tools: the tools offered.
+        """
+        return self._answer(messages, images, tools, asynchronous=False)
+
+    async def acomplete(
+        self, messages: Sequence[ChatMessage], *, images: ImageStore, tools: Sequence[ToolSpec] | None = None
+    ) -> ChatReply:
+        """Async :meth:`complete` (recorded with ``asynchronous=True``).
+
+        Args:
+            messages: the conversation.
+            images: the image store that resolves the messages' image parts.
+            tools: the tools offered.
+        """
+        return self._answer(messages, images, tools, asynchronous=True)
+
+    def _answer(
+        self,
+        messages: Sequence[ChatMessage],
+        images: ImageStore,
+        tools: Sequence[ToolSpec] | None,
+        *,
+        asynchronous: bool,
+    ) -> ChatReply:
+        # An empty tools list is recorded as given, so a test can tell it from "no tools".
+        request = Request(list(messages), list(tools) if tools is not None else None, images, asynchronous)
         with self._lock:
             self.requests.append(request)
             if self._script:
@@ -90,9 +160,3 @@ class ScriptedBackend:
         if isinstance(entry, str):
             return ChatReply(text=entry)
         return entry  # type: ignore[return-value]  # a test may script a non-ChatReply on purpose
-
-    async def acomplete(
-        self, messages: Sequence[ChatMessage], *, images: ImageStore, tools: Sequence[ToolSpec] | None = None
-    ) -> ChatReply:
-        """Async :meth:`complete`."""
-        return self.complete(messages, images=images, tools=tools)

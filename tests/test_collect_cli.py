@@ -17,7 +17,7 @@ from datasets import load_from_disk
 from PIL import Image, ImageDraw
 
 from awares_agent.cli import main
-from awares_agent.collect.runtime import read_failures, read_rows
+from awares_agent.engine import read_failures, read_rows
 
 SECRET = "sk-test-collect-4f1d9b2e7a"
 N = 12
@@ -99,8 +99,9 @@ def test_rollout_with_an_llm_judge_writes_a_trl_dataset_and_no_secret(
     with ScriptedChatServer() as server:
         server.enqueue(*[teacher_and_judge] * (2 * N))
         assert main(rollout_args(data, out, server)) == 0
-        assert all(r.headers.get("authorization") == f"Bearer {SECRET}" for r in server.chat_requests)
         asked = len(server.chat_requests)
+        assert asked == 2 * N  # one teacher turn and one verdict per sample
+        assert all(r.headers.get("authorization") == f"Bearer {SECRET}" for r in server.chat_requests)
         assert main(rollout_args(data, out, server)) == 0  # done: a rerun asks nothing
         assert len(server.chat_requests) == asked
     printed = capsys.readouterr().out

@@ -543,6 +543,7 @@ def test_threads_under_a_tiny_budget_keep_the_accounting_consistent(jpeg_bytes: 
         thread.join()
 
     assert errors == []
+    assert len(crops) == len(views) == 12 * 12  # every thread did every round
     assert_consistent(store)
     reference = ImageStore()
     for data in sources:

@@ -274,7 +274,9 @@ def test_llm_judge_never_stores_the_api_key(
     judge = LLMJudge(backend, cache=tmp_path / "verdicts.sqlite")
     judge.judge("q", "42", ["42"])
     assert chat_server.requests[0].headers["authorization"] == f"Bearer {SECRET}"  # the key was really used
-    for path in tmp_path.iterdir():
+    files = list(tmp_path.iterdir())
+    assert tmp_path / "verdicts.sqlite" in files  # the verdict was stored: there is something to search
+    for path in files:
         assert SECRET.encode() not in path.read_bytes(), path
     assert SECRET not in repr(judge)
 

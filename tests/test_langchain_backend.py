@@ -184,7 +184,8 @@ def test_images_arrive_as_data_uris(chat_server: ScriptedChatServer, store: Imag
     assert same_pixels(sent_crop, store.get(crop.image_id))
 
     LangChainBackend(chat_for(chat_server), image_format="jpeg").complete([message], images=store)
-    assert all(u.startswith("data:image/jpeg;base64,") for u in chat_server.last_request.image_urls())
+    urls = chat_server.last_request.image_urls()
+    assert len(urls) == 2 and all(u.startswith("data:image/jpeg;base64,") for u in urls)
 
 
 def test_history_with_tool_round(chat_server: ScriptedChatServer, store: ImageStore) -> None:

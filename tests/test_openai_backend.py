@@ -45,9 +45,9 @@ from awares_agent.errors import (
     BackendTimeoutError,
     ConfigError,
 )
-from awares_agent.image_store import ImageStore
+from awares_agent.image_store import ImageStore, UnknownImageError
 from awares_agent.images import ViewSpec
-from awares_agent.messages import ChatMessage, ImagePart, TextPart, ToolCall, ToolSpec
+from awares_agent.messages import ChatMessage, ChatReply, ImagePart, TextPart, ToolCall, ToolSpec
 from awares_agent.redact import forget_secret
 
 MODEL = "scripted-vlm"
@@ -320,7 +320,7 @@ def test_images_in_a_tool_message_are_refused(store: ImageStore) -> None:
 
 def test_unknown_image_part_is_not_silently_dropped(store: ImageStore) -> None:
     ghost = ImagePart(image_id="no-such-image", width=4, height=4)
-    with pytest.raises(AwaresError):
+    with pytest.raises(UnknownImageError, match="no-such-image"):
         to_openai_messages([ChatMessage(role="user", content=[ghost])], store)
 
 
@@ -637,7 +637,8 @@ def test_every_mutated_body_parses_or_is_a_response_error() -> None:
             except BackendResponseError as err:
                 assert str(err).startswith("srv (model 'm') returned an invalid chat completion")
             else:
-                assert isinstance(reply.text, str)
+                # An accepted reply is one the trajectory can store and read back as it was.
+                assert ChatReply.model_validate_json(reply.model_dump_json()) == reply
                 assert all(isinstance(c.name, str) and c.name for c in reply.tool_calls)
                 assert 0 <= reply.usage.prompt_tokens < 2**53 and 0 <= reply.usage.completion_tokens < 2**53
             checked += 1
