@@ -24,6 +24,7 @@ from awares_agent.backends.base import ChatBackend
 from awares_agent.config import AgentConfig
 from awares_agent.errors import AwaresError, ConfigError
 from awares_agent.graphs.awares_graph import build_graph
+from awares_agent.graphs.context import RunOptions
 from awares_agent.image_store import ImageStore
 from awares_agent.images import ImageInput
 from awares_agent.messages import ChatMessage, Usage
@@ -101,6 +102,11 @@ Query = tuple[ImageInput, str]
 class AwaResAgent:
     """An AwaRes agent: low-res view first, high-res crops only where the model asks for them.
 
+    The graph is compiled once, here. What may change from one query to the next (a forced crop request, a
+    scripted answer, another budget, round limit or view) is given per query as ``options=``
+    (:class:`~awares_agent.graphs.context.RunOptions`, the graph's run context), so one agent serves every
+    evaluation policy and every collection mode.
+
     Args:
         backend: any :class:`~awares_agent.backends.base.ChatBackend` (e.g. :class:`OpenAIBackend`).
         config: an :class:`AgentConfig`; keyword ``options`` override its fields (``max_rtr=0.5``...).
@@ -131,53 +137,97 @@ class AwaResAgent:
 
     # --- one query -----------------------------------------------------------------------------------
 
-    def ask(self, image: ImageInput, question: str, *, thread_id: str | None = None) -> AskResult:
+    def ask(
+        self,
+        image: ImageInput,
+        question: str,
+        *,
+        thread_id: str | None = None,
+        options: RunOptions | None = None,
+    ) -> AskResult:
         """Answer ``question`` about ``image`` (a path, bytes, a PIL image or a data URI).
+
+        Args:
+            image: the image.
+            question: the question.
+            thread_id: the checkpoint thread of this query (with a checkpointer; a fresh one if omitted).
+            options: this query's run options (a forced crop request, a scripted answer, other limits or
+                view); ``None`` runs it as the configuration says.
 
         Raises:
             ImageError: the image cannot be used (corrupt, not an image, too large).
             BackendError: the backend failed (timeout, HTTP error, invalid reply).
+            ConfigError: an empty question, or options the configuration cannot serve.
         """
         started, t0 = datetime.now(UTC), time.perf_counter()
-        inputs, run_config, label = self._prepare(image, question, thread_id)
-        state = self.graph.invoke(inputs, run_config)
+        inputs, run_config, label = self._prepare(image, question, thread_id, options)
+        state = self.graph.invoke(inputs, run_config, context=options)
         return self._result(state, label, started, time.perf_counter() - t0)
 
-    async def aask(self, image: ImageInput, question: str, *, thread_id: str | None = None) -> AskResult:
-        """Async :meth:`ask`."""
+    async def aask(
+        self,
+        image: ImageInput,
+        question: str,
+        *,
+        thread_id: str | None = None,
+        options: RunOptions | None = None,
+    ) -> AskResult:
+        """Async :meth:`ask` (same arguments)."""
         started, t0 = datetime.now(UTC), time.perf_counter()
-        inputs, run_config, label = await asyncio.to_thread(self._prepare, image, question, thread_id)
-        state = await self.graph.ainvoke(inputs, run_config)
+        inputs, run_config, label = await asyncio.to_thread(
+            self._prepare, image, question, thread_id, options
+        )
+        state = await self.graph.ainvoke(inputs, run_config, context=options)
         return self._result(state, label, started, time.perf_counter() - t0)
 
-    def resume(self, thread_id: str) -> AskResult:
+    def resume(self, thread_id: str, *, options: RunOptions | None = None) -> AskResult:
         """Finish a query that stopped part-way (e.g. the backend failed), from its last checkpoint.
 
         Steps already done (the view, crops served, model turns) are not repeated. Needs a checkpointer,
         and an image store that still holds the query's images (``ImageStore(root=...)`` across processes).
+
+        The query keeps the round limit and budget it started under (they are in its checkpointed state), but
+        LangGraph does not checkpoint a run's context: pass the query's ``options`` again if it had a scripted
+        answer, or else the remaining turns ask the backend. (A forced crop request is the first turn and
+        never calls the backend, so it is already done by the time a query can stop.)
+
+        Args:
+            thread_id: the query's checkpoint thread.
+            options: the run options the query was started with, if any.
 
         Raises:
             ConfigError: no checkpointer, or no query under ``thread_id``.
         """
         if self.checkpointer is None:
             raise ConfigError("resume() needs an agent created with a checkpointer")
-        run_config = {"configurable": {"thread_id": thread_id}, "recursion_limit": self._recursion_limit()}
+        run_config: dict[str, Any] = {"configurable": {"thread_id": thread_id}}
         snapshot = self.graph.get_state(run_config)
         if not snapshot.values:
             raise ConfigError(f"no query was checkpointed under thread_id {thread_id!r}")
+        run_config["recursion_limit"] = self._recursion_limit(snapshot.values.get("max_rounds"))
         started, t0 = datetime.now(UTC), time.perf_counter()
-        state = self.graph.invoke(None, run_config) if snapshot.next else snapshot.values
+        state = self.graph.invoke(None, run_config, context=options) if snapshot.next else snapshot.values
         source = self.store.source(state["source"]["id"])
         return self._result(state, source.label, started, time.perf_counter() - t0)
 
     def stream(
-        self, image: ImageInput, question: str, *, thread_id: str | None = None
+        self,
+        image: ImageInput,
+        question: str,
+        *,
+        thread_id: str | None = None,
+        options: RunOptions | None = None,
     ) -> Iterator[AgentEvent]:
-        """Run a query and yield its events as they happen, ending with a ``result`` event."""
+        """Run a query and yield its events as they happen, ending with a ``result`` event.
+
+        Arguments as :meth:`ask`. A ``model`` event's ``scripted`` is true for a turn the run options made
+        (a forced crop request, a scripted answer) rather than the backend.
+        """
         started, t0 = datetime.now(UTC), time.perf_counter()
-        inputs, run_config, label = self._prepare(image, question, thread_id)
+        inputs, run_config, label = self._prepare(image, question, thread_id, options)
         state: dict[str, Any] = {}
-        for mode, payload in self.graph.stream(inputs, run_config, stream_mode=["custom", "values"]):
+        stream = self.graph.stream(inputs, run_config, context=options, stream_mode=["custom", "values"])
+        for mode, payload in stream:
             if mode == "custom":
                 yield AgentEvent(type=payload["type"], data=payload)
             else:
@@ -186,13 +236,21 @@ class AwaResAgent:
         yield AgentEvent(type="result", result=result)
 
     async def astream(
-        self, image: ImageInput, question: str, *, thread_id: str | None = None
+        self,
+        image: ImageInput,
+        question: str,
+        *,
+        thread_id: str | None = None,
+        options: RunOptions | None = None,
     ) -> AsyncIterator[AgentEvent]:
-        """Async :meth:`stream`."""
+        """Async :meth:`stream` (same arguments)."""
         started, t0 = datetime.now(UTC), time.perf_counter()
-        inputs, run_config, label = await asyncio.to_thread(self._prepare, image, question, thread_id)
+        inputs, run_config, label = await asyncio.to_thread(
+            self._prepare, image, question, thread_id, options
+        )
         state: dict[str, Any] = {}
-        async for mode, payload in self.graph.astream(inputs, run_config, stream_mode=["custom", "values"]):
+        stream = self.graph.astream(inputs, run_config, context=options, stream_mode=["custom", "values"])
+        async for mode, payload in stream:
             if mode == "custom":
                 yield AgentEvent(type=payload["type"], data=payload)
             else:
@@ -202,7 +260,12 @@ class AwaResAgent:
     # --- many queries --------------------------------------------------------------------------------
 
     def ask_many(
-        self, queries: Iterable[Query], *, max_concurrency: int = 8, return_exceptions: bool = False
+        self,
+        queries: Iterable[Query],
+        *,
+        max_concurrency: int = 8,
+        return_exceptions: bool = False,
+        options: RunOptions | None = None,
     ) -> list[AskResult | AwaresError]:
         """Answer many ``(image, question)`` pairs concurrently (threads), results in input order.
 
@@ -211,21 +274,27 @@ class AwaResAgent:
             max_concurrency: queries in flight at once.
             return_exceptions: put an :class:`AwaresError` in a failed query's place instead of raising the
                 first one (the other queries still complete either way).
+            options: run options for every query (see :meth:`ask`); ``None`` runs them as configured.
         """
         items = list(queries)
         with ThreadPoolExecutor(max_workers=max(1, max_concurrency)) as pool:
-            futures = [pool.submit(self.ask, image, question) for image, question in items]
+            futures = [pool.submit(self.ask, image, question, options=options) for image, question in items]
             return self._gather([f.exception() or f.result() for f in futures], return_exceptions)
 
     async def aask_many(
-        self, queries: Iterable[Query], *, max_concurrency: int = 8, return_exceptions: bool = False
+        self,
+        queries: Iterable[Query],
+        *,
+        max_concurrency: int = 8,
+        return_exceptions: bool = False,
+        options: RunOptions | None = None,
     ) -> list[AskResult | AwaresError]:
-        """Async :meth:`ask_many`: at most ``max_concurrency`` queries in flight."""
+        """Async :meth:`ask_many` (same arguments): at most ``max_concurrency`` queries in flight."""
         gate = asyncio.Semaphore(max(1, max_concurrency))
 
         async def one(image: ImageInput, question: str) -> AskResult:
             async with gate:
-                return await self.aask(image, question)
+                return await self.aask(image, question, options=options)
 
         outcomes = await asyncio.gather(*(one(i, q) for i, q in queries), return_exceptions=True)
         return self._gather(list(outcomes), return_exceptions)
@@ -242,10 +311,14 @@ class AwaResAgent:
     # --- internals -----------------------------------------------------------------------------------
 
     def _prepare(
-        self, image: ImageInput, question: str, thread_id: str | None
+        self, image: ImageInput, question: str, thread_id: str | None, options: RunOptions | None
     ) -> tuple[dict[str, Any], dict[str, Any], str]:
         if not isinstance(question, str) or not question.strip():
             raise ConfigError("the question must be a non-empty string")
+        if options is not None and not isinstance(options, RunOptions):
+            raise ConfigError(
+                f"options must be a RunOptions (awares_agent.graphs.context), got a {type(options).__name__}"
+            )
         source = self.store.add(image)
         inputs = {
             # A question read from argv or a file may carry lone surrogates (undecodable bytes): they could
@@ -253,14 +326,16 @@ class AwaResAgent:
             "question": valid_text(question.strip())[0],
             "source": {"id": source.id, "width": source.width, "height": source.height},
         }
-        run_config: dict[str, Any] = {"recursion_limit": self._recursion_limit()}
+        rounds = options.max_rounds if options is not None else None
+        run_config: dict[str, Any] = {"recursion_limit": self._recursion_limit(rounds)}
         if self.checkpointer is not None:
             run_config["configurable"] = {"thread_id": thread_id or uuid.uuid4().hex}
         return inputs, run_config, source.label
 
-    def _recursion_limit(self) -> int:
+    def _recursion_limit(self, max_rounds: int | None = None) -> int:
         # Each correction or crop round is two graph steps; leave room for all of them.
-        return 10 + 4 * (self.config.max_rounds + self.config.max_corrections)
+        rounds = self.config.max_rounds if max_rounds is None else max_rounds
+        return 10 + 4 * (rounds + self.config.max_corrections)
 
     def _result(self, state: dict[str, Any], label: str, started: datetime, latency_s: float) -> AskResult:
         trajectory = self.trajectory_from_state(
@@ -306,7 +381,8 @@ class AwaResAgent:
             ),
             calls=usage.get("calls", 0),
             errors=[ErrorRecord.model_validate(e) for e in state.get("errors", [])],
-            max_rtr=self.config.max_rtr,
+            # The budget the query ran under (its run options may have changed the configuration's).
+            max_rtr=state.get("max_rtr", self.config.max_rtr),
             latency_s=latency_s,
             **extra,
         )

@@ -150,10 +150,11 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
     from rich.markdown import Markdown
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from awares_agent.agent import AwaResAgent
     from awares_agent.evals.benchmarks import load_benchmark
-    from awares_agent.evals.policies import check_policy
     from awares_agent.evals.report import markdown_table
     from awares_agent.evals.runner import awares_crop_counts, run_policy
+    from awares_agent.policies import check_policy
 
     policies = [p.strip() for p in args.policy.split(",") if p.strip()]
     for policy in policies:
@@ -167,6 +168,7 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
     name = Path(args.bench).name if Path(args.bench).exists() else args.bench
     console.print(f"{name}: {len(samples)} samples, {type(backend).__name__} ({backend.model_name}) -> {out}")
     summaries = []
+    agent = AwaResAgent(backend, config)  # one agent, one compiled graph, for every policy
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         for policy in policies:
@@ -176,10 +178,9 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
             summaries.append(
                 run_policy(
                     samples,
-                    backend,
+                    agent,
                     policy,
                     out,
-                    config=config,
                     benchmark=name,
                     concurrency=args.concurrency,
                     awares_crops=awares_crop_counts(out) if policy == "random" else None,
@@ -194,15 +195,15 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
         if s.skipped or s.failed:
             console.print(
                 f"[yellow]{s.policy}[/]: {s.skipped} skipped (bad input), {s.failed} failed (backend; "
-                "run the same command again to retry them); details in samples.jsonl"
+                f"run the same command again to retry them); details under {out / s.policy}"
             )
     return EXIT_OK
 
 
 def _recorded(folder: Any) -> int:
-    from awares_agent.evals.runner import SAMPLES_FILE, read_results
+    from awares_agent.evals.runner import read_results
 
-    return sum(r.status != "failed" for r in read_results(folder / SAMPLES_FILE).values())
+    return sum(r.status != "failed" for r in read_results(folder).values())
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:

@@ -2,7 +2,7 @@
 
 A minimal loopback OpenAI-compatible server (in its own process, one thread per connection, so its threads do
 not take the collector's interpreter lock; a real model server is another process too) answers every request
-after a fixed delay, 100 ms by default. The real collector (:func:`awares_agent.collect.runtime.collect`),
+after a fixed delay, 100 ms by default. The real collector (:func:`awares_agent.engine.runner.collect`),
 writing durable shards (fsync per group, as in production) to a temporary folder, runs three kinds of work
 over the same small PNG pages at each concurrency:
 
@@ -45,7 +45,7 @@ from rich.console import Console
 from rich.table import Table
 
 from awares_agent import AwaResAgent, OpenAIBackend
-from awares_agent.collect.runtime import collect
+from awares_agent.engine import collect
 
 QUESTION = "What is written on the page?"
 MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -192,7 +192,7 @@ def _shard_process(
     results: Any,
 ) -> None:
     """Child process: the agent collector on shard ``index``/``count``, timed from a common start."""
-    from awares_agent.collect.runtime import ShardSpec
+    from awares_agent.engine import ShardSpec
 
     agent = AwaResAgent(OpenAIBackend(MODEL, base_url=base_url, max_retries=0))
     work = _works("agent", agent, base_url, 0.0)

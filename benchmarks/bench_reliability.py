@@ -12,10 +12,10 @@ Everything is measured when the script runs, nothing is carried over:
   flight) is killed with SIGKILL ``--kills`` times, each at a random moment after its first write of that
   attempt, resumed each time, then run to the end. Lost = ids missing from the final rows, duplicated = ids
   with more than one row (in the index-aware reader, or as raw lines in ``rows.jsonl``);
-* **evaluation killed**: ``tests/eval_worker.py`` (``awares_agent.evals.runner.run_policy``, a stand-in model
-  sleeping
-  2-8 ms per call, one sample in ten with a corrupt image) the same way. Lost = ids without a final record in
-  ``read_results``; duplicated = ids with more than one raw line whose status is not ``failed``.
+* **evaluation killed**: ``tests/eval_worker.py`` (``awares_agent.evals.runner.run_policy`` on the run
+  engine, a stand-in model sleeping 2-8 ms per call, one sample in ten with a corrupt image) the same way.
+  Lost = ids without a final record in ``read_results``; duplicated = ids with more than one record (in the
+  index-aware reader, or as raw lines in the policy's ``rows.jsonl``);
 
 * **hostile replies**: seeded random model replies (``tests/reply_fuzz.py``) through the real agent, in
   process, through ``OpenAIBackend`` and the loopback server, and through ``awares ask``; see
@@ -48,11 +48,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from awares_agent.evals.runner import SAMPLES_FILE, read_results
+from awares_agent.evals.runner import read_results
 from bad_images import CASES, OkBackend  # the shared case builders and stand-in model
 
 from awares_agent.agent import AwaResAgent
-from awares_agent.collect.runtime import INDEX_FILE, ROWS_FILE, ShardSpec, read_indexed_rows
+from awares_agent.engine.shards import INDEX_FILE, ROWS_FILE, ShardSpec, read_indexed_rows
 from awares_agent.errors import ImageError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,44 +189,44 @@ def collection_section(kills: int, count: int, seed: int) -> list[Row]:
     ]
 
 
-def _raw_records(path: Path) -> tuple[Counter[str], int]:
-    """Non-failed records per id among the raw lines of a ``samples.jsonl``, and the torn lines in it."""
-    final: Counter[str] = Counter()
-    torn = 0
-    for line in path.read_bytes().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            torn += 1
-            continue
-        if record.get("status") != "failed":
-            final[record["id"]] += 1
-    return final, torn
+def _left_torn(folder: Path) -> bool:
+    """Whether a killed writer left a torn index line or rows never indexed in a shard folder."""
+    index, rows = folder / INDEX_FILE, folder / ROWS_FILE
+    if not index.exists():
+        return rows.exists() and rows.stat().st_size > 0
+    data = index.read_bytes()
+    if data and not data.endswith(b"\n"):
+        return True
+    ends = [entry["offset"] + entry["length"] for entry in map(json.loads, data.splitlines()) if entry]
+    return rows.exists() and rows.stat().st_size > max(ends, default=0)
 
 
 def eval_section(kills: int, count: int, seed: int) -> list[Row]:
     """The evaluation runner killed ``kills`` times over ``count`` samples, resumed each time, then done."""
     expected = {f"e{n:04d}" for n in range(count)}
     with tempfile.TemporaryDirectory() as out:
-        jsonl = Path(out) / "awares" / SAMPLES_FILE
+        policy = Path(out) / "awares"
+        folder = policy / ShardSpec.parse("1/1").name
         command = [sys.executable, str(TESTS / "eval_worker.py"), out, str(count), "4"]
+        torn = 0
 
         def consistent() -> bool:
-            if not jsonl.exists():
+            nonlocal torn
+            if not folder.exists():
                 return True
-            final, _ = _raw_records(jsonl)
-            recorded = read_results(jsonl)
-            return (
-                set(final) <= expected and set(recorded) <= expected and all(n == 1 for n in final.values())
-            )
+            torn += _left_torn(folder)
+            done = [i for i, _ in read_indexed_rows(policy)]
+            recorded = read_results(policy)
+            return len(done) == len(set(done)) and set(done) <= expected and set(recorded) <= expected
 
         landed, survived, code, seconds = _kill_and_resume(
-            command, jsonl, kills, random.Random(seed), consistent
+            command, folder / INDEX_FILE, kills, random.Random(seed), consistent
         )
-        results = read_results(jsonl)
-        final, torn = _raw_records(jsonl)
+        results = read_results(policy)
+        indexed = Counter(i for i, _ in read_indexed_rows(policy))
+        raw = Counter(json.loads(line)["id"] for line in (folder / ROWS_FILE).read_bytes().splitlines())
     lost = len(expected - set(results))
-    duplicated = sum(n > 1 for n in final.values())
+    duplicated = len({i for i, n in indexed.items() if n > 1} | {i for i, n in raw.items() if n > 1})
     statuses = Counter(r.status for r in results.values())
     return [
         ("evaluation: samples / kills (SIGKILL)", f"{count} / {len(landed)} of {kills} landed mid-run"),
@@ -237,7 +237,7 @@ def eval_section(kills: int, count: int, seed: int) -> list[Row]:
             f"{statuses['ok']} scored, {statuses['skipped']} skipped (corrupt image), "
             f"{statuses['failed']} failed",
         ),
-        ("evaluation: torn lines left by kills (ignored on read)", str(torn)),
+        ("evaluation: kills that left a torn line or unindexed rows (ignored on read)", str(torn)),
         (
             "evaluation: kills survived",
             f"{survived} / {len(landed)} (final run exit {code}, {seconds:.0f} s)",
@@ -313,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     collect_count, eval_count = (400, 300) if args.quick else (2000, 1200)
 
     # torn lines are expected here, and counted
+    logging.getLogger("awares_agent.engine").setLevel(logging.ERROR)
     logging.getLogger("awares_agent.evals.runner").setLevel(logging.ERROR)
     started = time.perf_counter()
     rows = bad_image_section(args.quick)

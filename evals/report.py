@@ -10,10 +10,10 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from awares_agent.evals.policies import POLICIES
 from awares_agent.evals.runner import SUMMARY_FILE, Summary
 
 from awares_agent.errors import ConfigError
+from awares_agent.policies import POLICIES
 
 
 def load_summaries(dirs: Iterable[str | os.PathLike[str]]) -> list[Summary]:

@@ -1,9 +1,19 @@
-"""The evaluation runner: a policy over a benchmark, one JSONL line per sample, a summary, resumable.
+"""The evaluation runner: one policy over a benchmark, on the run engine, with a summary; resumable.
 
-``run_policy`` writes ``OUT/<policy>/samples.jsonl`` (one :class:`SampleResult` per line, appended and
-flushed as each sample finishes, so a killed run loses at most the samples in flight) and
-``OUT/<policy>/summary.json`` (a :class:`Summary`). Run again with the same ``OUT`` and it resumes: samples
-already scored or skipped are not redone; samples whose backend call failed are tried again.
+:func:`run_policy` runs every sample through one agent (one compiled graph: the policy is each query's run
+options, :func:`awares_agent.policies.policy_options`) on the run engine (:mod:`awares_agent.engine`), which
+makes each result durable as it finishes, exactly once, whatever instant the run is killed at. It writes::
+
+    OUT/<policy>/
+      shard-1-of-1/       the engine's shard folder (:mod:`awares_agent.engine.shards`)
+        rows.jsonl        one SampleResult per scored or skipped sample
+        done.ids          the index of finished samples
+        failures.jsonl    one line per failed attempt (backend failure, or a bug), with the sample's question
+      summary.json        a Summary
+
+Run again with the same ``OUT`` and it resumes: samples already scored or skipped are not redone; samples
+whose backend call failed are tried again. :func:`read_results` reads a policy's folder (and the
+``samples.jsonl`` of a run made before the engine, so older runs can still be reported on).
 
 A sample whose image is missing or corrupt is reported (``status="skipped"`` with the reason) and left out of
 the accuracy; it never stops the run.
@@ -11,34 +21,36 @@ the accuracy; it never stops the run.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
 from awares_agent.evals.metrics import score
-from awares_agent.evals.policies import policy_backend, policy_config
 from awares_agent.evals.schema import EvalSample
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from awares_agent.agent import AwaResAgent
 from awares_agent.backends.base import ChatBackend
 from awares_agent.config import AgentConfig
+from awares_agent.engine.runner import collect
+from awares_agent.engine.shards import ShardSpec, read_failures, read_indexed_rows
 from awares_agent.errors import AwaresError, BackendError, ConfigError, ImageError
-from awares_agent.image_store import ImageStore
+from awares_agent.policies import check_policy, policy_options
 from awares_agent.redact import redact
 from awares_agent.trajectory import Trajectory
 from awares_agent.untrusted import valid_text
 
 logger = logging.getLogger(__name__)
 
-SAMPLES_FILE = "samples.jsonl"
 SUMMARY_FILE = "summary.json"
+#: The one file of a policy's results before evaluation ran on the engine (read, never written).
+LEGACY_SAMPLES_FILE = "samples.jsonl"
 
 
 class SampleResult(BaseModel):
@@ -101,8 +113,31 @@ class Summary(BaseModel):
     by_needs_hr: dict[str, float] = Field(default_factory=dict)
 
 
-def read_results(path: Path) -> dict[str, SampleResult]:
-    """The results recorded in a ``samples.jsonl`` (last line per id wins; a torn last line is ignored)."""
+def read_results(folder: str | os.PathLike[str]) -> dict[str, SampleResult]:
+    """The results recorded in a policy's folder (``OUT/<policy>``), by sample id.
+
+    Scored and skipped samples come from the engine's rows (only finished, indexed ones: a run killed
+    mid-write is read correctly); samples whose last attempt failed and that are not done are ``failed``
+    results, with the failure's reason as their ``error``. A folder written before evaluation ran on the
+    engine (a ``samples.jsonl``) is read too, last line per id winning.
+    """
+    path = Path(folder)
+    if not path.is_dir() or not any(path.glob("shard-*-of-*")):
+        return _read_legacy(path / LEGACY_SAMPLES_FILE)
+    results: dict[str, SampleResult] = {}
+    for sample_id, row in read_indexed_rows(path):
+        try:
+            results[sample_id] = SampleResult.model_validate(row)
+        except ValidationError:
+            logger.warning("%s: the row of %s is not a SampleResult; ignoring it", path, sample_id)
+    for sample_id, failure in read_failures(path).items():
+        if sample_id not in results:
+            results[sample_id] = _failed(sample_id, failure.get("item") or {}, failure.get("reason") or "")
+    return results
+
+
+def _read_legacy(path: Path) -> dict[str, SampleResult]:
+    """The results in an older run's ``samples.jsonl`` (an id's last line wins; a torn line is ignored)."""
     results: dict[str, SampleResult] = {}
     if not path.exists():
         return results
@@ -113,16 +148,33 @@ def read_results(path: Path) -> dict[str, SampleResult]:
             try:
                 result = SampleResult.model_validate_json(line)
             except ValueError:
-                # A run killed mid-write leaves a partial last line; the sample is simply redone.
                 logger.warning("%s:%d is not a complete record; ignoring it", path, number)
                 continue
             results[result.id] = result
     return results
 
 
+def _head(sample: EvalSample, policy: str) -> dict[str, Any]:
+    """What a result says about its sample, whatever its status (text made valid UTF-8: it is stored)."""
+    return {
+        "policy": policy,
+        "question": valid_text(sample.question)[0],
+        "answers": [valid_text(a)[0] for a in sample.answers],
+        "metric": sample.metric,
+        "category": sample.category,
+        "needs_hr": sample.needs_hr,
+    }
+
+
+def _failed(sample_id: str, head: dict[str, Any], reason: str) -> SampleResult:
+    """A ``failed`` result from a failure record: the sample as the record keeps it, and the reason."""
+    fields = {"policy": "", "question": "", "answers": [], "metric": "exact", **head}
+    return SampleResult.model_validate({**fields, "id": sample_id, "status": "failed", "error": reason})
+
+
 def run_policy(
     samples: Sequence[EvalSample],
-    backend: ChatBackend,
+    agent: AwaResAgent | ChatBackend,
     policy: str,
     out_dir: str | os.PathLike[str],
     *,
@@ -135,161 +187,179 @@ def run_policy(
 ) -> Summary:
     """Evaluate ``policy`` on ``samples`` and write per-sample results and a summary under ``out_dir/policy``.
 
+    Blocking: it runs the engine's event loop itself (:func:`arun_policy`), also when called from a worker
+    thread; called where an event loop is already running (a notebook), it runs it on a thread of its own.
+
     Args:
-        samples: the benchmark's samples.
-        backend: the model.
-        policy: one of :data:`awares_agent.evals.policies.POLICIES`.
+        samples: the benchmark's samples (ids unique).
+        agent: the agent to evaluate, or a backend to build one around with ``config``. Pass one agent to
+            several calls (one per policy) and every policy and sample runs through its one compiled graph.
+        policy: one of :data:`awares_agent.policies.POLICIES`.
         out_dir: the run directory (shared by the policies of one run).
-        config: the base agent configuration (paper defaults).
+        config: the agent configuration, when ``agent`` is a backend (paper defaults if omitted).
         benchmark: the benchmark's name, for the summary.
         concurrency: samples in flight at once.
         awares_crops: crop counts per sample id from an ``awares`` run (needed by ``random``).
         seed: seeds the ``random`` policy.
-        on_result: called with every new result as it is written (e.g. to advance a progress bar).
+        on_result: called with every new result once it is durable (e.g. to advance a progress bar).
 
     Returns:
         The summary over every recorded sample (earlier runs in ``out_dir`` included).
+
+    Raises:
+        ConfigError: an unknown policy, ``random`` without ``awares_crops``, an agent with a ``config``, a
+            duplicate sample id, or another process writing the same folder.
     """
-    base = config or AgentConfig()
-    run_config = policy_config(policy, base)
-    folder = Path(out_dir) / policy
-    folder.mkdir(parents=True, exist_ok=True)
-    jsonl = folder / SAMPLES_FILE
-    done = {i for i, r in read_results(jsonl).items() if r.status != "failed"}
-    todo = [s for s in samples if s.id not in done]
-    if len(done):
-        logger.info("%s: resuming, %d of %d samples already done", policy, len(done), len(samples))
+
+    def run() -> Summary:
+        return asyncio.run(
+            arun_policy(
+                samples,
+                agent,
+                policy,
+                out_dir,
+                config=config,
+                benchmark=benchmark,
+                concurrency=concurrency,
+                awares_crops=awares_crops,
+                seed=seed,
+                on_result=on_result,
+            )
+        )
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return run()
+    # An event loop is running in this thread (asyncio.run would refuse): give the run a thread of its own.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="awares-eval-loop") as thread:
+        return thread.submit(run).result()
+
+
+async def arun_policy(
+    samples: Sequence[EvalSample],
+    agent: AwaResAgent | ChatBackend,
+    policy: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    config: AgentConfig | None = None,
+    benchmark: str = "custom",
+    concurrency: int = 4,
+    awares_crops: dict[str, int] | None = None,
+    seed: int = 0,
+    on_result: Callable[[SampleResult], None] | None = None,
+) -> Summary:
+    """Async :func:`run_policy` (same arguments), on the caller's event loop.
+
+    Each query runs the agent's blocking path (:meth:`~awares_agent.agent.AwaResAgent.ask`, the backend's
+    ``complete``) on a pool of ``concurrency`` threads, as the evaluation always has, so a backend's results
+    do not depend on its async path.
+    """
+    check_policy(policy)
     if policy == "random" and awares_crops is None:
         raise ConfigError("the random policy needs the awares run: use --policy awares,random")
+    if isinstance(agent, AwaResAgent):
+        if config is not None:
+            raise ConfigError("run_policy: pass a config with a backend, not with an agent (it has its own)")
+    else:
+        agent = AwaResAgent(agent, config or AgentConfig())
+    folder = Path(out_dir) / policy
+    by_id = {s.id: s for s in samples}
+    workers = max(1, concurrency)
 
-    store = ImageStore()
-    shared = AwaResAgent(backend, run_config, store=store)
-    write_lock = threading.Lock()
+    def done(sample_id: str, row: SampleResult | None, reason: str | None) -> None:
+        if on_result is None:
+            return
+        if row is None:
+            row = _failed(sample_id, _head(by_id[sample_id], policy), reason or "")
+        on_result(row)
 
-    def evaluate(sample: EvalSample) -> SampleResult:
-        return _evaluate(sample, policy, backend, shared, run_config, store, awares_crops, seed)
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="awares-eval") as pool:
 
-    _end_torn_line(jsonl)
-    with jsonl.open("a", encoding="utf-8") as fh, ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        futures = [pool.submit(evaluate, s) for s in todo]
-        try:
-            for future in as_completed(futures):
-                result = future.result()
-                with write_lock:
-                    fh.write(_line(result) + "\n")
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                if on_result is not None:
-                    on_result(result)
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+        async def work(sample: EvalSample) -> SampleResult:
+            return await loop.run_in_executor(pool, _evaluate, sample, policy, agent, awares_crops, seed)
 
-    results = read_results(jsonl)
+        stats = await collect(
+            samples,
+            work,
+            folder,
+            id_of=lambda s: s.id,
+            concurrency=workers,
+            shard=ShardSpec(1, 1),
+            progress=False,
+            # Backend failures and bugs alike are recorded and retried by the next run; one sample never
+            # stops the evaluation.
+            catch=(Exception,),
+            failure_fields=lambda s: _head(s, policy),
+            on_done=done,
+        )
+    if stats.skipped_done:
+        logger.info("%s: resumed; %d of %d samples already done", policy, stats.skipped_done, stats.total)
+
+    results = read_results(folder)
     summary = summarize(
         [results[s.id] for s in samples if s.id in results],
         benchmark=benchmark,
         policy=policy,
-        model=backend.model_name,
-        backend=type(backend).__name__,
+        model=agent.backend.model_name,
+        backend=type(agent.backend).__name__,
     )
     (folder / SUMMARY_FILE).write_text(summary.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return summary
 
 
-def _end_torn_line(path: Path) -> None:
-    """Terminate a last line cut short by a kill, so the next record starts on a line of its own."""
-    if path.exists() and path.stat().st_size:
-        with path.open("rb+") as fh:
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":
-                fh.write(b"\n")
-
-
 def _evaluate(
     sample: EvalSample,
     policy: str,
-    backend: ChatBackend,
-    shared: AwaResAgent,
-    config: AgentConfig,
-    store: ImageStore,
+    agent: AwaResAgent,
     awares_crops: dict[str, int] | None,
     seed: int,
 ) -> SampleResult:
-    head: dict[str, Any] = {
-        "id": sample.id,
-        "policy": policy,
-        "question": sample.question,
-        "answers": sample.answers,
-        "metric": sample.metric,
-        "category": sample.category,
-        "needs_hr": sample.needs_hr,
-    }
-    source_id = None
+    """One sample under ``policy``: scored, or skipped for bad input.
+
+    Raises:
+        BackendError: the backend failed (the engine records it; the next run tries again).
+        Exception: a bug, likewise recorded and retried.
+    """
+    head = {"id": sample.id, **_head(sample, policy)}
     try:
-        source = store.hold(sample.image)
-        source_id = source.id
-        agent = shared
-        if policy in ("all-crops", "random", "oracle"):
-            count = (awares_crops or {}).get(sample.id, 0) if policy == "random" else None
-            wrapped = policy_backend(
-                policy,
-                backend,
-                sample,
-                config,
-                width=source.width,
-                height=source.height,
-                awares_crops=count,
-                seed=seed,
-            )
-            agent = AwaResAgent(wrapped, config, store=store)
-        result = agent.ask(sample.image, sample.question)
-        t = result.trajectory
-        return SampleResult(
-            status="ok",
-            prediction=result.answer,
-            score=score(sample.metric, result.answer, sample.answers, question=sample.question),
-            crops=[c.region_id for c in t.crops],
-            rtr=t.cost.rtr,
-            pixel_rtr=t.cost.pixel_rtr,
-            visual_tokens=t.cost.sent_tokens,
-            full_tokens=t.cost.full_tokens,
-            latency_s=t.latency_s,
-            trajectory=t,
-            **head,
-        )
+        source = agent.store.hold(sample.image)
     except ImageError as exc:
         return SampleResult(status="skipped", error=redact(str(exc)), **head)
-    except BackendError as exc:
-        return SampleResult(status="failed", error=redact(str(exc)), **head)
-    except AwaresError as exc:
-        return SampleResult(status="skipped", error=redact(str(exc)), **head)
-    except Exception as exc:
-        # A bug, not bad input: recorded so the run goes on, and tried again on the next run.
-        logger.exception("sample %s (%s) failed unexpectedly", sample.id, policy)
-        return SampleResult(
-            status="failed", error=redact(f"internal error: {type(exc).__name__}: {exc}"), **head
-        )
-    finally:
-        if source_id is not None:
-            store.release(source_id)
-
-
-def _line(result: SampleResult) -> str:
-    """The result as one JSON line; one that cannot be encoded is recorded as failed (retried next run)."""
     try:
-        return result.model_dump_json()
-    except (ValueError, TypeError, RecursionError) as exc:
-        logger.error("sample %s: its result cannot be written (%s); recorded as failed", result.id, exc)
-        failed = SampleResult(
-            status="failed",
-            error=f"the result could not be written as JSON: {type(exc).__name__}",
-            **result.model_dump(include={"id", "policy", "metric", "category", "needs_hr"}),
-            question=valid_text(result.question)[0],
-            answers=[valid_text(a)[0] for a in result.answers],
+        count = (awares_crops or {}).get(sample.id, 0) if policy == "random" else None
+        options = policy_options(
+            policy,
+            agent.config,
+            width=source.width,
+            height=source.height,
+            sample_id=sample.id,
+            bbox=sample.bbox,
+            awares_crops=count,
+            seed=seed,
         )
-        return failed.model_dump_json()
+        result = agent.ask(sample.image, sample.question, options=options)
+    except BackendError:
+        raise
+    except AwaresError as exc:  # bad input (an image that cannot be used...): final, not retried
+        return SampleResult(status="skipped", error=redact(str(exc)), **head)
+    finally:
+        agent.store.release(source.id)
+    t = result.trajectory
+    return SampleResult(
+        status="ok",
+        prediction=result.answer,
+        score=score(sample.metric, result.answer, sample.answers, question=sample.question),
+        crops=[c.region_id for c in t.crops],
+        rtr=t.cost.rtr,
+        pixel_rtr=t.cost.pixel_rtr,
+        visual_tokens=t.cost.sent_tokens,
+        full_tokens=t.cost.full_tokens,
+        latency_s=t.latency_s,
+        trajectory=t,
+        **head,
+    )
 
 
 def summarize(
@@ -340,5 +410,5 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 def awares_crop_counts(out_dir: str | os.PathLike[str]) -> dict[str, int]:
     """Crops per sample id in the ``awares`` results under ``out_dir`` (for the ``random`` policy)."""
-    results = read_results(Path(out_dir) / "awares" / SAMPLES_FILE)
+    results = read_results(Path(out_dir) / "awares")
     return {i: len(r.crops) for i, r in results.items() if r.status == "ok"}

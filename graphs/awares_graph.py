@@ -9,24 +9,33 @@
 
 Nodes are plain functions of the state; the backend, image store and protocol are bound by the factory.
 ``decide`` and ``answer`` have sync and async forms, so the graph runs under ``invoke`` and ``ainvoke``.
+
+The graph is compiled once per agent. Per-run choices (a forced first crop request, a scripted answer, other
+limits or view) are its run context, :class:`~awares_agent.graphs.context.RunOptions`
+(``graph.invoke(inputs, context=RunOptions(...))``); nodes read it through LangGraph's ``get_runtime``. No
+context runs the query exactly as the configuration says.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
+from awares_agent.graphs.context import FROM_CONFIG, RunOptions
 from awares_agent.graphs.state import AwaresState, UsageInfo
 from awares_agent.tools.crop_sets import Region, crop_set
+from awares_agent.tools.prompts import system_prompt_for
 from awares_agent.tools.protocols import Decision, ToolProtocol, make_protocol
 from langchain_core.runnables import RunnableLambda
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import get_runtime
 
 from awares_agent.backends.base import ChatBackend
 from awares_agent.config import AgentConfig
-from awares_agent.errors import AwaresError, BackendResponseError
+from awares_agent.errors import AwaresError, BackendResponseError, ConfigError
 from awares_agent.image_store import ImageStore
 from awares_agent.messages import ChatMessage, ChatReply, TextPart, ToolSpec
 from awares_agent.tokens import TokenRule, backend_token_rule
@@ -41,6 +50,25 @@ def _dump(messages: list[ChatMessage]) -> list[dict[str, Any]]:
 def _emit(event: dict[str, Any]) -> None:
     """Send a node event to ``stream_mode="custom"`` consumers (a no-op under plain ``invoke``)."""
     get_stream_writer()(event)
+
+
+def run_options() -> RunOptions:
+    """The current run's :class:`RunOptions` (the defaults when the run was given no context).
+
+    Call it from inside a node of the graph.
+
+    Raises:
+        ConfigError: the run was given a context that is not a :class:`RunOptions` (or a dict of its fields).
+    """
+    context = get_runtime(RunOptions).context
+    if context is None:
+        return RunOptions()
+    if not isinstance(context, RunOptions):
+        raise ConfigError(
+            f"the AwaRes graph's run context must be a RunOptions (awares_agent.graphs.context), got a "
+            f"{type(context).__name__}"
+        )
+    return context
 
 
 def _usage(reply: ChatReply) -> UsageInfo:
@@ -105,17 +133,27 @@ class AwaresNodes:
         self.crop_set = crop_set(config.crop_set)
         self.protocol: ToolProtocol = make_protocol(config.protocol, self.crop_set)
         self.rule: TokenRule = backend_token_rule(config.token_rule, backend)
+        self.system_prompt = system_prompt_for(
+            self.protocol,
+            preset=config.system_prompt_preset,
+            model_name=backend.model_name,
+            custom=config.system_prompt or None,
+        )
 
     # --- look --------------------------------------------------------------------------------------------
 
     def look(self, state: AwaresState) -> dict[str, Any]:
+        options = run_options()
+        max_rounds = self.config.max_rounds if options.max_rounds is None else options.max_rounds
+        max_rtr = self.config.max_rtr if options.max_rtr is FROM_CONFIG else options.max_rtr
+        if options.crops is not None:
+            self._check_forced(options.crops, max_rounds)
         src = state["source"]
-        view = self.store.view(src["id"], self.config.view)
+        view = self.store.view(src["id"], options.view or self.config.view)
         view_tokens = self.rule.count(view.width, view.height)
         full_tokens = self.rule.count(src["width"], src["height"])
-        system = self.config.system_prompt or self.protocol.system_prompt()
         messages = [
-            ChatMessage.text_message("system", system),
+            ChatMessage.text_message("system", self.system_prompt),
             ChatMessage(role="user", content=[view, TextPart(text=state["question"])]),
         ]
         info = {"id": view.image_id, "width": view.width, "height": view.height}
@@ -125,6 +163,10 @@ class AwaresNodes:
             "view_tokens": view_tokens,
             "full_tokens": full_tokens,
             "messages": _dump(messages),
+            # The limits this query runs under, in its state: a resumed thread keeps them (the run context
+            # is not checkpointed), and the trajectory records the budget that was in force.
+            "max_rounds": max_rounds,
+            "max_rtr": max_rtr,
             "rounds": 0,
             "corrections": 0,
             "force": None,
@@ -134,10 +176,54 @@ class AwaresNodes:
 
     # --- decide ------------------------------------------------------------------------------------------
 
+    def _max_rounds(self, state: AwaresState) -> int:
+        # A checkpoint written before the limits were kept in the state runs under the configuration's.
+        return state.get("max_rounds", self.config.max_rounds)
+
     def _request(self, state: AwaresState) -> tuple[list[ChatMessage], list[ToolSpec] | None]:
         messages = [ChatMessage.model_validate(m) for m in state["messages"]]
-        may_crop = not state.get("force") and state["rounds"] < self.config.max_rounds
+        may_crop = not state.get("force") and state["rounds"] < self._max_rounds(state)
         return messages, self.protocol.tools() if may_crop else None
+
+    # --- turns that are not the model's (run options) ----------------------------------------------
+
+    def forced_reply(self, crops: Sequence[str]) -> ChatReply:
+        """The model turn that requests ``crops``, written as the protocol's own call
+        (:meth:`~awares_agent.tools.protocols.ToolProtocol.call_reply`).
+
+        Args:
+            crops: region ids or names, as given in :attr:`RunOptions.crops`.
+        """
+        return self.protocol.call_reply(crops).model_copy(update={"model": self.backend.model_name})
+
+    def _check_forced(self, crops: Sequence[str], max_rounds: int) -> None:
+        """Refuse forced crops the run cannot serve, before the query starts."""
+        if max_rounds < 1:
+            raise ConfigError(
+                f"RunOptions.crops {list(crops)} is a crop round, but this run allows none (max_rounds 0); "
+                "give it max_rounds >= 1"
+            )
+        decision = self.protocol.parse(self.forced_reply(crops))
+        if decision.kind != "crop":
+            raise ConfigError(f"RunOptions.crops {list(crops)}: {decision.error}")
+
+    def _scripted(self, answer: str) -> tuple[ChatReply, list[tuple[str, str]], Decision]:
+        """The scripted answer as a model turn: cleaned like any turn (it is stored), read as the answer."""
+        reply, repairs = ChatReply(text=answer, model=self.backend.model_name, finish_reason="stop").cleaned()
+        # An answer, whatever its text: a label's answer that happens to read like a call is still the answer.
+        decision = Decision(kind="answer", answer=reply.text.strip(), raw=reply.text)
+        return reply, list(repairs), decision
+
+    def _not_model_turn(self, state: AwaresState) -> dict[str, Any] | None:
+        """The update of a decide turn that the run options make (no backend call), or ``None``."""
+        options = run_options()
+        if options.crops is not None and state.get("decision") is None:  # the first turn of the query
+            reply, repairs = self.forced_reply(options.crops).cleaned()
+            return self._after_decide(state, reply, list(repairs), scripted=True)
+        if options.answer is not None:
+            reply, repairs, decision = self._scripted(options.answer)
+            return self._after_decide(state, reply, repairs, decision=decision, scripted=True)
+        return None
 
     def _call(
         self, messages: list[ChatMessage], tools: list[ToolSpec] | None
@@ -164,24 +250,39 @@ class AwaresNodes:
         return _checked(self.backend, reply)
 
     def decide(self, state: AwaresState) -> dict[str, Any]:
+        update = self._not_model_turn(state)
+        if update is not None:
+            return update
         messages, tools = self._request(state)
         return self._after_decide(state, *self._call(messages, tools))
 
     async def adecide(self, state: AwaresState) -> dict[str, Any]:
+        update = self._not_model_turn(state)
+        if update is not None:
+            return update
         messages, tools = self._request(state)
         return self._after_decide(state, *await self._acall(messages, tools))
 
     def _after_decide(
-        self, state: AwaresState, reply: ChatReply, repairs: list[tuple[str, str]]
+        self,
+        state: AwaresState,
+        reply: ChatReply,
+        repairs: list[tuple[str, str]],
+        *,
+        decision: Decision | None = None,
+        scripted: bool = False,
     ) -> dict[str, Any]:
-        decision = self.protocol.parse(reply)
+        """The update of one model turn (``scripted``: made by the run options, so no backend usage)."""
+        decision = decision or self.protocol.parse(reply)
         round_no = state["rounds"] + 1
         messages = [self.protocol.assistant_message(reply)]
-        update: dict[str, Any] = {"usage": _usage(reply), "decision": decision.model_dump(mode="json")}
+        update: dict[str, Any] = {"decision": decision.model_dump(mode="json")}
+        if not scripted:
+            update["usage"] = _usage(reply)
         errors = [_error(round_no, kind, message) for kind, message in repairs]
         if decision.kind == "answer":
             update["answer"] = decision.answer
-        elif decision.kind == "crop" and state["rounds"] >= self.config.max_rounds:
+        elif decision.kind == "crop" and state["rounds"] >= self._max_rounds(state):
             reason = "No more crops can be requested for this question."
             errors.append(_error(round_no, "extra_tool_round", reason, decision.raw))
             messages += self.protocol.refusal_messages(decision, reason)
@@ -209,6 +310,7 @@ class AwaresNodes:
                 "error": decision.error,
                 "latency_s": reply.latency_s,
                 "image_tokens": reply.image_tokens,
+                "scripted": scripted,
             }
         )
         return update
@@ -221,7 +323,8 @@ class AwaresNodes:
         round_no = state["rounds"] + 1
         full = state["full_tokens"]
         sent = state["view_tokens"] + sum(c["tokens"] for c in state.get("crops", []))
-        budget = self.config.max_rtr
+        # The budget the query started under (see look); a checkpoint from before that takes the config's.
+        budget = state.get("max_rtr", self.config.max_rtr)
         accepted: list[tuple[Region, int]] = []
         withheld: list[Region] = []
         for rid in decision.crops:
@@ -277,12 +380,20 @@ class AwaresNodes:
     def answer(self, state: AwaresState) -> dict[str, Any]:
         if not self._must_ask(state):
             return self._done(state)
+        answer = run_options().answer
+        if answer is not None:
+            reply, repairs, decision = self._scripted(answer)
+            return self._final(state, reply, repairs, decision=decision, scripted=True)
         messages, _ = self._request(state)
         return self._final(state, *self._call(messages, None))
 
     async def aanswer(self, state: AwaresState) -> dict[str, Any]:
         if not self._must_ask(state):
             return self._done(state)
+        answer = run_options().answer
+        if answer is not None:
+            reply, repairs, decision = self._scripted(answer)
+            return self._final(state, reply, repairs, decision=decision, scripted=True)
         messages, _ = self._request(state)
         return self._final(state, *await self._acall(messages, None))
 
@@ -294,15 +405,24 @@ class AwaresNodes:
         _emit({"type": "answer", "answer": state.get("answer")})
         return {}
 
-    def _final(self, state: AwaresState, reply: ChatReply, repairs: list[tuple[str, str]]) -> dict[str, Any]:
-        decision = self.protocol.parse(reply)
+    def _final(
+        self,
+        state: AwaresState,
+        reply: ChatReply,
+        repairs: list[tuple[str, str]],
+        *,
+        decision: Decision | None = None,
+        scripted: bool = False,
+    ) -> dict[str, Any]:
+        decision = decision or self.protocol.parse(reply)
         round_no = state["rounds"] + 1
         update: dict[str, Any] = {
             "messages": _dump([self.protocol.assistant_message(reply)]),
-            "usage": _usage(reply),
             "decision": decision.model_dump(mode="json"),
             "errors": [_error(round_no, kind, message) for kind, message in repairs],
         }
+        if not scripted:
+            update["usage"] = _usage(reply)
         if decision.kind == "answer":
             update["answer"] = decision.answer
         else:
@@ -342,10 +462,12 @@ def build_graph(
             ``thread_id`` in their config.
 
     Returns:
-        A compiled graph. Its input is ``{"question": str, "source": {"id", "width", "height"}}``.
+        A compiled graph. Its input is ``{"question": str, "source": {"id", "width", "height"}}``; its run
+        context (``context=`` of ``invoke``/``ainvoke``/``stream``) an optional
+        :class:`~awares_agent.graphs.context.RunOptions`.
     """
     nodes = AwaresNodes(backend, config or AgentConfig(), store)
-    graph = StateGraph(AwaresState)
+    graph = StateGraph(AwaresState, context_schema=RunOptions)
     graph.add_node("look", nodes.look)
     graph.add_node("decide", RunnableLambda(nodes.decide, afunc=nodes.adecide, name="decide"))
     graph.add_node("crop", nodes.crop)

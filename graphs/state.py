@@ -56,7 +56,9 @@ class AwaresState(TypedDict, total=False):
         decision: the last model turn's ``Decision`` dump.
         crops: crops sent (``CropRecord`` dumps), appended.
         errors: handled errors (``ErrorRecord`` dumps), appended.
-        usage: backend usage, summed.
+        usage: backend usage, summed (turns made by the run options, not the backend, add nothing).
+        max_rounds: crop rounds this query may have (the configuration's, or its run options').
+        max_rtr: the visual-token budget of this query (``None``: none), likewise.
         rounds: crop rounds served.
         corrections: invalid turns the model was asked to correct.
         force: why the model must now answer without tools (``None`` while it may still crop).
@@ -73,6 +75,8 @@ class AwaresState(TypedDict, total=False):
     crops: Annotated[list[dict[str, Any]], operator.add]
     errors: Annotated[list[dict[str, Any]], operator.add]
     usage: Annotated[UsageInfo, add_usage]
+    max_rounds: int
+    max_rtr: float | None
     rounds: int
     corrections: int
     force: str | None

@@ -13,7 +13,7 @@ import asyncio
 import random
 import sys
 
-from awares_agent.collect.runtime import collect_sync
+from awares_agent.engine import collect_sync
 
 
 async def work(n: int) -> dict[str, object]:

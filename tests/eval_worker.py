@@ -1,17 +1,20 @@
-"""An evaluation process for the kill-and-resume figures in ``benchmarks/bench_reliability.py``.
+"""An evaluation process for the kill-and-resume test in ``test_eval_runner.py`` and the figures in
+``benchmarks/bench_reliability.py``.
 
     python tests/eval_worker.py OUT COUNT [CONCURRENCY]
 
-Runs the ``awares`` policy (:func:`awares_agent.evals.runner.run_policy`) over ``COUNT`` samples (ids
-``e0000``,
-``e0001``...) into ``OUT``, with :class:`bad_images.OkBackend` standing in for the model and sleeping 2-8 ms
-per call, so a kill can land between, or inside, any of the writes. Every tenth sample's image is corrupt,
-so skipped records are killed and resumed too. Exits 0 when the run is complete.
+Runs the ``awares`` policy (:func:`awares_agent.evals.runner.run_policy`, on the run engine) over ``COUNT``
+samples (ids ``e0000``, ``e0001``...) into ``OUT``, with :class:`bad_images.OkBackend` standing in for the
+model and sleeping 2-8 ms per call, so a kill can land between, or inside, any of the writes. Every tenth
+sample's image is corrupt, so skipped records are killed and resumed too. Prints, as its last line, the JSON
+list of the sample ids this process evaluated (a resumed run must not evaluate one already done). Exits 0
+when the run is complete.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import random
 import sys
 import time
@@ -52,7 +55,16 @@ def main() -> int:
         )
         for n in range(count)
     ]
-    summary = run_policy(samples, JitteryBackend(), "awares", out, concurrency=concurrency)
+    evaluated: list[str] = []
+    summary = run_policy(
+        samples,
+        JitteryBackend(),
+        "awares",
+        out,
+        concurrency=concurrency,
+        on_result=lambda result: evaluated.append(result.id),
+    )
+    print(json.dumps(evaluated))
     return 0 if summary.samples == count and summary.failed == 0 else 1
 
 

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from awares_agent.graphs import RunOptions, build_graph
 from chat_server import Completion, Delay, Echo, HTTPError, ScriptedChatServer
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
@@ -24,7 +25,9 @@ from awares_agent import (
     OpenAIBackend,
     Trajectory,
 )
+from awares_agent.config import AgentConfig
 from awares_agent.errors import BackendHTTPError, BackendTimeoutError
+from awares_agent.images import ViewSpec
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "schemas" / "trajectory.schema.json"
 
@@ -253,3 +256,120 @@ def test_trajectory_json_round_trip(chat_server: ScriptedChatServer, photo: Path
     text = result.trajectory.model_dump_json()
     assert Trajectory.model_validate_json(text) == result.trajectory
     assert "base64" not in text  # images are references, never pixels
+
+
+# --- run options: per-query choices as the graph's run context ----------------------------------------------
+
+
+def _same_run(a: Trajectory, b: Trajectory) -> None:
+    assert a.messages == b.messages and a.crops == b.crops and a.answer == b.answer
+    assert (a.calls, a.usage, a.cost, a.max_rtr, a.errors) == (b.calls, b.usage, b.cost, b.max_rtr, b.errors)
+
+
+def test_no_run_options_is_the_configuration_as_it_is(chat_server: ScriptedChatServer, photo: Path) -> None:
+    for _ in range(3):
+        chat_server.enqueue(Completion(tool_calls=[("get_crops", {"crops": ["3"]})]), Completion(text="12"))
+    agent = AwaResAgent(backend(chat_server), max_rtr=0.6)
+    plain = agent.ask(photo, "Which exit?").trajectory
+    default = agent.ask(photo, "Which exit?", options=RunOptions()).trajectory
+    _same_run(plain, default)
+    assert plain.max_rtr == 0.6 and plain.calls == 2 and [c.region_id for c in plain.crops] == ["3"]
+    # The graph itself, invoked with no context at all (build_graph's signature, unchanged).
+    store = ImageStore()
+    graph = build_graph(backend(chat_server), AgentConfig(max_rtr=0.6), store=store)
+    source = store.add(photo)
+    info = {"id": source.id, "width": source.width, "height": source.height}
+    state = graph.invoke({"question": "Which exit?", "source": info})
+    assert state["answer"] == "12" and [c["region_id"] for c in state["crops"]] == ["3"]
+    assert (state["max_rounds"], state["max_rtr"], state["usage"]["calls"]) == (1, 0.6, 2)
+
+
+def test_forced_crops_and_a_scripted_answer_call_no_backend(
+    chat_server: ScriptedChatServer, photo: Path
+) -> None:
+    agent = AwaResAgent(backend(chat_server))
+    options = RunOptions(crops=["3", "top-left"], answer="12")  # a list and a name are fine
+    events = list(agent.stream(photo, "Which exit?", options=options))
+    result = events[-1].result
+    assert result is not None and chat_server.chat_requests == []
+    t = result.trajectory
+    assert (t.answer, [c.region_id for c in t.crops]) == ("12", ["3", "0"])
+    assert (t.calls, t.usage.prompt_tokens) == (0, 0)
+    assert [m.role for m in t.messages] == ["system", "user", "assistant", "tool", "user", "assistant"]
+    assert json.loads(t.messages[2].tool_calls[0].arguments) == {"crops": ["3", "top-left"]}
+    models = [e.data for e in events if e.type == "model"]
+    assert [(d["kind"], d["scripted"]) for d in models] == [("crop", True), ("answer", True)]
+    # A scripted answer alone: the first turn is the answer, as the label of a direct sample.
+    direct = asyncio.run(agent.aask(photo, "Which exit?", options=RunOptions(answer=" GET_CROPS: ['0'] ")))
+    assert direct.answer == "GET_CROPS: ['0']" and direct.crops == []  # an answer, whatever it reads like
+    assert chat_server.chat_requests == []
+
+
+def test_run_options_override_rounds_budget_and_view(chat_server: ScriptedChatServer, photo: Path) -> None:
+    agent = AwaResAgent(backend(chat_server), max_rtr=0.9)
+    chat_server.enqueue(Completion(text="12"))
+    low = agent.ask(photo, "q", options=RunOptions(max_rounds=0))
+    assert chat_server.chat_requests[-1].tools is None and low.trajectory.max_rtr == 0.9
+    chat_server.enqueue(Completion(text="12"))
+    full = agent.ask(photo, "q", options=RunOptions(max_rounds=0, view=ViewSpec(scale=1.0)))
+    assert chat_server.chat_requests[-1].images()[0].size == (1000, 800) and full.rtr == pytest.approx(1.0)
+    chat_server.enqueue(Completion(tool_calls=[("get_crops", {"crops": ["3"]})]), Completion(text="12"))
+    tight = agent.ask(photo, "q", options=RunOptions(max_rtr=0.3))  # the view alone is 0.25: no crop fits
+    assert tight.crops == [] and [e.kind for e in tight.trajectory.errors] == ["budget"]
+    assert tight.trajectory.max_rtr == 0.3
+    chat_server.enqueue(Completion(tool_calls=[("get_crops", {"crops": ["all"]})]), Completion(text="12"))
+    free = agent.ask(photo, "q", options=RunOptions(max_rtr=None))  # no budget at all
+    assert [c.region_id for c in free.crops] == ["all"] and free.trajectory.max_rtr is None
+    chat_server.enqueue(
+        Completion(tool_calls=[("get_crops", {"crops": ["3"]})]),
+        Completion(tool_calls=[("get_crops", {"crops": ["0"]})]),
+        Completion(text="12"),
+    )
+    two = agent.ask(photo, "q", options=RunOptions(max_rounds=2))
+    assert [c.round for c in two.crops] == [1, 2] and two.answer == "12"
+
+
+def test_run_options_are_checked_before_any_request(chat_server: ScriptedChatServer, photo: Path) -> None:
+    for bad, hint in (
+        ({"crops": ()}, "at least one region"),
+        ({"answer": "  "}, "non-empty"),
+        ({"max_rounds": 9}, "0..8"),
+        ({"max_rtr": 0}, "> 0"),
+        ({"max_rtr": float("inf")}, "finite"),
+        ({"view": 0.5}, "ViewSpec"),
+    ):
+        with pytest.raises(ConfigError, match=hint):
+            RunOptions(**bad)  # type: ignore[arg-type]
+    agent = AwaResAgent(backend(chat_server))
+    with pytest.raises(ConfigError, match="hexagon"):
+        agent.ask(photo, "q", options=RunOptions(crops=("hexagon",)))
+    with pytest.raises(ConfigError, match="max_rounds"):
+        agent.ask(photo, "q", options=RunOptions(crops=("3",), max_rounds=0))
+    with pytest.raises(ConfigError, match="RunOptions"):
+        agent.ask(photo, "q", options={"crops": ["3"]})  # type: ignore[arg-type]
+    assert chat_server.chat_requests == []
+
+
+def test_resume_keeps_the_limits_and_takes_the_options_again(
+    chat_server: ScriptedChatServer, photo: Path, tmp_path: Path
+) -> None:
+    fail = HTTPError(500, headers={"x-should-retry": "false"})
+    agent = AwaResAgent(
+        backend(chat_server), store=ImageStore(root=tmp_path / "img"), checkpointer=InMemorySaver()
+    )
+    # The limits are in the checkpointed state: resumed without its options, a low-res query stays low-res.
+    chat_server.enqueue(fail)
+    with pytest.raises(BackendHTTPError):
+        agent.ask(photo, "Which exit?", thread_id="low", options=RunOptions(max_rounds=0))
+    chat_server.enqueue(Completion(text="12"))
+    assert agent.resume("low").answer == "12" and chat_server.chat_requests[-1].tools is None
+    # A forced request is done before the query can stop; the options (here more rounds) are given again.
+    chat_server.enqueue(fail)
+    forced = RunOptions(crops=("3",), max_rounds=2)
+    with pytest.raises(BackendHTTPError):
+        agent.ask(photo, "Which exit?", thread_id="forced", options=forced)
+    seen = len(chat_server.chat_requests)
+    chat_server.enqueue(Completion(tool_calls=[("get_crops", {"crops": ["0"]})]), Completion(text="12"))
+    result = agent.resume("forced", options=forced)
+    assert result.answer == "12" and [c.region_id for c in result.crops] == ["3", "0"]
+    assert len(chat_server.chat_requests) - seen == 2 and result.trajectory.calls == 2  # the failed one: none

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from awares_agent.evals.runner import SAMPLES_FILE, read_results, run_policy
+from awares_agent.evals.runner import read_results, run_policy
 from awares_agent.evals.schema import EvalSample
 from bad_images import BAD, CASES, VALID, ImageCase, OkBackend, label
 from chat_server import Completion, ScriptedChatServer
@@ -185,8 +185,8 @@ def test_eval_run_skips_bad_images_scores_good_ones_and_resumes(
     backend = OkBackend()
     summary = run_policy(samples, backend, policy, tmp_path, concurrency=4)
 
-    jsonl = tmp_path / policy / SAMPLES_FILE
-    results = read_results(jsonl)
+    jsonl = tmp_path / policy / "shard-1-of-1" / "rows.jsonl"  # the run engine's rows
+    results = read_results(tmp_path / policy)
     assert set(results) == {c.name for c in CASES}
     for case in CASES:
         result = results[case.name]

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from awares_agent.evals.runner import SAMPLES_FILE, read_results, run_policy
+from awares_agent.evals.runner import read_results, run_policy
 from awares_agent.evals.schema import EvalSample
 from chat_server import Completion, RawJSON, ScriptedChatServer
 from PIL import Image
@@ -22,8 +22,8 @@ from scripted_backend import ScriptedBackend
 from awares_agent import AwaResAgent, ChatReply, OpenAIBackend
 from awares_agent.cli import main
 from awares_agent.collect.judges import LLMJudge
-from awares_agent.collect.runtime import collect_sync as collect
-from awares_agent.collect.runtime import read_failures, read_rows
+from awares_agent.engine import collect_sync as collect
+from awares_agent.engine import read_failures, read_rows
 from awares_agent.errors import AwaresError, BackendResponseError, ImageDecodeError
 from awares_agent.messages import ToolCall
 from awares_agent.redact import REDACTED, RedactingFilter, forget_secret, redact, register_secret
@@ -159,11 +159,8 @@ def test_json_bounds() -> None:
 
 @pytest.mark.parametrize("bad", [KeyError("choices"), ValueError("\ud800"), None, "plain", 42])
 def test_a_broken_backend_becomes_a_typed_error(image: Image.Image, bad: object) -> None:
-    # A string is a valid script entry (a reply with that text); wrap it so the backend returns it raw.
-    entry = (lambda _request: bad) if isinstance(bad, str) else bad
-    backend = ScriptedBackend(entry)
-    if isinstance(bad, str):
-        backend = ScriptedBackend(lambda _request: _Raw(bad))
+    # A string is a valid script entry (a reply with that text): wrap it in an object that is not a reply.
+    backend = ScriptedBackend((lambda _request: _Raw(bad)) if isinstance(bad, str) else bad)
     with pytest.raises(BackendResponseError) as info:
         AwaResAgent(backend).ask(image, "q?")
     str(info.value).encode("utf-8")
@@ -213,7 +210,7 @@ def test_eval_records_every_sample_whatever_the_replies(tmp_path: Path) -> None:
     replies = ["42 \ud800", RuntimeError("boom"), "\ud800", "42", "[/b]", None]
     backend = ScriptedBackend(*replies, default="42")
     summary = run_policy(samples, backend, "awares", tmp_path, concurrency=1)
-    results = read_results(tmp_path / "awares" / SAMPLES_FILE)
+    results = read_results(tmp_path / "awares")
     assert len(results) == 7 and summary.samples == 7
     statuses = sorted(r.status for r in results.values())
     assert statuses == ["failed", "failed", "ok", "ok", "ok", "ok", "skipped"]

@@ -68,6 +68,8 @@ def test_every_sample_is_labelled_direct_tool_or_dropped_by_the_rule(
         t = row.trajectory
         assert t is not None and t.answer == sample.answers[0]
         assert row.verdict is not None and row.verdict.correct
+        # Written by the teacher's own agent, with its turns scripted: no model was called for the label.
+        assert (t.backend, t.calls, t.usage.prompt_tokens) == ("ReaderBackend", 0, 0)
         if row.label == "direct":
             assert t.crops == [] and row.rtr == pytest.approx(t.cost.rtr)
             assert [m.role for m in t.messages] == ["system", "user", "assistant"]
@@ -89,6 +91,11 @@ def test_the_labels_hold_both_kinds(collection: dict[str, Any]) -> None:
     assert summary.direct >= 1 and summary.tool >= 1, summary
     assert summary.ok + sum(summary.dropped.values()) == 8
     assert sum(summary.crops.values()) >= summary.tool
+    # What the line above cannot check (summarize_rows counts every row as ok or dropped): every kept row is
+    # labelled one way or the other, and good images are dropped only for the labelling rule's reasons.
+    assert summary.ok == summary.direct + summary.tool == sum(r["status"] == "ok" for r in collection["rows"])
+    assert set(summary.dropped) <= {"both_wrong", "no_evidence_box"}
+    assert summary.correct == summary.ok  # a label's answer is an accepted one
 
 
 def test_needed_samples_without_a_dataset_box_are_grounded_by_ocr(
@@ -112,7 +119,9 @@ def test_needed_samples_without_a_dataset_box_are_grounded_by_ocr(
     iy = max(0.0, min(box[3], truth[3]) - max(box[1], truth[1]))
     assert ix * iy > 0  # the OCR box lies on the printed answer
     w, h = sample.image.size
-    assert set(row.crops) <= set(crops_covering(box, crop_set("paper"), w, h)) | set(row.crops)
+    # The label requests exactly the cheapest crops covering the box OCR found (not the dataset's box).
+    assert row.crops and row.crops == crops_covering(box, crop_set("paper"), w, h)
+    assert row.trajectory is not None and [c.region_id for c in row.trajectory.crops] == row.crops
     # With only the dataset grounder and no box, a needed sample is dropped, with its reason.
     only_dataset = Labeler(ReaderBackend(), MetricJudge(), DatasetGrounder(), store=collection["store"])
     dropped = asyncio.run(only_dataset.label(unboxed))

@@ -1,4 +1,5 @@
-"""Tests for the collector runtime: durable shards, resume, sharding, merge, fault injection, kill -9."""
+"""Tests for the run engine (collection's and evaluation's): durable shards, resume, sharding, merge, fault
+injection, kill -9."""
 
 from __future__ import annotations
 
@@ -19,15 +20,13 @@ from PIL import Image
 
 from awares_agent.agent import AwaResAgent
 from awares_agent.backends.openai_compat import OpenAIBackend
-from awares_agent.collect.runtime import (
+from awares_agent.engine.runner import RetryPolicy, collect, collect_sync
+from awares_agent.engine.shards import (
     FAILURES_FILE,
     INDEX_FILE,
     ROWS_FILE,
-    RetryPolicy,
     ShardSpec,
     ShardWriter,
-    collect,
-    collect_sync,
     merge,
     read_failures,
     read_indexed_rows,
@@ -91,7 +90,7 @@ def test_shards_are_disjoint_covering_balanced_and_stable_across_processes() -> 
     assert shard_of("ünïcode/id 1", 7) == 6
     # The built-in hash() differs between processes; the shard must not.
     code = (
-        "import json, sys; from awares_agent.collect.runtime import shard_of; "
+        "import json, sys; from awares_agent.engine.shards import shard_of; "
         "print(json.dumps([shard_of(i, 5) for i in json.loads(sys.argv[1])]))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
@@ -161,6 +160,42 @@ def test_failures_are_recorded_with_reason_and_retried_on_resume(tmp_path: Path)
     assert (third.done, third.failed, third.complete) == (3, 0, True)
     assert read_failures(tmp_path) == {}
     assert sorted(row_ids(tmp_path)) == ids(15)
+
+
+def test_failures_keep_their_item_and_on_done_hears_each_durable_outcome(tmp_path: Path) -> None:
+    async def work(sample_id: str) -> dict[str, object]:
+        if sample_id == "s0002":
+            raise BackendHTTPError("HTTP 503", status_code=503)
+        return {"id": sample_id}
+
+    heard: list[tuple[str, object, str | None, bool]] = []
+
+    def on_done(sample_id: str, row: object, reason: str | None) -> None:
+        durable = sample_id in row_ids(tmp_path) or sample_id in read_failures(tmp_path)
+        heard.append((sample_id, row, reason, durable))
+
+    def fields(sample_id: str) -> dict[str, object]:
+        return {"question": f"what is {sample_id}?", "raw": "bad \ud800 byte"}
+
+    run(ids(4), work, tmp_path, failure_fields=fields, on_done=on_done)
+    assert sorted(heard) == [
+        ("s0000", {"id": "s0000"}, None, True),
+        ("s0001", {"id": "s0001"}, None, True),
+        ("s0002", None, "BackendHTTPError: HTTP 503", True),
+        ("s0003", {"id": "s0003"}, None, True),
+    ]
+    failure = read_failures(tmp_path)["s0002"]
+    assert failure["item"] == {"question": "what is s0002?", "raw": "bad \ud800 byte"}  # a lone surrogate too
+    assert failure["reason"] == "BackendHTTPError: HTTP 503" and failure["attempt"] == 1
+
+    # A callback that raises is logged; the run, its rows and its failures go on regardless.
+    def broken(*_: object) -> dict[str, object]:
+        raise RuntimeError("the display broke")
+
+    stats = run(ids(6), work, tmp_path, failure_fields=broken, on_done=broken)
+    assert (stats.done, stats.failed) == (2, 1)
+    assert sorted(row_ids(tmp_path)) == sorted(set(ids(6)) - {"s0002"})
+    assert read_failures(tmp_path)["s0002"]["attempt"] == 2 and "item" not in read_failures(tmp_path)["s0002"]
 
 
 def test_torn_lines_and_unindexed_rows_are_ignored_then_repaired(tmp_path: Path) -> None:

@@ -609,3 +609,22 @@ def test_round_trip_json(data: st.DataObject, crop_set: CropSet) -> None:
         assert protocol.parse(ChatReply(tool_calls=calls)).crops == ids
         text = "".join(hermes({"name": "get_crops", "arguments": {"crops": p}}) for p in parts)
         assert protocol.parse(ChatReply(text=text)).crops == ids
+
+
+@pytest.mark.parametrize("cls", [JsonProtocol, AwaresTextProtocol])
+@pytest.mark.parametrize("crops", [["3"], ["0", "5"], ["top-left", "all"]])
+def test_call_reply_is_the_protocols_own_call_and_reads_back(
+    cls: type[ToolProtocol], crops: list[str]
+) -> None:
+    protocol = cls(PAPER)
+    reply = protocol.call_reply(crops)
+    if cls is JsonProtocol:
+        assert reply.text == "" and [c.name for c in reply.tool_calls] == [protocol.tool.name]
+        assert json.loads(reply.tool_calls[0].arguments) == {"crops": crops}
+    else:
+        assert (
+            reply.tool_calls == [] and reply.text == "GET_CROPS: [" + ", ".join(f"'{c}'" for c in crops) + "]"
+        )
+    decision = protocol.parse(reply)
+    assert decision.kind == "crop"
+    assert decision.crops == [PAPER.resolve(c) for c in crops]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from awares_agent.tools.crop_sets import CropSet
@@ -80,6 +81,16 @@ class ToolProtocol(ABC):
     @abstractmethod
     def parse(self, reply: ChatReply) -> Decision:
         """Read a model turn. Never raises on model output."""
+
+    @abstractmethod
+    def call_reply(self, crops: Sequence[str]) -> ChatReply:
+        """The model turn that requests ``crops``, as a model trained on this protocol would write it.
+
+        Used where the request is not the model's (a policy that forces crops); :meth:`parse` reads it back.
+
+        Args:
+            crops: region ids or names.
+        """
 
     def assistant_message(self, reply: ChatReply) -> ChatMessage:
         """The model turn as it goes into the conversation history."""
@@ -186,6 +197,10 @@ class JsonProtocol(ToolProtocol):
     def tools(self) -> list[ToolSpec] | None:
         return [self.tool.spec()]
 
+    def call_reply(self, crops: Sequence[str]) -> ChatReply:
+        call = ToolCall(id="call_0", name=self.tool.name, arguments=json.dumps({"crops": list(crops)}))
+        return ChatReply(tool_calls=[call])
+
     def parse(self, reply: ChatReply) -> Decision:
         if reply.tool_calls:
             decision = self._parse_structured(reply.tool_calls, reply.text)
@@ -285,6 +300,10 @@ class AwaresTextProtocol(ToolProtocol):
             f"Regions:\n{self.crop_set.describe()}\n"
             "Request only the regions that matter. Answer concisely."
         )
+
+    def call_reply(self, crops: Sequence[str]) -> ChatReply:
+        listed = ", ".join(f"'{c}'" for c in crops)
+        return ChatReply(text=f"GET_CROPS: [{listed}]")
 
     def parse(self, reply: ChatReply) -> Decision:
         text = reply.text or ""

@@ -2,9 +2,10 @@
 
 As in the AwaRes paper's labelling recipe, a judge decides whether the low- and full-resolution answers are
 right; for samples that need a crop a grounder finds the evidence box, which is then mapped onto the crop set
-(:class:`Labeler`). :class:`Rollout` collects the agent's own trajectories, judged. :func:`collect` runs
-either over a dataset, concurrently and resumably, into shards; :func:`export_dataset` turns the rows into a
-TRL-ready dataset. ``awares collect`` is the command line for all of it.
+(:class:`Labeler`). :class:`Rollout` collects the agent's own trajectories, judged. :func:`collect` (the run
+engine, :mod:`awares_agent.engine`) runs either over a dataset, concurrently and resumably, into shards;
+:func:`export_dataset` turns the rows into a TRL-ready dataset. ``awares collect`` is the command line for all
+of it.
 """
 
 from __future__ import annotations
@@ -31,13 +32,10 @@ _EXPORTS = {
     "Labeler": "pipeline",
     "Rollout": "pipeline",
     "summarize_rows": "pipeline",
-    "ShardSpec": "runtime",
-    "collect": "runtime",
-    "collect_sync": "runtime",
-    "merge": "runtime",
-    "read_rows": "runtime",
     "export_dataset": "export",
 }
+# The run engine's names, re-exported here where collection's users have always found them.
+_ENGINE = {"ShardSpec", "collect", "collect_sync", "merge", "read_rows"}
 
 __all__ = [
     "ChainGrounder",
@@ -78,14 +76,16 @@ if TYPE_CHECKING:
     )
     from awares_agent.collect.judges import Judge, JudgeReplyError, LLMJudge, MetricJudge, Verdict, make_judge
     from awares_agent.collect.pipeline import CollectedRow, Labeler, Rollout, summarize_rows
-    from awares_agent.collect.runtime import ShardSpec, collect, collect_sync, merge, read_rows
+    from awares_agent.engine import ShardSpec, collect, collect_sync, merge, read_rows
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
+    module = "awares_agent.engine" if name in _ENGINE else _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'awares_agent.collect' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"awares_agent.collect.{module}"), name)
+    if name not in _ENGINE:
+        module = f"awares_agent.collect.{module}"
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 

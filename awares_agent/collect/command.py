@@ -177,7 +177,7 @@ def _grounder(args: argparse.Namespace, teacher: ChatBackend) -> Any:
 
 def _collect(args: argparse.Namespace, console: Console) -> int:
     from awares_agent.collect.pipeline import Labeler, Rollout
-    from awares_agent.collect.runtime import RetryPolicy, ShardSpec, collect_sync, read_rows
+    from awares_agent.engine import RetryPolicy, ShardSpec, collect_sync, read_rows
     from awares_agent.evals.benchmarks import load_benchmark
     from awares_agent.image_store import ImageStore
 
@@ -256,7 +256,7 @@ def _print_summary(console: Console, rows: Any) -> None:
 
 def _export(run_dir: Path, to: Path | None, correct_only: bool, console: Console) -> int:
     from awares_agent.collect.export import export_dataset
-    from awares_agent.collect.runtime import read_rows
+    from awares_agent.engine import read_rows
     from awares_agent.image_store import ImageStore
 
     if not run_dir.is_dir():
@@ -273,7 +273,7 @@ def _export(run_dir: Path, to: Path | None, correct_only: bool, console: Console
 
 
 def _merge(args: argparse.Namespace, console: Console) -> int:
-    from awares_agent.collect.runtime import merge, read_rows
+    from awares_agent.engine import merge, read_rows
 
     sources = [Path(s) for s in args.sources]
     for source in sources:

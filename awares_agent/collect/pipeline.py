@@ -3,7 +3,7 @@
 **Labelling** (:class:`Labeler`, the paper's automatic supervision):
 
 1. The teacher answers the question twice through the agent graph: on the low-resolution view only, and on
-   the full-resolution image only (the ``low-res`` and ``full-res`` evaluation policies).
+   the full-resolution image only (the ``low-res`` and ``full-res`` policies of :mod:`awares_agent.policies`).
 2. A judge compares both answers with the ground truth. Cropping is *needed* where the low-res answer is
    wrong and the full-res one right. Samples where both are wrong are dropped (``both_wrong``).
 3. For needed samples a grounder finds the evidence box (the dataset's own box first, by default) and
@@ -13,7 +13,12 @@
 4. The label becomes a trajectory written by the same graph the agent runs, so it has exactly the runtime's
    system prompt, tool protocol, crop messages and token accounting: *direct* (view, answer) or *tool*
    (view, crop call, crops, answer). The answer is the first ground-truth answer (``answer_source=
-   "ground-truth"``, the default) or the teacher's own answer that the judge accepted (``"teacher"``).
+   "ground-truth"``, the default) or the teacher's own answer that the judge accepted (``"teacher"``). The
+   crop call and the answer are the run's options (:class:`~awares_agent.graphs.context.RunOptions`: forced
+   crops, a scripted answer), so writing a label calls no model.
+
+All three runs of a sample go through one agent (one compiled graph) around the teacher; only their run
+options differ.
 
 **Rollout** (:class:`Rollout`, on-policy collection): the agent runs with the teacher as its model, exactly as
 at inference; every answer is judged and the verdict kept on the row, so training can filter or reject.
@@ -28,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -39,11 +44,11 @@ from awares_agent.collect.grounders import Grounder, Grounding
 from awares_agent.collect.judges import Judge, Verdict
 from awares_agent.config import AgentConfig
 from awares_agent.errors import ConfigError, ImageError
-from awares_agent.evals.policies import FixedCropsBackend, policy_config
 from awares_agent.evals.schema import EvalSample
+from awares_agent.graphs.context import RunOptions
 from awares_agent.image_store import ImageStore
 from awares_agent.images import SourceImage
-from awares_agent.messages import ChatMessage, ChatReply, ToolSpec
+from awares_agent.policies import policy_options
 from awares_agent.tools.box_mapping import crops_covering
 from awares_agent.tools.crop_sets import crop_set
 from awares_agent.trajectory import Trajectory
@@ -113,28 +118,6 @@ class CollectedRow(BaseModel):
     collected_at: float = Field(default_factory=time.time)
 
 
-class _AnswerBackend:
-    """The labelled "model": it answers with a fixed text (crop requests are made by FixedCropsBackend)."""
-
-    def __init__(self, name: str, answer: str) -> None:
-        self._name = name
-        self.answer = answer
-
-    @property
-    def model_name(self) -> str:
-        return self._name
-
-    def complete(
-        self, messages: Sequence[ChatMessage], *, images: ImageStore, tools: Sequence[ToolSpec] | None = None
-    ) -> ChatReply:
-        return ChatReply(text=self.answer, model=self._name, finish_reason="stop")
-
-    async def acomplete(
-        self, messages: Sequence[ChatMessage], *, images: ImageStore, tools: Sequence[ToolSpec] | None = None
-    ) -> ChatReply:
-        return self.complete(messages, images=images, tools=tools)
-
-
 class _Base:
     def __init__(
         self,
@@ -149,6 +132,8 @@ class _Base:
         self.config = config or AgentConfig()
         self.store = store if store is not None else ImageStore()
         self.crop_set = crop_set(self.config.crop_set)
+        # One agent, one compiled graph, for every run of every sample: what differs is the run options.
+        self.agent = AwaResAgent(teacher, self.config, store=self.store)
 
     def _head(self, sample: EvalSample, mode: Literal["label", "rollout"]) -> dict[str, Any]:
         return {
@@ -221,8 +206,6 @@ class Labeler(_Base):
             raise ConfigError(f"answer_source must be 'ground-truth' or 'teacher', got {answer_source!r}")
         self.grounder = grounder
         self.answer_source = answer_source
-        self._low = AwaResAgent(teacher, policy_config("low-res", self.config), store=self.store)
-        self._full = AwaResAgent(teacher, policy_config("full-res", self.config), store=self.store)
 
     async def __call__(self, sample: EvalSample) -> dict[str, Any]:
         """Label one sample; returns the :class:`CollectedRow` as a JSON-ready dict."""
@@ -242,8 +225,12 @@ class Labeler(_Base):
     async def _label(
         self, sample: EvalSample, source_id: str, width: int, height: int, head: dict[str, Any]
     ) -> CollectedRow:
+        where = {"width": width, "height": height, "sample_id": sample.id}
+        low_options = policy_options("low-res", self.config, **where)
+        full_options = policy_options("full-res", self.config, **where)
         low_result, full_result = await asyncio.gather(
-            self._low.aask(sample.image, sample.question), self._full.aask(sample.image, sample.question)
+            self.agent.aask(sample.image, sample.question, options=low_options),
+            self.agent.aask(sample.image, sample.question, options=full_options),
         )
         low_verdict, full_verdict = await asyncio.gather(
             self._judged(sample, low_result.trajectory), self._judged(sample, full_result.trajectory)
@@ -277,9 +264,10 @@ class Labeler(_Base):
         else:
             answer = sample.answers[0]
             verdict = Verdict(correct=True, score=1.0, reason="the ground-truth answer", judge="ground-truth")
-        backend = FixedCropsBackend(_AnswerBackend(self.teacher.model_name, answer), crops)
-        agent = AwaResAgent(backend, self.config, store=self.store)
-        labelled = await agent.aask(sample.image, sample.question)
+        # The label's turns are the run's options, not the teacher's: no model is called to write it. With no
+        # crops it is a direct answer from the view.
+        options = RunOptions(crops=tuple(crops) or None, answer=answer)
+        labelled = await self.agent.aask(sample.image, sample.question, options=options)
         trajectory = labelled.trajectory
         return CollectedRow(
             status="ok",
@@ -313,7 +301,6 @@ class Rollout(_Base):
         store: ImageStore | None = None,
     ) -> None:
         super().__init__(teacher, judge, config=config, store=store)
-        self._agent = AwaResAgent(teacher, self.config, store=self.store)
 
     async def __call__(self, sample: EvalSample) -> dict[str, Any]:
         """Roll out one sample; returns the :class:`CollectedRow` as a JSON-ready dict."""
@@ -328,7 +315,7 @@ class Rollout(_Base):
         head = self._head(sample, "rollout")
 
         async def run(_: SourceImage) -> CollectedRow:
-            trajectory = (await self._agent.aask(sample.image, sample.question)).trajectory
+            trajectory = (await self.agent.aask(sample.image, sample.question)).trajectory
             return CollectedRow(
                 status="ok",
                 label="tool" if trajectory.crops else "direct",
