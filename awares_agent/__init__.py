@@ -38,6 +38,7 @@ _EXPORTS = {
     "ImageTooLargeError": "awares_agent.errors",
     "LangChainBackend": "awares_agent.backends.langchain_backend",
     "OpenAIBackend": "awares_agent.backends.openai_compat",
+    "RunOptions": "awares_agent.graphs.context",
     "Trajectory": "awares_agent.trajectory",
     "TransformersBackend": "awares_agent.backends.transformers_backend",
     "Usage": "awares_agent.messages",
@@ -62,6 +63,7 @@ __all__ = [
     "ImageTooLargeError",
     "LangChainBackend",
     "OpenAIBackend",
+    "RunOptions",
     "Trajectory",
     "TransformersBackend",
     "Usage",
@@ -86,6 +88,7 @@ if TYPE_CHECKING:
         ImageError,
         ImageTooLargeError,
     )
+    from awares_agent.graphs.context import RunOptions
     from awares_agent.image_store import ImageStore
     from awares_agent.images import ViewSpec, open_image
     from awares_agent.messages import ChatReply, Usage
