@@ -1,4 +1,4 @@
-"""The crop tool: crop sets, the typed ``get_crops`` request, the tool-call protocols and their system prompts."""
+"""The crop tool: crop sets, the typed ``get_crops`` request, tool-call protocols and system prompts."""
 
 from awares_agent.tools.crop_sets import CropSet, GridCropSet, PaperCropSet, Region, crop_set
 from awares_agent.tools.crop_tool import CROP_TOOL_NAME, CropRequest, CropTool
