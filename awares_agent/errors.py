@@ -44,6 +44,14 @@ class ImageTooLargeError(ImageError):
 # --- the crop tool -------------------------------------------------------------------------------------
 
 
+class UnknownImageError(AwaresError, KeyError):
+    """No image with this id is in the store (nor, for a persistent store, under its root)."""
+
+    def __str__(self) -> str:
+        # KeyError's str() would show the message in quotes.
+        return str(self.args[0]) if self.args else ""
+
+
 class CropRequestError(AwaresError):
     """A crop request from the model is invalid (unknown, duplicate or no crops, or malformed arguments).
 

@@ -32,7 +32,7 @@ from typing import Any, Literal, TypeAlias
 
 from PIL import Image
 
-from awares_agent.errors import AwaresError, ConfigError, ImageError
+from awares_agent.errors import ConfigError, ImageError, UnknownImageError
 from awares_agent.images import (
     DEFAULT_MAX_IMAGE_PIXELS,
     ImageInput,
@@ -46,14 +46,6 @@ _ID_PATTERN = re.compile(r"[0-9a-f]{64}")
 _RECIPE_VERSION = 1
 DEFAULT_CACHE_BYTES = 512 * 2**20
 """The default budget of an :class:`ImageStore`'s cache of computed pixels and encodings (512 MiB)."""
-
-
-class UnknownImageError(AwaresError, KeyError):
-    """No image with this id is in the store (nor, for a persistent store, under its root)."""
-
-    def __str__(self) -> str:
-        # KeyError's str() would show the message in quotes.
-        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)

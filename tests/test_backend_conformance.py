@@ -39,8 +39,8 @@ from awares_agent.backends.base import ChatBackend
 from awares_agent.backends.langchain_backend import LangChainBackend
 from awares_agent.backends.reader import ReaderBackend
 from awares_agent.backends.transformers_backend import TransformersBackend
-from awares_agent.errors import AwaresError
-from awares_agent.image_store import ImageStore, UnknownImageError
+from awares_agent.errors import AwaresError, UnknownImageError
+from awares_agent.image_store import ImageStore
 from awares_agent.images import ViewSpec
 from awares_agent.messages import ChatMessage, ChatReply, ImagePart, TextPart, ToolCall, ToolSpec
 

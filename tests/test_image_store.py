@@ -11,8 +11,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from awares_agent.errors import AwaresError, ConfigError, ImageDecodeError, ImageTooLargeError
-from awares_agent.image_store import ImageStore, UnknownImageError
+from awares_agent.errors import (
+    AwaresError,
+    ConfigError,
+    ImageDecodeError,
+    ImageTooLargeError,
+    UnknownImageError,
+)
+from awares_agent.image_store import ImageStore
 from awares_agent.images import SourceImage, ViewSpec, open_image
 from awares_agent.messages import ImagePart
 

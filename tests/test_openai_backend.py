@@ -44,8 +44,9 @@ from awares_agent.errors import (
     BackendResponseError,
     BackendTimeoutError,
     ConfigError,
+    UnknownImageError,
 )
-from awares_agent.image_store import ImageStore, UnknownImageError
+from awares_agent.image_store import ImageStore
 from awares_agent.images import ViewSpec
 from awares_agent.messages import ChatMessage, ChatReply, ImagePart, TextPart, ToolCall, ToolSpec
 from awares_agent.redact import forget_secret
