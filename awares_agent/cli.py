@@ -37,6 +37,9 @@ from awares_agent.redact import install_log_redaction, redact
 
 EXIT_OK, EXIT_BACKEND, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
+# Each command imports what it runs when it runs: the agent (LangGraph), datasets and matplotlib take seconds
+# to import, and `awares --help` or a bad option should not wait for them.
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -51,6 +51,7 @@ from awares_agent.evals.dataset import (
 )
 from awares_agent.evals.metrics import parse_options
 from awares_agent.evals.schema import EvalSample
+from awares_agent.evals.synthetic import generate
 
 from awares_agent.errors import ConfigError
 
@@ -307,8 +308,6 @@ def _from_local_copy(benchmark: Benchmark, path: Path, split: str | None, cache_
 
 
 def _load_synthetic(limit: int | None, seed: int) -> LoadedSamples:
-    from awares_agent.evals.synthetic import generate
-
     # Generated on the fly (deterministic by seed); --limit is how many samples to generate.
     return LoadedSamples(generate(limit or SYNTHETIC_DEFAULT_SIZE, seed=seed))
 

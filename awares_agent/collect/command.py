@@ -30,6 +30,9 @@ from awares_agent.backends.factory import BackendOptions, make_backend
 from awares_agent.cli_options import add_agent_options, add_backend_options, agent_config, backend_options
 from awares_agent.errors import ConfigError
 
+# As in awares_agent.cli, each step imports the pipeline it runs when it runs (LangGraph, datasets and the OCR
+# engine take seconds to import), so that `awares collect --help` answers at once.
+
 IMAGES = "images"
 EXPORT = "export"
 

@@ -601,6 +601,7 @@ def make_judge(kind: str, **kwargs: Any) -> Judge:
                     "make_judge('llm') needs backend=<a chat backend> or model=<model name> (with base_url= "
                     "for a local OpenAI-compatible server)"
                 )
+            # Imported here: only this judge needs the openai client, which takes a while to import.
             from awares_agent.backends.openai_compat import OpenAIBackend
 
             backend = OpenAIBackend(options.pop("model"), temperature=0.0, **options)
