@@ -8,7 +8,7 @@ Everything is measured when the script runs, nothing is carried over:
   with one that first requests the ``all`` crop. A case is handled when a valid image is answered and a bad
   one raises a typed :class:`~awares_agent.errors.ImageError` (anything else escaping, or a valid image
   refused, is not);
-* **collection killed**: ``tests/collect_worker.py`` (the collector runtime, 20-60 ms per sample, 8 in
+* **collection killed**: ``tests/collect_worker.py`` (the run engine, 20-60 ms per sample, 8 in
   flight) is killed with SIGKILL ``--kills`` times, each at a random moment after its first write of that
   attempt, resumed each time, then run to the end. Lost = ids missing from the final rows, duplicated = ids
   with more than one row (in the index-aware reader, or as raw lines in ``rows.jsonl``);
