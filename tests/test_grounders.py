@@ -12,7 +12,7 @@ from chat_server import FAST_RETRY, Completion, Garbage, HTTPError, ScriptedChat
 from PIL import Image, ImageDraw, ImageFont
 
 from awares_agent.backends.openai_compat import OpenAIBackend
-from awares_agent.backends.reader import _RawBox
+from awares_agent.backends.reader.ocr import RawBox
 from awares_agent.collect import (
     ChainGrounder,
     DatasetGrounder,
@@ -165,9 +165,9 @@ def test_ocr_grounder_merges_boxes_split_on_a_line(invoice: tuple[Page, list]) -
     assert iou(grounding.box, truth) > 0.5
 
 
-def line(text: str, box: Box, confidence: float = 0.99) -> _RawBox:
+def line(text: str, box: Box, confidence: float = 0.99) -> RawBox:
     """An OCR line as the engine reports it (to test the matching rules with chosen confidences)."""
-    return _RawBox(text, confidence, box, box[3] - box[1])
+    return RawBox(text, confidence, box, box[3] - box[1])
 
 
 @pytest.mark.parametrize(

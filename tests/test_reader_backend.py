@@ -8,11 +8,26 @@ from pathlib import Path
 
 import pytest
 from awares_agent.evals.metrics import exact
+from awares_agent.graphs.context import RunOptions
 from PIL import Image, ImageDraw, ImageFont
 
 from awares_agent import AwaResAgent
 from awares_agent.backends.base import ChatBackend
-from awares_agent.backends.reader import UNKNOWN, ReaderBackend, parse_question, plausible
+from awares_agent.backends.reader import (
+    UNKNOWN,
+    ReaderBackend,
+    TextBox,
+    find_bar_charts,
+    key_likelihood,
+    parse_question,
+    plausible,
+    read,
+    text_blocks,
+)
+from awares_agent.backends.reader.guess import likeliest
+from awares_agent.backends.reader.keys import find_key
+from awares_agent.backends.reader.tables import is_tabular
+from awares_agent.backends.reader.text import fix_digits
 from awares_agent.image_store import ImageStore
 from awares_agent.images import ViewSpec
 from awares_agent.messages import ChatMessage, TextPart
@@ -140,12 +155,11 @@ def test_unanswerable_questions_answer_unknown(
     assert result.trajectory.errors == []
 
 
-def test_forced_crops_are_used(form: Image.Image, reader: ReaderBackend) -> None:
+@pytest.mark.parametrize("protocol", ["json", "awares-text"])
+def test_forced_crops_are_used(form: Image.Image, reader: ReaderBackend, protocol: str) -> None:
     """Crops the reader did not ask for (another policy chose them) are still read and placed."""
-    from awares_agent.evals.policies import FixedCropsBackend
-
-    agent = AwaResAgent(FixedCropsBackend(reader, ["8"]))
-    result = agent.ask(form, "What is the shipping?")
+    agent = AwaResAgent(reader, protocol=protocol)
+    result = agent.ask(form, "What is the shipping?", options=RunOptions(crops=("8",)))
     assert _crop_ids(result) == ["8"]
     assert exact(result.answer, ["94.50"]) == 1.0
 
@@ -235,10 +249,8 @@ def straddling_form() -> Image.Image:
 
 def test_crops_are_read_as_one_canvas(straddling_form: Image.Image, reader: ReaderBackend) -> None:
     """Two quadrant crops cut the line at the centre; read stitched, the key and the value stay together."""
-    from awares_agent.evals.policies import FixedCropsBackend
-
-    result = AwaResAgent(FixedCropsBackend(reader, ["0", "1"])).ask(
-        straddling_form, "What is the tracking number?"
+    result = AwaResAgent(reader).ask(
+        straddling_form, "What is the tracking number?", options=RunOptions(crops=("0", "1"))
     )
     assert _crop_ids(result) == ["0", "1"]
     assert exact(result.answer, ["1ZK83HD2P"]) == 1.0
@@ -274,11 +286,9 @@ def test_a_key_too_small_to_read_is_located(
 
 
 def test_digits_misread_as_letters_are_fixed() -> None:
-    from awares_agent.backends.reader import _fix_digits
-
-    assert _fix_digits("2024-0l-13") == "2024-01-13"
-    assert _fix_digits("1O5") == "105"
-    assert _fix_digits("SH-ZE9LYL") == "SH-ZE9LYL"
+    assert fix_digits("2024-0l-13") == "2024-01-13"
+    assert fix_digits("1O5") == "105"
+    assert fix_digits("SH-ZE9LYL") == "SH-ZE9LYL"
 
 
 @pytest.mark.parametrize(
@@ -303,8 +313,6 @@ def test_digits_misread_as_letters_are_fixed() -> None:
     ],
 )
 def test_glued_values_are_read_whole(question: str, lines: list[tuple[str, tuple]], answer: str) -> None:
-    from awares_agent.backends.reader import TextBox, read
-
     boxes = [TextBox(text, 0.99, box, (box[3] - box[1]) / 2) for text, box in lines]
     reading = read(parse_question(question), boxes)
     assert reading is not None
@@ -341,8 +349,6 @@ def charts_page() -> Image.Image:
 
 
 def test_bar_charts_are_found_by_their_bars(charts_page: Image.Image) -> None:
-    from awares_agent.backends.reader import find_bar_charts
-
     view = charts_page.resize((700, 500), Image.Resampling.LANCZOS)
     charts = sorted(find_bar_charts(view), key=lambda c: c.bars[0])
     assert [(c.vertical, c.count) for c in charts] == [(True, 4), (True, 5)]
@@ -374,8 +380,6 @@ def test_a_bar_whose_label_cannot_be_read_is_looked_for_in_its_chart(
 
 def test_key_likelihood_tells_the_key_in_text_too_small_to_read() -> None:
     """9 px text halved (4.5 px) reads as garbage, but the recogniser still ranks the written key first."""
-    from awares_agent.backends.reader import key_likelihood
-
     keys = ["invoice no", "member no", "tax id", "serial no", "due date", "account no", "phone"]
     for text in ("Invoice No", "Member No", "Tax ID", "Serial No", "Due Date"):
         image = Image.new("RGB", (200, 24), "white")
@@ -393,7 +397,6 @@ def test_key_likelihood_tells_the_key_in_text_too_small_to_read() -> None:
 def test_key_likelihood_of_the_whole_patch_counts_the_other_letters() -> None:
     """``whole=True``: the key must be all the patch holds: "Pine" scores as before, "Pinewood" far lower
     (its last four letters are no gap), though the key alone is found in it as well as in "Pine"."""
-    from awares_agent.backends.reader import key_likelihood
 
     def small(text: str) -> Image.Image:
         image = Image.new("RGB", (200, 24), "white")
@@ -488,22 +491,19 @@ def test_a_sign_whose_label_cannot_be_read_is_found_by_its_label(
 
 def test_a_block_is_tabular_with_cells_or_numbers() -> None:
     """A table's lines have cells or numbers; a garbled paragraph's lines, one box of letters each, do not."""
-    from awares_agent.backends.reader import TextBox, _tabular
 
     def line(*texts: str) -> list[TextBox]:
         return [TextBox(t, 0.5, (100 * i, 0, 100 * i + 80, 10), 5.0, "enlarged") for i, t in enumerate(texts)]
 
-    assert _tabular([line("Riga", "X-41"), line("Oslo", "K-77"), line("Lima 12")])
-    assert not _tabular([line("Reilapeg t eer dhedog"), line("Relr led y a"), line("Sh f g d ed")])
+    assert is_tabular([line("Riga", "X-41"), line("Oslo", "K-77"), line("Lima 12")])
+    assert not is_tabular([line("Reilapeg t eer dhedog"), line("Relr led y a"), line("Sh f g d ed")])
 
 
 def test_a_key_is_not_the_start_of_a_longer_word() -> None:
     """ "stand" is not found in "Passed standard shipping" (the word goes on), "total" is in "TOTAL:"."""
-    from awares_agent.backends.reader import TextBox, _find_key
-
     line = TextBox("Passed standard shipping applies", 0.99, (0, 0, 300, 20), 14.0, "view")
-    assert _find_key("stand", [line]) == []
-    assert _find_key("total", [TextBox("TOTAL: 12.50", 0.99, (0, 0, 100, 20), 14.0, "view")])
+    assert find_key("stand", [line]) == []
+    assert find_key("total", [TextBox("TOTAL: 12.50", 0.99, (0, 0, 100, 20), 14.0, "view")])
 
 
 @pytest.mark.parametrize(
@@ -540,7 +540,6 @@ def test_evidence_whose_labels_cannot_be_read_is_found_by_its_shape(
 
 def test_text_blocks_group_lines_and_join_a_column_of_amounts() -> None:
     """Stacked lines make a block; a sentence is left out; a receipt's prices far right join their items."""
-    from awares_agent.backends.reader import TextBox, text_blocks
 
     def box(text: str, x: float, y: float, w: float = 60) -> TextBox:
         return TextBox(text, 0.5, (x, y, x + w, y + 10), 5.0, "enlarged")
@@ -589,17 +588,15 @@ def test_guesses_from_unreadable_text_weigh_labels(
 ) -> None:
     """The region guessed from garbled small text: keys inside longer words, partial keys and other fields'
     labels are told apart (no OCR: the garbled readings are given)."""
-    from awares_agent.backends.reader import TextBox
-
     hard = [TextBox(text, 0.5, box, 5.0, "enlarged") for text, box in boxes]
-    assert reader._likeliest(parse_question(question), hard, 1400, 1000, hard) == [crop]
+    assert likeliest(parse_question(question), hard, 1400, 1000, reader.crop_set, reader.config, hard) == [
+        crop
+    ]
 
 
 def test_guesses_from_unreadable_text_take_only_fields_labels(reader: ReaderBackend) -> None:
     """A sentence ending left of a number is not the number's label, and a label whose box touches its
     value's (OCR boxes overlap by a pixel) still labels it: the unlabelled number is the likelier phone."""
-    from awares_agent.backends.reader import TextBox
-
     phone = TextBox("58451", 0.5, (676, 482, 718, 499), 5.0, "enlarged")
     invoice = TextBox("82770", 0.5, (981, 666, 1045, 689), 5.0, "enlarged")
     context = [
@@ -611,4 +608,4 @@ def test_guesses_from_unreadable_text_take_only_fields_labels(reader: ReaderBack
         invoice,
     ]
     query = parse_question("According to the document, what is the Phone?")
-    assert reader._likeliest(query, [phone, invoice], 1400, 1000, context) == ["4"]
+    assert likeliest(query, [phone, invoice], 1400, 1000, reader.crop_set, reader.config, context) == ["4"]

@@ -26,21 +26,19 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from PIL import Image
 from pydantic import BaseModel, field_validator
 
 from awares_agent.backends.base import ChatBackend
+from awares_agent.backends.reader.ocr import RawBox, read_text
 from awares_agent.boxes import Box, union_boxes
 from awares_agent.errors import ConfigError
 from awares_agent.fuzzy import substring_distance
 from awares_agent.image_store import ImageStore
 from awares_agent.messages import ChatMessage, TextPart
 from awares_agent.tokens import QWEN2_5_VL, QwenVLTokenRule, TokenRule, backend_token_rule
-
-if TYPE_CHECKING:
-    from awares_agent.backends.reader import _RawBox
 
 __all__ = [
     "DEFAULT_VLM_MAX_PIXELS",
@@ -330,22 +328,20 @@ class OCRGrounder:
             for x in starts(width)
         ]
 
-    def read(self, image: Image.Image) -> list[_RawBox]:
+    def read(self, image: Image.Image) -> list[RawBox]:
         """OCR the whole image (tiled when large); every line with its box in the image's pixels.
 
         Args:
             image: the image to read.
         """
-        from awares_agent.backends.reader import _ocr, _RawBox
-
         rgb = image.convert("RGB")
         width, height = rgb.size
         tiles = self._tiles(width, height)
         if len(tiles) == 1:
-            return _ocr(rgb)
-        found: list[_RawBox] = []
+            return read_text(rgb)
+        found: list[RawBox] = []
         for x, y, right, bottom in tiles:
-            for raw in _ocr(rgb.crop((x, y, right, bottom))):
+            for raw in read_text(rgb.crop((x, y, right, bottom))):
                 bx0, by0, bx1, by1 = raw.box
                 # A line within half a line height of an inner edge of the tile may be cut there (the
                 # detector's box stops a few pixels short of the cut); the overlapping tile holds it whole.
@@ -358,12 +354,12 @@ class OCRGrounder:
                 )
                 if not cut:
                     found.append(
-                        _RawBox(raw.text, raw.confidence, (bx0 + x, by0 + y, bx1 + x, by1 + y), raw.px)
+                        RawBox(raw.text, raw.confidence, (bx0 + x, by0 + y, bx1 + x, by1 + y), raw.px)
                     )
         # Lines inside an overlap are read twice, sometimes split differently: keep the larger box of any
         # two that mostly overlap.
         found.sort(key=lambda r: -_area(r.box))
-        kept: list[_RawBox] = []
+        kept: list[RawBox] = []
         for raw in found:
             if all(_overlap_of_smaller(raw.box, other.box) < 0.5 for other in kept):
                 kept.append(raw)
@@ -371,7 +367,7 @@ class OCRGrounder:
 
     # -- matching --
 
-    def _candidates(self, lines: Sequence[_RawBox]) -> list[list[int]]:
+    def _candidates(self, lines: Sequence[RawBox]) -> list[list[int]]:
         """Every line alone, and every run of up to ``max_run`` neighbouring lines on one text row."""
 
         def next_on_row(i: int) -> int | None:
@@ -399,7 +395,7 @@ class OCRGrounder:
 
     def _match(
         self,
-        lines: Sequence[_RawBox],
+        lines: Sequence[RawBox],
         run: list[int],
         key: str,
         answer: str,
@@ -459,7 +455,7 @@ class OCRGrounder:
         )
 
     @staticmethod
-    def _row_text(lines: Sequence[_RawBox], index: int) -> list[str]:
+    def _row_text(lines: Sequence[RawBox], index: int) -> list[str]:
         _, y0, _, y1 = lines[index].box
         return [
             line.text
@@ -468,7 +464,7 @@ class OCRGrounder:
         ]
 
     def locate(
-        self, lines: Sequence[_RawBox], question: str, answers: Sequence[str], size: tuple[int, int]
+        self, lines: Sequence[RawBox], question: str, answers: Sequence[str], size: tuple[int, int]
     ) -> Grounding:
         """Find the best match of any answer among OCR lines already read (see the class docstring).
 
