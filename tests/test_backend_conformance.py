@@ -233,7 +233,7 @@ def _missing_view(store: ImageStore) -> list[ChatMessage]:
 
 
 def _missing_crop(store: ImageStore) -> list[ChatMessage]:
-    # Labelled as the graph labels a crop: the reader places crops by their label and skips any it cannot.
+    # Labelled as the graph labels a crop; the reader places crops from the message text, never the label.
     crop = ImagePart(image_id=MISSING_ID, width=160, height=120, kind="crop", label="crop 0 (top-left)")
     return second_turn(store, crop=crop)
 
@@ -254,16 +254,8 @@ MISSING: dict[str, Callable[[ImageStore], list[ChatMessage]]] = {
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["complete", "acomplete"])
 @pytest.mark.parametrize("missing", list(MISSING))
 def test_an_image_missing_from_the_store_is_a_typed_error(
-    harness: Harness, missing: str, asynchronous: bool, request: pytest.FixtureRequest
+    harness: Harness, missing: str, asynchronous: bool
 ) -> None:
-    if missing == "view-any-question" and isinstance(harness.backend, ReaderBackend):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="contract breach: ReaderBackend answers 'unknown' to a question it does not parse "
-                "without reading the view, so a missing image goes unnoticed",
-            )
-        )
     store = ImageStore()
     messages = MISSING[missing](store)
 

@@ -115,6 +115,10 @@ class ReaderBackend:
         """
         started = time.perf_counter()
         turn = read_turn(messages, tools, self.crop_set)
+        if turn.view is not None:
+            # A VLM is sent the view whatever the question: one missing from the store is an error even when
+            # the policy would answer without reading it (a question it does not parse).
+            images.get(turn.view.image_id)
         decision = self._policy.decide(turn, images)
         if isinstance(decision, str):
             return ChatReply(
