@@ -28,14 +28,14 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from awares_agent.tools.crop_sets import PaperCropSet
-from awares_agent.tools.protocols import JsonProtocol
 from chat_server import Completion, Delay, ScriptedChatServer
 from openai import OpenAI
 from rich.console import Console
 from rich.table import Table
 
 from awares_agent import AwaResAgent, OpenAIBackend
+from awares_agent.tools.crop_sets import PaperCropSet
+from awares_agent.tools.protocols import JsonProtocol
 
 QUESTION = "What is written in the bottom-right corner?"
 

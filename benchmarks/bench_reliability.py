@@ -48,12 +48,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from awares_agent.evals.runner import read_results
 from bad_images import CASES, OkBackend  # the shared case builders and stand-in model
 
 from awares_agent.agent import AwaResAgent
 from awares_agent.engine.shards import INDEX_FILE, ROWS_FILE, ShardSpec, read_indexed_rows
 from awares_agent.errors import ImageError
+from awares_agent.evals.runner import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"

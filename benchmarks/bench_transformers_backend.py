@@ -30,8 +30,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from awares_agent.tools.crop_sets import PaperCropSet
-from awares_agent.tools.protocols import AwaresTextProtocol
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
@@ -42,6 +40,8 @@ from awares_agent.image_store import ImageStore
 from awares_agent.images import ViewSpec
 from awares_agent.messages import ChatMessage, TextPart
 from awares_agent.testing import build_tiny_vlm
+from awares_agent.tools.crop_sets import PaperCropSet
+from awares_agent.tools.protocols import AwaresTextProtocol
 
 
 def noise(seed: int, width: int, height: int) -> Image.Image:

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from awares_agent.errors import ConfigError
 from awares_agent.evals.dataset import (
     EvalDataError,
     LoadedSamples,
@@ -52,8 +53,6 @@ from awares_agent.evals.dataset import (
 from awares_agent.evals.metrics import parse_options
 from awares_agent.evals.schema import EvalSample
 from awares_agent.evals.synthetic import generate
-
-from awares_agent.errors import ConfigError
 
 __all__ = ["BENCHMARKS", "Benchmark", "load_benchmark"]
 

@@ -45,11 +45,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from awares_agent.evals.schema import METRICS, EvalSample, features
 from PIL import Image
 from pydantic import ValidationError
 
 from awares_agent.errors import AwaresError, ConfigError
+from awares_agent.evals.schema import METRICS, EvalSample, features
 
 __all__ = [
     "ACCEPTED_FORMATS",

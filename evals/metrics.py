@@ -25,9 +25,8 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 
-from awares_agent.evals.schema import METRICS
-
 from awares_agent.errors import ConfigError
+from awares_agent.evals.schema import METRICS
 
 __all__ = [
     "anls",

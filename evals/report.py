@@ -10,9 +10,8 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from awares_agent.evals.runner import SUMMARY_FILE, Summary
-
 from awares_agent.errors import ConfigError
+from awares_agent.evals.runner import SUMMARY_FILE, Summary
 from awares_agent.policies import POLICIES
 
 

@@ -31,8 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
-from awares_agent.evals.metrics import score
-from awares_agent.evals.schema import EvalSample
 from pydantic import BaseModel, Field, ValidationError
 
 from awares_agent.agent import AwaResAgent
@@ -41,6 +39,8 @@ from awares_agent.config import AgentConfig
 from awares_agent.engine.runner import collect
 from awares_agent.engine.shards import ShardSpec, read_failures, read_indexed_rows
 from awares_agent.errors import AwaresError, BackendError, ConfigError, ImageError
+from awares_agent.evals.metrics import score
+from awares_agent.evals.schema import EvalSample
 from awares_agent.policies import check_policy, policy_options
 from awares_agent.redact import redact
 from awares_agent.trajectory import Trajectory

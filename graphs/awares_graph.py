@@ -21,11 +21,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from awares_agent.graphs.context import FROM_CONFIG, RunOptions
-from awares_agent.graphs.state import AwaresState, UsageInfo
-from awares_agent.tools.crop_sets import Region, crop_set
-from awares_agent.tools.prompts import system_prompt_for
-from awares_agent.tools.protocols import Decision, ToolProtocol, make_protocol
 from langchain_core.runnables import RunnableLambda
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.config import get_stream_writer
@@ -36,9 +31,14 @@ from langgraph.runtime import get_runtime
 from awares_agent.backends.base import ChatBackend
 from awares_agent.config import AgentConfig
 from awares_agent.errors import AwaresError, BackendResponseError, ConfigError
+from awares_agent.graphs.context import FROM_CONFIG, RunOptions
+from awares_agent.graphs.state import AwaresState, UsageInfo
 from awares_agent.image_store import ImageStore
 from awares_agent.messages import ChatMessage, ChatReply, TextPart, ToolSpec
 from awares_agent.tokens import TokenRule, backend_token_rule
+from awares_agent.tools.crop_sets import Region, crop_set
+from awares_agent.tools.prompts import system_prompt_for
+from awares_agent.tools.protocols import Decision, ToolProtocol, make_protocol
 from awares_agent.trajectory import CropRecord, ErrorRecord
 from awares_agent.untrusted import safe_text
 

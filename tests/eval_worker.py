@@ -19,10 +19,11 @@ import random
 import sys
 import time
 
-from awares_agent.evals.runner import run_policy
-from awares_agent.evals.schema import EvalSample
 from bad_images import OkBackend
 from PIL import Image, ImageDraw
+
+from awares_agent.evals.runner import run_policy
+from awares_agent.evals.schema import EvalSample
 
 
 class JitteryBackend(OkBackend):

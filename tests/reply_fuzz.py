@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from awares_agent.tools.crop_sets import crop_set
 from chat_server import Garbage, HTTPError, RawJSON, ScriptedChatServer
 from PIL import Image
 from scripted_backend import ScriptedBackend
@@ -37,6 +36,7 @@ from awares_agent import AwaResAgent, ChatReply, OpenAIBackend
 from awares_agent.errors import AwaresError
 from awares_agent.messages import ToolCall
 from awares_agent.redact import register_secret
+from awares_agent.tools.crop_sets import crop_set
 from awares_agent.trajectory import Trajectory
 
 #: A credential-shaped value planted in some replies; it must never reach a result. Made at run time, so no

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from awares_agent.graphs import RunOptions, build_graph
 from chat_server import Completion, Delay, ScriptedChatServer
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
@@ -35,6 +34,7 @@ from awares_agent import (
 )
 from awares_agent.config import AgentConfig
 from awares_agent.errors import BackendHTTPError, BackendTimeoutError
+from awares_agent.graphs import RunOptions, build_graph
 from awares_agent.images import ViewSpec
 from awares_agent.messages import ChatReply, ToolCall, Usage
 

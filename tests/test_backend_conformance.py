@@ -28,8 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from awares_agent.tools.crop_sets import PaperCropSet
-from awares_agent.tools.protocols import JsonProtocol
 from chat_server import Completion, ScriptedChatServer
 from langchain_openai import ChatOpenAI
 from PIL import Image, ImageDraw
@@ -43,6 +41,8 @@ from awares_agent.errors import AwaresError, UnknownImageError
 from awares_agent.image_store import ImageStore
 from awares_agent.images import ViewSpec
 from awares_agent.messages import ChatMessage, ChatReply, ImagePart, TextPart, ToolCall, ToolSpec
+from awares_agent.tools.crop_sets import PaperCropSet
+from awares_agent.tools.protocols import JsonProtocol
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "schemas" / "trajectory.schema.json"
 MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"

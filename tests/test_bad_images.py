@@ -23,13 +23,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from awares_agent.evals.runner import read_results, run_policy
-from awares_agent.evals.schema import EvalSample
 from bad_images import BAD, CASES, VALID, ImageCase, OkBackend, label
 from chat_server import Completion, ScriptedChatServer
 
 from awares_agent.agent import AskResult, AwaResAgent
 from awares_agent.cli import main
+from awares_agent.evals.runner import read_results, run_policy
+from awares_agent.evals.schema import EvalSample
 from awares_agent.images import ImageInput
 
 TESTS = Path(__file__).resolve().parent

@@ -13,8 +13,6 @@ import logging
 from pathlib import Path
 
 import pytest
-from awares_agent.evals.runner import read_results, run_policy
-from awares_agent.evals.schema import EvalSample
 from chat_server import Completion, RawJSON, ScriptedChatServer
 from PIL import Image
 from scripted_backend import ScriptedBackend
@@ -25,6 +23,8 @@ from awares_agent.collect.judges import LLMJudge
 from awares_agent.engine import collect_sync as collect
 from awares_agent.engine import read_failures, read_rows
 from awares_agent.errors import AwaresError, BackendResponseError, ImageDecodeError
+from awares_agent.evals.runner import read_results, run_policy
+from awares_agent.evals.schema import EvalSample
 from awares_agent.messages import ToolCall
 from awares_agent.redact import REDACTED, RedactingFilter, forget_secret, redact, register_secret
 from awares_agent.trajectory import Trajectory

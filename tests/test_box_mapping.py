@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from awares_agent.tools.box_mapping import crops_covering
-from awares_agent.tools.crop_sets import GridCropSet, PaperCropSet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from awares_agent.errors import ConfigError
+from awares_agent.tools.box_mapping import crops_covering
+from awares_agent.tools.crop_sets import GridCropSet, PaperCropSet
 
 W, H = 1000, 800  # quadrants 500x400, centre (250, 200, 750, 600)
 

@@ -8,10 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from awares_agent.evals.schema import EvalSample
-from awares_agent.evals.synthetic import generate
-from awares_agent.tools.box_mapping import crops_covering
-from awares_agent.tools.crop_sets import crop_set
 
 from awares_agent.backends.reader import ReaderBackend
 from awares_agent.collect.export import export_dataset, features
@@ -20,7 +16,11 @@ from awares_agent.collect.judges import MetricJudge
 from awares_agent.collect.pipeline import CollectedRow, Labeler, Rollout, summarize_rows
 from awares_agent.config import AgentConfig
 from awares_agent.errors import ConfigError
+from awares_agent.evals.schema import EvalSample
+from awares_agent.evals.synthetic import generate
 from awares_agent.image_store import ImageStore
+from awares_agent.tools.box_mapping import crops_covering
+from awares_agent.tools.crop_sets import crop_set
 from awares_agent.trajectory import Trajectory
 
 # Small pages keep the OCR quick; the text sizes (relative to the half-size view) are the benchmark's own.

@@ -11,6 +11,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from awares_agent.errors import ConfigError
 from awares_agent.tools.crop_sets import (
     ALL,
     MIN_CROP_SIDE,
@@ -22,10 +26,6 @@ from awares_agent.tools.crop_sets import (
     crop_set,
     normalize_name,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from awares_agent.errors import ConfigError
 
 PAPER = PaperCropSet()
 PAPER_IDS = ("0", "1", "2", "3", "4", "5", "6", "7", "8", "all")

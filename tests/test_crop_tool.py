@@ -7,13 +7,13 @@ import json
 from typing import Any
 
 import pytest
-from awares_agent.tools.crop_sets import GridCropSet, PaperCropSet
-from awares_agent.tools.crop_tool import CROP_TOOL_NAME, CropRequest, CropTool
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from awares_agent.errors import AwaresError, CropRequestError
 from awares_agent.messages import ToolSpec
+from awares_agent.tools.crop_sets import GridCropSet, PaperCropSet
+from awares_agent.tools.crop_tool import CROP_TOOL_NAME, CropRequest, CropTool
 
 PAPER = PaperCropSet()
 TOOL = CropTool(PAPER)

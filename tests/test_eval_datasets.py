@@ -17,14 +17,14 @@ from typing import Any
 
 import datasets
 import pytest
-from awares_agent.evals.benchmarks import BENCHMARKS, load_benchmark
-from awares_agent.evals.dataset import EvalDataError, LoadedSamples, SkippedRow, load_samples, save_samples
-from awares_agent.evals.metrics import score
-from awares_agent.evals.schema import EvalSample
 from datasets.exceptions import DatasetNotFoundError
 from PIL import Image
 
 from awares_agent.errors import ConfigError
+from awares_agent.evals.benchmarks import BENCHMARKS, load_benchmark
+from awares_agent.evals.dataset import EvalDataError, LoadedSamples, SkippedRow, load_samples, save_samples
+from awares_agent.evals.metrics import score
+from awares_agent.evals.schema import EvalSample
 
 COLORS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
 

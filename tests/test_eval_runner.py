@@ -15,12 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from awares_agent.evals.report import load_summaries, markdown_table, plot
-from awares_agent.evals.runner import awares_crop_counts, read_results, run_policy
-from awares_agent.evals.schema import EvalSample
-from awares_agent.graphs.context import FROM_CONFIG, RunOptions
-from awares_agent.tools.box_mapping import crops_covering
-from awares_agent.tools.crop_sets import crop_set
 from chat_server import Completion, HTTPError, RecordedRequest, ScriptedChatServer
 from PIL import Image, ImageDraw
 
@@ -29,8 +23,14 @@ from awares_agent import AwaResAgent, OpenAIBackend
 from awares_agent.config import AgentConfig
 from awares_agent.engine.shards import INDEX_FILE, ROWS_FILE, ShardSpec
 from awares_agent.errors import ConfigError
+from awares_agent.evals.report import load_summaries, markdown_table, plot
+from awares_agent.evals.runner import awares_crop_counts, read_results, run_policy
+from awares_agent.evals.schema import EvalSample
+from awares_agent.graphs.context import FROM_CONFIG, RunOptions
 from awares_agent.images import ViewSpec
 from awares_agent.policies import POLICIES, policy_crops, policy_options
+from awares_agent.tools.box_mapping import crops_covering
+from awares_agent.tools.crop_sets import crop_set
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from awares_agent.graphs import build_graph
-from awares_agent.tools.crop_sets import PaperCropSet
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 from PIL import Image, ImageChops, ImageDraw
@@ -25,8 +23,10 @@ from scripted_backend import ScriptedBackend
 
 from awares_agent import AgentConfig, AwaResAgent, ImageStore
 from awares_agent.errors import BackendTimeoutError
+from awares_agent.graphs import build_graph
 from awares_agent.messages import ChatReply, ToolCall, Usage
 from awares_agent.tokens import QWEN2_5_VL
+from awares_agent.tools.crop_sets import PaperCropSet
 
 W, H = 1200, 900
 #: The model name selects the visual-token rule, as a real server's model name does.

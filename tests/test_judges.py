@@ -11,7 +11,6 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from awares_agent.evals.schema import METRICS
 from chat_server import FAST_RETRY, Completion, Garbage, HTTPError, RecordedRequest, ScriptedChatServer
 
 from awares_agent.backends.openai_compat import OpenAIBackend
@@ -24,6 +23,7 @@ from awares_agent.collect.judges import (
     parse_judge_reply,
 )
 from awares_agent.errors import BackendHTTPError, BackendResponseError, ConfigError
+from awares_agent.evals.schema import METRICS
 
 MODEL = "judge-model"
 KEY_ENV = "AWARES_TEST_JUDGE_KEY"

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from awares_agent.tools.crop_sets import PaperCropSet
 from chat_server import Completion, Delay, HTTPError, RecordedRequest, ScriptedChatServer
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -37,6 +36,7 @@ from awares_agent.image_store import ImageStore
 from awares_agent.images import ViewSpec
 from awares_agent.messages import ChatMessage, TextPart, ToolCall, ToolSpec
 from awares_agent.redact import REDACTED, forget_secret, redact
+from awares_agent.tools.crop_sets import PaperCropSet
 
 MODEL = "qwen2.5-vl-7b"
 SECRET = "sk-test-SECRET-0123456789abcdef"

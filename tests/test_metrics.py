@@ -9,6 +9,8 @@ RealWorldQA multiple-choice filter), the DocVQA ANLS definition (threshold 0.5) 
 from __future__ import annotations
 
 import pytest
+
+from awares_agent.errors import ConfigError
 from awares_agent.evals.metrics import (
     anls,
     choice,
@@ -26,8 +28,6 @@ from awares_agent.evals.metrics import (
     yes_no,
 )
 from awares_agent.evals.schema import METRICS
-
-from awares_agent.errors import ConfigError
 
 VSTAR_QUESTION = (
     "What is the material of the glove?\n(A) rubber\n(B) cotton\n(C) kevlar\n(D) leather\n"

@@ -12,6 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from chat_server import Completion, ScriptedChatServer
+from PIL import Image, ImageDraw
+
+from awares_agent.cli import main
+from awares_agent.config import AgentConfig
+from awares_agent.errors import ConfigError
 from awares_agent.tools.crop_sets import crop_set
 from awares_agent.tools.prompts import (
     RELEASED_MODEL,
@@ -20,12 +26,6 @@ from awares_agent.tools.prompts import (
     system_prompt_for,
 )
 from awares_agent.tools.protocols import make_protocol
-from chat_server import Completion, ScriptedChatServer
-from PIL import Image, ImageDraw
-
-from awares_agent.cli import main
-from awares_agent.config import AgentConfig
-from awares_agent.errors import ConfigError
 
 RELEASED_TEXT = (
     "You are a vision-language model that analyzes images and answers questions about them. If the image "

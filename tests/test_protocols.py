@@ -11,6 +11,11 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from awares_agent.errors import ConfigError
+from awares_agent.messages import ChatMessage, ChatReply, ImagePart, TextPart, ToolCall
 from awares_agent.tools.crop_sets import CropSet, GridCropSet, PaperCropSet
 from awares_agent.tools.crop_tool import CropTool
 from awares_agent.tools.protocols import (
@@ -21,11 +26,6 @@ from awares_agent.tools.protocols import (
     ToolProtocol,
     make_protocol,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from awares_agent.errors import ConfigError
-from awares_agent.messages import ChatMessage, ChatReply, ImagePart, TextPart, ToolCall
 
 PAPER = PaperCropSet()
 GRID = GridCropSet(3, 3)

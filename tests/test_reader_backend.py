@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from awares_agent.evals.metrics import exact
-from awares_agent.graphs.context import RunOptions
 from PIL import Image, ImageDraw, ImageFont
 
 from awares_agent import AwaResAgent
@@ -28,6 +26,8 @@ from awares_agent.backends.reader.guess import likeliest
 from awares_agent.backends.reader.keys import find_key
 from awares_agent.backends.reader.tables import is_tabular
 from awares_agent.backends.reader.text import fix_digits
+from awares_agent.evals.metrics import exact
+from awares_agent.graphs.context import RunOptions
 from awares_agent.image_store import ImageStore
 from awares_agent.images import ViewSpec
 from awares_agent.messages import ChatMessage, TextPart

@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from awares_agent.tools.crop_sets import crop_set
-from awares_agent.tools.protocols import AwaresTextProtocol, JsonProtocol, ToolProtocol
 from PIL import Image, ImageDraw, ImageFont
 
 from awares_agent.backends.reader import ReaderBackend
@@ -20,6 +18,8 @@ from awares_agent.backends.reader.conversation import read_turn
 from awares_agent.image_store import ImageStore
 from awares_agent.images import ViewSpec
 from awares_agent.messages import ChatMessage, ChatReply, ImagePart, TextPart
+from awares_agent.tools.crop_sets import crop_set
+from awares_agent.tools.protocols import AwaresTextProtocol, JsonProtocol, ToolProtocol
 
 _DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 _PAPER = crop_set("paper")

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image, ImageChops
+
 from awares_agent.evals.schema import EvalSample, features
 from awares_agent.evals.synthetic import (
     CATEGORIES,
@@ -21,7 +23,6 @@ from awares_agent.evals.synthetic import (
 )
 from awares_agent.tools.box_mapping import crops_covering
 from awares_agent.tools.crop_sets import GridCropSet, PaperCropSet
-from PIL import Image, ImageChops
 
 N = 100
 

@@ -18,8 +18,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from awares_agent.tools.crop_sets import PaperCropSet
-from awares_agent.tools.protocols import AwaresTextProtocol, JsonProtocol
 from PIL import Image
 from transformers import AutoModelForImageTextToText, Qwen2_5_VLForConditionalGeneration
 
@@ -35,6 +33,8 @@ from awares_agent.images import ViewSpec
 from awares_agent.messages import ChatMessage, ImagePart, TextPart, ToolCall
 from awares_agent.testing import build_tiny_vlm
 from awares_agent.tokens import QWEN2_5_VL
+from awares_agent.tools.crop_sets import PaperCropSet
+from awares_agent.tools.protocols import AwaresTextProtocol, JsonProtocol
 
 SYSTEM = "You answer questions about an image. Request crops when fine details are needed."
 CROP_TOOL = JsonProtocol(PaperCropSet()).tool.spec()

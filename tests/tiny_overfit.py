@@ -56,11 +56,11 @@ def scripted_trajectories(store: ImageStore) -> list[Trajectory]:
 def overfit(model_dir: Path, out_dir: Path, *, steps: int = 120, lr: float = 3e-3) -> Path:
     """Train the checkpoint in ``model_dir`` on :func:`scripted_trajectories` and save it to ``out_dir``."""
     import torch
-    from awares_agent.tools.crop_sets import crop_set
-    from awares_agent.tools.protocols import make_protocol
     from transformers import AutoModelForImageTextToText
 
     from awares_agent.backends.hf_processors import load_processor
+    from awares_agent.tools.crop_sets import crop_set
+    from awares_agent.tools.protocols import make_protocol
 
     store = ImageStore()
     processor = load_processor(str(model_dir), local_files_only=True)

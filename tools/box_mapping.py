@@ -18,10 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import combinations, pairwise
 
-from awares_agent.tools.crop_sets import ALL, CropSet, Region
-
 from awares_agent.boxes import Box, union_boxes
 from awares_agent.errors import ConfigError
+from awares_agent.tools.crop_sets import ALL, CropSet, Region
 
 
 def crops_covering(

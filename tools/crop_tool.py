@@ -11,11 +11,11 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from awares_agent.tools.crop_sets import CropSet
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from awares_agent.errors import CropRequestError
 from awares_agent.messages import ToolSpec
+from awares_agent.tools.crop_sets import CropSet
 from awares_agent.untrusted import json_text_problem, json_value_problem
 
 CROP_TOOL_NAME = "get_crops"

@@ -24,10 +24,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+from awares_agent.errors import ConfigError
 from awares_agent.tools.crop_sets import CropSet, PaperCropSet
 from awares_agent.tools.protocols import ToolProtocol
-
-from awares_agent.errors import ConfigError
 
 PromptPreset = Literal["auto", "awares", "released", "released-readme"]
 PRESETS: tuple[PromptPreset, ...] = ("auto", "awares", "released", "released-readme")

@@ -21,12 +21,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from awares_agent.tools.crop_sets import CropSet
-from awares_agent.tools.crop_tool import CropTool
 from pydantic import BaseModel, Field
 
 from awares_agent.errors import ConfigError, CropRequestError
 from awares_agent.messages import ChatMessage, ChatReply, ImagePart, Part, TextPart, ToolCall, ToolSpec
+from awares_agent.tools.crop_sets import CropSet
+from awares_agent.tools.crop_tool import CropTool
 from awares_agent.untrusted import json_text_problem
 
 

@@ -32,6 +32,7 @@ The package, by concept:
   OCR.
 """
 
+from awares_agent.boxes import Box
 from awares_agent.evals.synthetic.fonts import (
     ALL_STYLES,
     DEFAULT_FONT_DIR,
@@ -58,8 +59,6 @@ from awares_agent.evals.synthetic.readability import (
     ocr_text,
     verify_readability,
 )
-
-from awares_agent.boxes import Box
 
 __all__ = [
     "ALL_STYLES",

@@ -10,6 +10,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from PIL import Image
+
+from awares_agent.boxes import Box
 from awares_agent.evals.synthetic.fonts import (
     ALL_STYLES,
     REGULAR_STYLES,
@@ -21,9 +24,6 @@ from awares_agent.evals.synthetic.fonts import (
 )
 from awares_agent.evals.synthetic.layout import Block, Spot
 from awares_agent.evals.synthetic.vocabulary import random_sentence
-from PIL import Image
-
-from awares_agent.boxes import Box
 
 
 @dataclass

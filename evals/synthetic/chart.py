@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from awares_agent.boxes import Box, union_boxes
 from awares_agent.evals.synthetic.builder import DrawnSample, SampleContext, paragraph
 from awares_agent.evals.synthetic.fonts import Font, line_height, text_width
 from awares_agent.evals.synthetic.layout import Block, Page, place_evidence
@@ -22,8 +23,6 @@ from awares_agent.evals.synthetic.vocabulary import (
     normalize,
     random_chart_value,
 )
-
-from awares_agent.boxes import Box, union_boxes
 
 
 def _bar_chart(

@@ -5,6 +5,7 @@ Distractors are other fields, paragraphs, rules and stamps; the question asks fo
 
 from __future__ import annotations
 
+from awares_agent.boxes import union_boxes
 from awares_agent.evals.synthetic.builder import DrawnSample, SampleContext, paragraph
 from awares_agent.evals.synthetic.fonts import REGULAR_STYLES, Font, line_height, text_width
 from awares_agent.evals.synthetic.layout import Block, Page, place_evidence
@@ -19,8 +20,6 @@ from awares_agent.evals.synthetic.vocabulary import (
     has_letters,
     normalize,
 )
-
-from awares_agent.boxes import union_boxes
 
 
 def _field_block(

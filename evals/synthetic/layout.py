@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from awares_agent.evals.synthetic.fonts import Font, ink_box
-from awares_agent.evals.synthetic.vocabulary import normalize
 from PIL import Image, ImageDraw
 
 from awares_agent.boxes import Box, union_boxes
+from awares_agent.evals.synthetic.fonts import Font, ink_box
+from awares_agent.evals.synthetic.vocabulary import normalize
 
 
 def _shift(box: Box, dx: int, dy: int) -> Box:

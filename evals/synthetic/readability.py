@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from awares_agent.evals.schema import EvalSample
-from awares_agent.evals.synthetic.vocabulary import normalize
-from awares_agent.tools.crop_sets import CropSet, PaperCropSet, Region
 from PIL import Image
 
+from awares_agent.evals.schema import EvalSample
+from awares_agent.evals.synthetic.vocabulary import normalize
 from awares_agent.images import ViewSpec
+from awares_agent.tools.crop_sets import CropSet, PaperCropSet, Region
 
 
 @dataclass(frozen=True)

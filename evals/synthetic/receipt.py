@@ -5,6 +5,7 @@ Prices are drawn so that no amount contains another. Distractors are notes, coup
 
 from __future__ import annotations
 
+from awares_agent.boxes import union_boxes
 from awares_agent.evals.synthetic.builder import DrawnSample, SampleContext, paragraph
 from awares_agent.evals.synthetic.fonts import Font, line_height, text_width
 from awares_agent.evals.synthetic.layout import Block, Page, place_evidence
@@ -18,8 +19,6 @@ from awares_agent.evals.synthetic.vocabulary import (
     normalize,
     random_code,
 )
-
-from awares_agent.boxes import union_boxes
 
 
 def draw_receipt(ctx: SampleContext) -> DrawnSample:

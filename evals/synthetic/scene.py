@@ -5,6 +5,7 @@ Distractors are other signs, shop signs, posters and number plates.
 
 from __future__ import annotations
 
+from awares_agent.boxes import union_boxes
 from awares_agent.evals.synthetic.builder import DrawnSample, SampleContext, paragraph
 from awares_agent.evals.synthetic.fonts import REGULAR_STYLES, Font, text_width
 from awares_agent.evals.synthetic.layout import Block, Page, place_evidence
@@ -21,8 +22,6 @@ from awares_agent.evals.synthetic.vocabulary import (
     random_letters,
     random_sign_code,
 )
-
-from awares_agent.boxes import union_boxes
 
 
 def _sign_block(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
+from awares_agent.boxes import Box, union_boxes
 from awares_agent.evals.synthetic.builder import DrawnSample, SampleContext, paragraph
 from awares_agent.evals.synthetic.fonts import Font, line_height, text_width
 from awares_agent.evals.synthetic.layout import Block, Page, place_evidence
@@ -28,8 +29,6 @@ from awares_agent.evals.synthetic.vocabulary import (
     random_digits,
     random_letters,
 )
-
-from awares_agent.boxes import Box, union_boxes
 
 
 def _table_block(
