@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_agent_overhead.py
 	$(BIN)/python benchmarks/bench_lowres_decode.py
 	$(BIN)/python benchmarks/bench_collect_throughput.py
+	$(BIN)/python benchmarks/bench_reliability.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
