@@ -105,3 +105,23 @@ def test_the_installed_namespace_outside_the_checkout(tmp_path: Path) -> None:
     assert Path(found["tools_file"]).resolve() == (ROOT / "tools" / "__init__.py").resolve()
     for name, origin in found["others"].items():
         assert origin is None or ROOT not in Path(origin).resolve().parents, f"`import {name}` is ours"
+
+
+@pytest.mark.slow
+def test_the_wheel_works_installed(wheel: zipfile.ZipFile, tmp_path: Path) -> None:
+    """Unpacked as pip installs it (a plain folder on the path), the wheel alone is the whole package."""
+    target = tmp_path / "site"
+    wheel.extractall(target)
+    code = (
+        "import json, awares_agent, awares_agent.tools.crop_sets as c, awares_agent.graphs as g\n"
+        "from awares_agent.cli import main\n"
+        "print(json.dumps([awares_agent.__file__, c.__file__, g.__file__, c.crop_set('paper').ids]))\n"
+    )
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(target)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    *files, ids = json.loads(done.stdout)
+    assert all(Path(f).resolve().is_relative_to(target.resolve()) for f in files), files
+    assert ids[-1] == "all" and len(ids) == 10
