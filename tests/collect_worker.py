@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import sys
 
 from awares_agent.engine import collect_sync
@@ -22,6 +23,9 @@ async def work(n: int) -> dict[str, object]:
 
 
 def main() -> int:
+    # Ctrl-C must reach the run as a KeyboardInterrupt even when this process inherits SIGINT as ignored (a
+    # parent that ignores it, or a job started in the background by a non-interactive shell, passes that on).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     out, count = sys.argv[1], int(sys.argv[2])
     concurrency = int(sys.argv[3]) if len(sys.argv) > 3 else 8
     stats = collect_sync(
