@@ -26,7 +26,7 @@ from awares_agent.collect.grounders import DEFAULT_VLM_MAX_PIXELS, parse_boxes
 from awares_agent.errors import BackendHTTPError, BackendResponseError, ConfigError
 from awares_agent.tokens import QWEN2_5_VL, QWEN3_VL, smart_resize
 
-FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")  # as evals/synthetic/fonts.py's DEFAULT_FONT_DIR
+FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")  # evals/synthetic/fonts.py's font folder
 QWEN25 = "Qwen/Qwen2.5-VL-7B-Instruct"
 QWEN3 = "Qwen/Qwen3-VL-8B-Instruct"
 
