@@ -33,12 +33,11 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _scalar_type(annotation: Any) -> Any:
-    """``int``/``float``/``str`` from a field's annotation (``float | None`` gives ``float``)."""
-    hint = annotation
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    return hint if hint in (int, float) else str
+def _required(annotation: Any) -> Any:
+    """A field's annotation without its ``| None`` (``float | None`` gives ``float``)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
 
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
@@ -58,9 +57,11 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
             continue
         if f.default is not None and "default" not in help_text:
             help_text += f" (default: {f.default})"
-        target.add_argument(
-            _flag(f.name), type=_scalar_type(hints[f.name]), default=f.default, help=help_text, **meta
-        )
+        hint = _required(hints[f.name])
+        if typing.get_origin(hint) is typing.Literal:  # the choices are the field's Literal values
+            meta["choices"] = typing.get_args(hint)
+        kind = hint if hint in (int, float) else str
+        target.add_argument(_flag(f.name), type=kind, default=f.default, help=help_text, **meta)
 
 
 def backend_options(args: argparse.Namespace) -> BackendOptions:
@@ -74,7 +75,7 @@ def add_agent_options(parser: argparse.ArgumentParser) -> None:
     agent = parser.add_argument_group("agent")
     agent.add_argument(
         "--protocol",
-        choices=["json", "awares-text"],
+        choices=typing.get_args(AgentConfig.model_fields["protocol"].annotation),
         default=defaults["protocol"],
         help="tool-call protocol: json function calling, or the released GET_CROPS text "
         f"(default: {defaults['protocol']})",

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from awares_agent.errors import ConfigError
 from awares_agent.images import DEFAULT_MAX_IMAGE_PIXELS, ViewSpec
 from awares_agent.tools.crop_sets import crop_set
-from awares_agent.tools.prompts import PromptPreset
+from awares_agent.tools.prompts import PromptPreset, released_prompt
 
 
 class AgentConfig(BaseModel):
@@ -52,19 +52,11 @@ class AgentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> AgentConfig:
-        crop_set(self.crop_set)  # raises ConfigError for an unknown key
+        regions = crop_set(self.crop_set)  # raises ConfigError for an unknown key
         preset = self.system_prompt_preset
-        if preset.startswith("released"):
-            if self.protocol != "awares-text":
-                raise ConfigError(
-                    f"the {preset!r} system prompt teaches the released GET_CROPS text protocol: use "
-                    f"protocol 'awares-text' (--protocol awares-text), not {self.protocol!r}"
-                )
-            if self.crop_set.strip().lower() != "paper":
-                raise ConfigError(
-                    f"the {preset!r} system prompt describes the paper's crop set: use crop_set 'paper' "
-                    f"(--crop-set paper), not {self.crop_set!r}"
-                )
+        if preset in ("released", "released-readme"):
+            # Refuses a protocol or crop set the released prompt was not written for.
+            released_prompt(preset, protocol=self.protocol, crop_set=regions)
         if self.system_prompt is not None and preset != "auto":
             raise ConfigError(
                 f"choose one: a system prompt of your own or the {preset!r} preset (--system-prompt)"

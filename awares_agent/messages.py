@@ -175,8 +175,8 @@ class ChatReply(BaseModel):
             update["tool_calls"] = calls
         for key in ("finish_reason", "model"):
             value = getattr(self, key)
-            if isinstance(value, str) and clean(value) != value:
-                update[key] = clean(value)
+            if isinstance(value, str) and (cleaned := clean(value)) != value:
+                update[key] = cleaned
         repairs: list[tuple[Repair, str]] = []
         if replaced:
             repairs.append(

@@ -76,11 +76,12 @@ def policy_crops(
         ConfigError: unknown policy, or ``random`` without ``awares_crops``.
     """
     check_policy(policy)
-    regions = [r.id for r in crop_set(config.crop_set).regions(width, height) if r.id != ALL]
+    crops = crop_set(config.crop_set)
+    if policy == "oracle":
+        return crops_covering(bbox, crops, width, height) if bbox else []
+    regions = [r.id for r in crops.regions(width, height) if r.id != ALL]
     if policy == "all-crops":
         return regions
-    if policy == "oracle":
-        return crops_covering(bbox, crop_set(config.crop_set), width, height) if bbox else []
     if policy == "random":
         if awares_crops is None:
             raise ConfigError(

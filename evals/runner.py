@@ -37,7 +37,7 @@ from awares_agent.agent import AwaResAgent
 from awares_agent.backends.base import ChatBackend
 from awares_agent.config import AgentConfig
 from awares_agent.engine.runner import collect
-from awares_agent.engine.shards import ShardSpec, read_failures, read_indexed_rows
+from awares_agent.engine.shards import read_failures, read_indexed_rows
 from awares_agent.errors import AwaresError, BackendError, ConfigError, ImageError
 from awares_agent.evals.metrics import score
 from awares_agent.evals.schema import EvalSample
@@ -286,7 +286,6 @@ async def arun_policy(
             folder,
             id_of=lambda s: s.id,
             concurrency=workers,
-            shard=ShardSpec(1, 1),
             progress=False,
             # Backend failures and bugs alike are recorded and retried by the next run; one sample never
             # stops the evaluation.

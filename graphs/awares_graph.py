@@ -380,22 +380,28 @@ class AwaresNodes:
     def answer(self, state: AwaresState) -> dict[str, Any]:
         if not self._must_ask(state):
             return self._done(state)
-        answer = run_options().answer
-        if answer is not None:
-            reply, repairs, decision = self._scripted(answer)
-            return self._final(state, reply, repairs, decision=decision, scripted=True)
+        scripted = self._scripted_final(state)
+        if scripted is not None:
+            return scripted
         messages, _ = self._request(state)
         return self._final(state, *self._call(messages, None))
 
     async def aanswer(self, state: AwaresState) -> dict[str, Any]:
         if not self._must_ask(state):
             return self._done(state)
-        answer = run_options().answer
-        if answer is not None:
-            reply, repairs, decision = self._scripted(answer)
-            return self._final(state, reply, repairs, decision=decision, scripted=True)
+        scripted = self._scripted_final(state)
+        if scripted is not None:
+            return scripted
         messages, _ = self._request(state)
         return self._final(state, *await self._acall(messages, None))
+
+    def _scripted_final(self, state: AwaresState) -> dict[str, Any] | None:
+        """The update of an answer turn that the run options script (no backend call), or ``None``."""
+        answer = run_options().answer
+        if answer is None:
+            return None
+        reply, repairs, decision = self._scripted(answer)
+        return self._final(state, reply, repairs, decision=decision, scripted=True)
 
     @staticmethod
     def _must_ask(state: AwaresState) -> bool:

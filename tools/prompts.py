@@ -22,14 +22,14 @@ spell out as a Python dict; they are refused with any other protocol or crop set
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from awares_agent.errors import ConfigError
 from awares_agent.tools.crop_sets import CropSet, PaperCropSet
 from awares_agent.tools.protocols import ToolProtocol
 
 PromptPreset = Literal["auto", "awares", "released", "released-readme"]
-PRESETS: tuple[PromptPreset, ...] = ("auto", "awares", "released", "released-readme")
+PRESETS: tuple[PromptPreset, ...] = get_args(PromptPreset)
 
 #: The released AwaRes checkpoint (Qwen2.5-VL-7B-Instruct fine-tuned with GRPO).
 RELEASED_MODEL = "Kimhi/AWARES-Qwen2.5-VL-7B"

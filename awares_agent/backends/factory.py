@@ -52,7 +52,6 @@ class BackendOptions:
         metadata={
             "help": "auto (default): a server if --base-url is given, a local model if --model is, else the "
             "reader; 'openai' with no --base-url talks to the OpenAI API",
-            "choices": ("auto", "reader", "openai", "transformers"),
         },
     )
     base_url: str | None = field(
@@ -84,13 +83,12 @@ class BackendOptions:
     )
     image_format: Literal["png", "jpeg"] = field(
         default="png",
-        metadata={"group": "server", "choices": ("png", "jpeg"), "help": "how images travel"},
+        metadata={"group": "server", "help": "how images travel"},
     )
     image_detail: Literal["auto", "low", "high"] | None = field(
         default=None,
         metadata={
             "group": "server",
-            "choices": ("auto", "low", "high"),
             "help": "OpenAI image detail; use 'high' on api.openai.com so crops keep their resolution",
         },
     )

@@ -292,16 +292,6 @@ class Rollout(_Base):
         store: the image store; give it a ``root`` so the trajectories' images can be exported later.
     """
 
-    def __init__(
-        self,
-        teacher: ChatBackend,
-        judge: Judge,
-        *,
-        config: AgentConfig | None = None,
-        store: ImageStore | None = None,
-    ) -> None:
-        super().__init__(teacher, judge, config=config, store=store)
-
     async def __call__(self, sample: EvalSample) -> dict[str, Any]:
         """Roll out one sample; returns the :class:`CollectedRow` as a JSON-ready dict."""
         return (await self.rollout(sample)).model_dump(mode="json")
