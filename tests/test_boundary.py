@@ -25,7 +25,7 @@ from awares_agent.engine import read_failures, read_rows
 from awares_agent.errors import AwaresError, BackendResponseError, ImageDecodeError
 from awares_agent.evals.runner import read_results, run_policy
 from awares_agent.evals.schema import EvalSample
-from awares_agent.messages import ToolCall
+from awares_agent.messages import ChatReply, ToolCall
 from awares_agent.redact import REDACTED, RedactingFilter, forget_secret, redact, register_secret
 from awares_agent.trajectory import Trajectory
 from awares_agent.untrusted import json_text_problem, json_value_problem, valid_text
@@ -299,3 +299,10 @@ def test_a_checkpointed_run_stores_no_key(tmp_path: Path, image: Image.Image, ke
         assert result.answer == f"Authorization: Bearer {REDACTED}"
     data = path.read_bytes()
     assert key.encode() not in data and key[3:20].encode() not in data
+
+
+def test_a_repaired_model_name_is_counted_once() -> None:
+    cleaned, repairs = ChatReply(text="ok", model="qwen\ud800", finish_reason="stop\ud800").cleaned()
+    assert (cleaned.model, cleaned.finish_reason) == ("qwen\ufffd", "stop\ufffd")
+    assert [kind for kind, _ in repairs] == ["invalid_text"]
+    assert "held 2 character(s)" in repairs[0][1]
