@@ -25,7 +25,7 @@ from awares_agent.engine import read_failures, read_rows
 from awares_agent.errors import AwaresError, BackendResponseError, ImageDecodeError
 from awares_agent.evals.runner import read_results, run_policy
 from awares_agent.evals.schema import EvalSample
-from awares_agent.messages import ChatReply, ToolCall
+from awares_agent.messages import ToolCall
 from awares_agent.redact import REDACTED, RedactingFilter, forget_secret, redact, register_secret
 from awares_agent.trajectory import Trajectory
 from awares_agent.untrusted import json_text_problem, json_value_problem, valid_text
