@@ -178,10 +178,14 @@ def test_export_is_a_trl_vision_dataset_and_a_jsonl(collection: dict[str, Any], 
         if record["label"] == "tool":
             crops = [m for m in messages if m["role"] == "user"][-1]
             assert sum(p["type"] == "image" for p in crops["content"]) == len(record["crops"])
+            assert record["evidence"] is not None and len(record["evidence"]) == 4
+        # The original, full-resolution image is kept (on-policy training and policy evaluation start there).
+        assert record["original"].size == (trajectory.image.width, trajectory.image.height)
+        assert record["metric"] == next(r for r in ok if r["id"] == record["id"])["metric"]
     lines = [json.loads(line) for line in Path(stats.jsonl or "").read_text().splitlines()]
     assert [line["id"] for line in lines] == list(dataset["id"])
     for line in lines:
-        assert all((tmp_path / p).is_file() for p in line["images"])
+        assert all((tmp_path / p).is_file() for p in [*line["images"], line["original"]])
 
 
 def test_export_of_nothing_usable_is_a_clear_error(tmp_path: Path) -> None:

@@ -6,7 +6,11 @@ Each ``ok`` row becomes one training example, the whole multi-turn interaction a
   typed parts (``{"type": "text", "text": ...}`` / ``{"type": "image", "text": None}``), the i-th image part
   standing for ``images[i]`` (the low-res view first, then the crops in the order they were sent).
 * ``images``: the images, as :class:`datasets.Image` (PNG bytes on disk).
-* metadata: ``id``, ``question``, ``answers``, ``label`` (``direct`` / ``tool``), ``needs_crop``, ``crops``,
+* ``original``: the sample's original full-resolution image (the prompt of on-policy training, where the
+  agent makes its own view and crops; the held-out input of a policy evaluation). Not named ``image``:
+  TRL's collator would take a column of that name as the training image.
+* metadata: ``id``, ``question``, ``answers``, ``metric``, ``label`` (``direct`` / ``tool``), ``needs_crop``,
+  ``crops``, ``evidence`` (the grounded evidence box in original pixels, for a sample that needs crops),
   ``rtr``, ``correct`` / ``verdict_score`` / ``verdict_reason`` / ``judge`` (the verdict on the trajectory's
   answer), ``teacher``, ``mode`` and the full ``trajectory`` as JSON.
 
@@ -55,11 +59,14 @@ def features() -> Any:
             "id": Value("string"),
             "messages": List({"role": Value("string"), "content": List(part)}),
             "images": List(Image()),
+            "original": Image(),
             "question": Value("string"),
             "answers": List(Value("string")),
+            "metric": Value("string"),
             "label": Value("string"),
             "needs_crop": Value("bool"),
             "crops": List(Value("string")),
+            "evidence": List(Value("float64")),
             "rtr": Value("float64"),
             "correct": Value("bool"),
             "verdict_score": Value("float64"),
@@ -169,16 +176,20 @@ def export_dataset(
                     continue
                 try:
                     messages, images = training_messages(row.trajectory, store)
+                    original = store.get(row.trajectory.image.id)
                 except KeyError:  # UnknownImageError: the collection's images folder is incomplete
                     skip("image missing from the store")
                     continue
+                box = row.grounding.box if row.grounding is not None else None
                 record = {
                     "id": row.id,
                     "question": row.question,
                     "answers": row.answers,
+                    "metric": row.metric,
                     "label": row.label,
                     "needs_crop": row.needs_crop,
                     "crops": row.crops,
+                    "evidence": list(box) if box is not None else None,
                     "rtr": row.rtr,
                     "correct": verdict.correct if verdict else None,
                     "verdict_score": verdict.score if verdict else None,
@@ -191,14 +202,20 @@ def export_dataset(
                 if fh is not None:
                     ids = [p.image_id for m in row.trajectory.messages for p in m.images]
                     image_dir.mkdir(exist_ok=True)
-                    for image_id, image in zip(ids, images, strict=True):
+                    source_id = row.trajectory.image.id
+                    for image_id, image in [*zip(ids, images, strict=True), (source_id, original)]:
                         path = image_dir / f"{image_id}.png"
                         if not path.exists():
                             image.save(path)
-                    line = {**record, "messages": messages, "images": [f"images/{i}.png" for i in ids]}
+                    line = {
+                        **record,
+                        "messages": messages,
+                        "images": [f"images/{i}.png" for i in ids],
+                        "original": f"images/{source_id}.png",
+                    }
                     line["trajectory"] = json.loads(record["trajectory"])
                     fh.write(json.dumps(line, ensure_ascii=False) + "\n")
-                yield {**record, "messages": messages, "images": images}
+                yield {**record, "messages": messages, "images": images, "original": original}
         finally:
             if fh is not None:
                 fh.close()
