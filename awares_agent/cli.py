@@ -6,7 +6,8 @@
 * ``awares eval --bench NAME_OR_PATH --policy awares,low-res,full-res --out DIR`` evaluates policies.
 * ``awares report DIR...`` renders a markdown table and an accuracy-vs-RTR plot over runs.
 * ``awares collect label|rollout|merge|export`` builds training data (:mod:`awares_agent.collect.command`).
-  (see :mod:`awares_agent.collect.command`).
+* ``awares train sft|eval`` fine-tunes a VLM on it and scores the trained policy
+  (:mod:`awares_agent.training.cli`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from awares_agent.collect.command import add_parser as add_collect_parser
 from awares_agent.collect.command import run as run_collect
 from awares_agent.errors import AwaresError, BackendError
 from awares_agent.redact import install_log_redaction, redact
+from awares_agent.training.cli import add_parser as add_train_parser
+from awares_agent.training.cli import run as run_train
 
 EXIT_OK, EXIT_BACKEND, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -107,13 +110,15 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--plot", help="write the plot here (default: accuracy_vs_rtr.png beside the table)")
 
     add_collect_parser(sub, READER_NOTE)
+    add_train_parser(sub)
     return parser
 
 
 def _ask(args: argparse.Namespace, console: Console) -> int:
     from awares_agent.agent import AwaResAgent
 
-    agent = AwaResAgent(_backend(args), agent_config(args))
+    config = agent_config(args)
+    agent = AwaResAgent(_backend(args, config.crop_set), config)
     if args.json:
         result = agent.ask(args.image, args.question)
         sys.stdout.write(result.model_dump_json() + "\n")
@@ -142,9 +147,9 @@ def _ask(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-def _backend(args: argparse.Namespace) -> ChatBackend:
+def _backend(args: argparse.Namespace, crop_set: str) -> ChatBackend:
     """The backend the flags name: a server, a local model, or the offline reader (see --backend)."""
-    return make_backend(backend_options(args), crop_set=args.crop_set)
+    return make_backend(backend_options(args), crop_set=crop_set)
 
 
 def _eval(args: argparse.Namespace, console: Console) -> int:
@@ -164,7 +169,8 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
         check_policy(policy)
     if "random" in policies and "awares" in policies:  # random copies awares' crop counts: run awares first
         policies = ["awares"] + [p for p in policies if p != "awares"]
-    config, backend = agent_config(args), _backend(args)
+    config = agent_config(args)
+    backend = _backend(args, config.crop_set)
     with console.status(f"loading {args.bench}..."):
         samples = load_benchmark(args.bench, split=args.split, limit=args.limit, seed=args.seed)
     out = Path(args.out)
@@ -274,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(args, console)
         if args.command == "collect":
             return run_collect(args, console)
+        if args.command == "train":
+            return run_train(args, console)
     except BackendError as exc:
         errors.print(f"[red]error:[/] {escape(redact(str(exc)))}", highlight=False)
         return EXIT_BACKEND

@@ -14,7 +14,7 @@ import typing
 from typing import Any
 
 from awares_agent.backends.factory import BackendOptions
-from awares_agent.config import AgentConfig
+from awares_agent.config import AgentConfig, checkpoint_options
 from awares_agent.tools.prompts import PRESETS, RELEASED_MODEL
 
 READER_NOTE = (
@@ -70,29 +70,33 @@ def backend_options(args: argparse.Namespace) -> BackendOptions:
 
 
 def add_agent_options(parser: argparse.ArgumentParser) -> None:
-    """Add the agent's flags, with :class:`AgentConfig`'s defaults."""
+    """Add the agent's flags, with :class:`AgentConfig`'s defaults.
+
+    ``--protocol``, ``--system-prompt`` and ``--crop-set`` parse to ``None`` when not given: a model trained
+    by ``awares train`` records its own (:meth:`AgentConfig.from_checkpoint`), and :func:`agent_config` takes
+    those before the defaults.
+    """
     defaults = {name: info.default for name, info in AgentConfig.model_fields.items()}
     agent = parser.add_argument_group("agent")
     agent.add_argument(
         "--protocol",
         choices=typing.get_args(AgentConfig.model_fields["protocol"].annotation),
-        default=defaults["protocol"],
         help="tool-call protocol: json function calling, or the released GET_CROPS text "
-        f"(default: {defaults['protocol']})",
+        f"(default: the one a model trained by awares records, else {defaults['protocol']})",
     )
     agent.add_argument(
         "--system-prompt",
         dest="system_prompt_preset",
         choices=PRESETS,
-        default=defaults["system_prompt_preset"],
         help="the system prompt: awares (the project's own), released (the released evaluation script's, "
-        "verbatim), released-readme (the released README's quick start); auto (default): released for "
-        f"{RELEASED_MODEL} with --protocol awares-text, else awares",
+        "verbatim), released-readme (the released README's quick start); auto (default, unless a model "
+        f"trained by awares records its own): released for {RELEASED_MODEL} with --protocol awares-text, "
+        "else awares",
     )
     agent.add_argument(
         "--crop-set",
-        default=defaults["crop_set"],
-        help=f"'paper' (9 regions + all) or 'grid-RxC' (default: {defaults['crop_set']})",
+        help="'paper' (9 regions + all) or 'grid-RxC' (default: the one a model trained by awares records, "
+        f"else {defaults['crop_set']})",
     )
     agent.add_argument(
         "--max-rounds",
@@ -118,15 +122,25 @@ def add_agent_options(parser: argparse.ArgumentParser) -> None:
 
 
 def agent_config(args: argparse.Namespace) -> AgentConfig:
-    """The :class:`AgentConfig` the parsed flags name.
+    """The :class:`AgentConfig` the parsed flags name, over what a trained ``--model`` directory records.
 
     Raises:
         ConfigError: an invalid value or combination, every problem named.
     """
+    recorded = checkpoint_options(getattr(args, "model", None))
+    given = {
+        name: value
+        for name, value in (
+            ("protocol", args.protocol),
+            ("system_prompt_preset", args.system_prompt_preset),
+            ("crop_set", args.crop_set),
+        )
+        if value is not None
+    }
+    if "system_prompt_preset" in given:  # a preset asked for replaces a recorded prompt of the model's own
+        recorded.pop("system_prompt", None)
     return AgentConfig.from_options(
-        protocol=args.protocol,
-        system_prompt_preset=args.system_prompt_preset,
-        crop_set=args.crop_set,
+        **{**recorded, **given},
         max_rounds=args.max_rounds,
         max_rtr=args.max_rtr,
         token_rule=args.token_rule,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -10,6 +13,12 @@ from awares_agent.errors import ConfigError
 from awares_agent.images import DEFAULT_MAX_IMAGE_PIXELS, ViewSpec
 from awares_agent.tools.crop_sets import crop_set
 from awares_agent.tools.prompts import PromptPreset, released_prompt
+
+CHECKPOINT_FILE = "awares_agent.json"
+"""The file in a trained checkpoint directory that records how its agent must be run (``awares train``)."""
+
+CHECKPOINT_FIELDS = ("protocol", "crop_set", "system_prompt_preset", "system_prompt")
+"""The :class:`AgentConfig` fields a checkpoint records: what the model was trained to speak."""
 
 
 class AgentConfig(BaseModel):
@@ -84,3 +93,46 @@ class AgentConfig(BaseModel):
     def view(self) -> ViewSpec:
         """The low-res view's spec."""
         return ViewSpec(scale=self.view_scale, longest_side=self.view_longest_side)
+
+    @classmethod
+    def from_checkpoint(cls, model: str | os.PathLike[str], **options: Any) -> AgentConfig:
+        """The configuration a trained checkpoint records (:data:`CHECKPOINT_FILE`), ``options`` over it.
+
+        A model trained by ``awares train`` speaks one tool-call protocol over one crop set with one system
+        prompt; this runs it the same way. A directory without the file (or a hub id) gives the defaults.
+
+        Raises:
+            ConfigError: the file is not valid, or the options are not.
+        """
+        return cls.from_options(**{**checkpoint_options(model), **options})
+
+    def checkpoint_options(self) -> dict[str, Any]:
+        """What :meth:`from_checkpoint` reads back: the fields of :data:`CHECKPOINT_FIELDS`."""
+        return {name: getattr(self, name) for name in CHECKPOINT_FIELDS}
+
+
+def checkpoint_options(model: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """The agent options recorded in ``model``'s :data:`CHECKPOINT_FILE`; ``{}`` where there is none.
+
+    Raises:
+        ConfigError: the file exists but is not a JSON object of :data:`CHECKPOINT_FIELDS`.
+    """
+    if model is None:
+        return {}
+    file = Path(model).expanduser() / CHECKPOINT_FILE
+    if not file.is_file():
+        return {}
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{file} is not valid JSON ({exc}); delete it or re-run the training") from None
+    if not isinstance(data, dict) or not set(data) <= set(CHECKPOINT_FIELDS):
+        raise ConfigError(f"{file} must be a JSON object with only the keys {', '.join(CHECKPOINT_FIELDS)}")
+    return data
+
+
+def write_checkpoint_options(model_dir: str | os.PathLike[str], config: AgentConfig) -> Path:
+    """Record in ``model_dir`` how an agent must run the model trained there (read by ``from_checkpoint``)."""
+    file = Path(model_dir) / CHECKPOINT_FILE
+    file.write_text(json.dumps(config.checkpoint_options(), indent=2) + "\n", encoding="utf-8")
+    return file

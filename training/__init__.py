@@ -1,4 +1,43 @@
-"""Training: cold-start SFT on AwaRes trajectories, then multi-turn GRPO.
+"""Training AwaRes policies: cold-start SFT on collected trajectories (GRPO follows).
 
-Empty for now: it will read the :class:`~awares_agent.trajectory.Trajectory` records that the agent produces.
+* :mod:`~awares_agent.training.data`: read and check ``awares collect`` exports (:func:`load_training_data`),
+  and held-out rows as evaluation samples (:func:`policy_samples`).
+* :mod:`~awares_agent.training.turns`: which assistant turns are crop requests; per-token loss weights.
+* :mod:`~awares_agent.training.collator`: TRL's vision collator plus those weights.
+* :mod:`~awares_agent.training.config`: :class:`AwaresSFTConfig`, TRL's ``SFTConfig`` with the paper's
+  defaults; the ``awares train sft`` flags are generated from it.
+* :mod:`~awares_agent.training.sft`: :class:`AwaresSFTTrainer`, ``SFTTrainer`` with the weighted loss.
+* :mod:`~awares_agent.training.models`: load a VLM to train; save the result as a checkpoint the agent runs.
+* :mod:`~awares_agent.training.evaluate`: the trained policy through the real agent on held-out rows.
+* :mod:`~awares_agent.training.cli`: ``awares train sft`` and ``awares train eval``.
+
+Needs the ``train`` extra (``pip install 'awares[train]'``: TRL, peft, transformers, torch).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# The names below load TRL and torch (seconds): they are imported on first use, so that the command line's
+# `awares train --help` and the modules that need none of it stay fast.
+_EXPORTS = {
+    "AwaresSFTConfig": "awares_agent.training.config",
+    "AwaresSFTTrainer": "awares_agent.training.sft",
+    "TrainingData": "awares_agent.training.data",
+    "TrainingDataError": "awares_agent.training.data",
+    "WeightedVisionCollator": "awares_agent.training.collator",
+    "evaluate_policy": "awares_agent.training.evaluate",
+    "load_for_training": "awares_agent.training.models",
+    "load_training_data": "awares_agent.training.data",
+    "policy_samples": "awares_agent.training.data",
+    "save_trained": "awares_agent.training.models",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,9 @@ template, with no video processor. Real checkpoints and the tiny test model load
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from awares_agent.errors import ConfigError
@@ -129,3 +131,27 @@ def pixel_bounds(image_processor: Any) -> tuple[int, int]:
     if lo is None or hi is None:
         raise ConfigError(f"{type(image_processor).__name__} has no min/max pixel bounds")
     return int(lo), int(hi)
+
+
+def save_processor(processor: Any, path: str | Path) -> None:
+    """Save ``processor`` into a checkpoint directory as a stock one: its class named as the base's.
+
+    An image-only variant (:func:`image_only_processor_class`) saves its own class name; a checkpoint is
+    written with the stock name (``Qwen2_5_VLProcessor``), as a real one has, and every loader (this module,
+    ``transformers serve``, vLLM) picks its own variant when it loads it.
+    """
+    out = Path(path)
+    processor.save_pretrained(out)
+    stock = next((b.__name__ for b in type(processor).__mro__[1:] if b.__name__ in _STOCK), None)
+    if stock is None:
+        return
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        file = out / name
+        if file.exists():
+            data = json.loads(file.read_text())
+            if "processor_class" in data:
+                data["processor_class"] = stock
+                file.write_text(json.dumps(data, indent=2) + "\n")
+
+
+_STOCK = ("Qwen2VLProcessor", "Qwen2_5_VLProcessor", "Qwen3VLProcessor")

@@ -186,7 +186,7 @@ def _collect(args: argparse.Namespace, console: Console) -> int:
 
     shard = ShardSpec.parse(args.shard) if args.shard else None
     config = agent_config(args)
-    teacher = make_backend(backend_options(args), crop_set=args.crop_set)
+    teacher = make_backend(backend_options(args), crop_set=config.crop_set)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     store = ImageStore(root=out / IMAGES, max_pixels=config.max_image_pixels)

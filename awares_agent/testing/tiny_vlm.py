@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from awares_agent.backends.hf_processors import image_only_processor_class
+from awares_agent.backends.hf_processors import image_only_processor_class, save_processor
 from awares_agent.tools.crop_sets import PaperCropSet
 from awares_agent.tools.protocols import AwaresTextProtocol, JsonProtocol
 
@@ -204,13 +204,6 @@ def build_tiny_vlm(path: str | Path, *, seed: int = 0) -> Path:
     processor = image_only_processor_class("qwen2_5_vl")(
         image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
     )
-    processor.save_pretrained(out)
-    # Name the stock processor class, as a real Qwen2.5-VL checkpoint does; loaders pick their own variant.
-    for name in ("processor_config.json", "tokenizer_config.json"):
-        file = out / name
-        if file.exists():
-            data = json.loads(file.read_text())
-            if "processor_class" in data:
-                data["processor_class"] = "Qwen2_5_VLProcessor"
-                file.write_text(json.dumps(data, indent=2) + "\n")
+    # Named as the stock processor class, as a real Qwen2.5-VL checkpoint is; loaders pick their own variant.
+    save_processor(processor, out)
     return out

@@ -1,0 +1,246 @@
+"""``awares train``: cold-start SFT on collected trajectories, and the trained policy's evaluation.
+
+* ``awares train sft --data EXPORT --model PATH_OR_HUB_ID --out DIR [--tool-call-weight 5] [--lora]
+  [--max-steps N] [--eval-data EXPORT]`` fine-tunes a VLM on ``awares collect`` trajectories. Its flags are
+  generated from :class:`~awares_agent.training.config.AwaresSFTConfig` (TRL's ``TrlParser``: every TRL and
+  ``TrainingArguments`` option is there, ``--config FILE.yaml`` is accepted). ``--model tiny`` builds a fresh
+  tiny local Qwen2.5-VL. ``DIR`` ends up a checkpoint that ``awares ask IMAGE Q --model DIR`` runs as it is.
+* ``awares train eval --model DIR --data EXPORT --out OUT`` runs a trained model through the agent on
+  held-out rows and reports well-formed replies, decision and region accuracy, answer accuracy and RTR.
+
+Under ``accelerate launch`` (DeepSpeed, FSDP, several GPUs) run ``python -m awares_agent.training.cli sft
+...``: see ``training/accelerate/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from awares_agent.errors import ConfigError
+
+# torch, transformers and TRL are imported when a sub-command runs (seconds of start-up): `awares --help`
+# and `awares train --help` answer at once.
+
+USAGE = (
+    "usage: awares train sft --data EXPORT --model PATH_OR_HUB_ID|tiny --out DIR [options]\n"
+    "       awares train eval --model DIR --data EXPORT --out OUT [--limit N]\n\n"
+    "  sft   cold-start SFT on `awares collect` trajectories (weighted crop-call loss); "
+    "`awares train sft --help` lists every option\n"
+    "  eval  run a trained model through the agent on held-out rows: decisions, regions, answers, RTR\n"
+)
+
+# Defaults for `--model tiny` only (a flag or the YAML file still wins): a tiny random model trains on a CPU,
+# from scratch, so no checkpointing, fp32 and a from-scratch learning rate.
+TINY_DEFAULTS = {"activation_checkpointing": False, "bf16": False, "use_cpu": True, "learning_rate": 3e-3}
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``train`` on the ``awares`` parser's sub-parsers; its own parsers read the rest."""
+    train = sub.add_parser(
+        "train",
+        help="cold-start SFT on collected trajectories, and the trained policy's evaluation",
+        add_help=False,
+        usage=USAGE,
+    )
+    train.add_argument("train_args", nargs=argparse.REMAINDER)
+
+
+def _sft_parser() -> Any:
+    from trl import TrlParser
+
+    from awares_agent.training.config import AwaresSFTConfig
+
+    return TrlParser(
+        [AwaresSFTConfig],
+        prog="awares train sft",
+        description=(
+            "Cold-start SFT of a VLM on AwaRes trajectories: loss on assistant tokens only, the crop-request "
+            "turn weighted by --tool-call-weight (paper: 5). Needs --data, --model and --out. With --model "
+            f"tiny: {', '.join(f'{k}={v}' for k, v in TINY_DEFAULTS.items())} unless given."
+        ),
+    )
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="awares train eval",
+        description="Run a trained model as an AwaRes agent on held-out trajectories and score its policy.",
+    )
+    parser.add_argument(
+        "--model", required=True, help="a trained checkpoint directory (awares train sft --out)"
+    )
+    parser.add_argument("--data", required=True, help="held-out trajectories (an awares collect export)")
+    parser.add_argument("--out", required=True, help="where results and policy.json go (resumable)")
+    parser.add_argument("--limit", type=int, help="the first N rows only")
+    parser.add_argument("--device", default="cpu", help="where the model runs (default: cpu)")
+    parser.add_argument("--concurrency", type=int, default=4, help="samples in flight (default: 4)")
+    return parser
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    """Run ``awares train ...`` (the arguments after ``train``)."""
+    return main(args.train_args, console)
+
+
+def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
+    """``awares train`` with ``argv`` (the arguments after ``train``); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    console = console or Console()
+    if not argv or argv[0] in ("-h", "--help"):
+        console.print(USAGE, highlight=False, markup=False)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "sft":
+        return sft(rest, console)
+    if command == "eval":
+        return evaluate(rest, console)
+    raise ConfigError(f"unknown train command {command!r}; use sft or eval")
+
+
+def _wants_tiny(argv: Sequence[str]) -> bool:
+    """Whether the command line names ``--model tiny``."""
+    from awares_agent.training.config import TINY_MODEL
+
+    pairs = zip(argv, [*argv[1:], ""], strict=True)
+    return any(a == f"--model={TINY_MODEL}" or (a == "--model" and b == TINY_MODEL) for a, b in pairs)
+
+
+def sft(argv: Sequence[str], console: Console) -> int:
+    """``awares train sft``: fine-tune, save a loadable checkpoint, and evaluate it if asked."""
+    argv = list(argv)
+    parser = _sft_parser()
+    if _wants_tiny(argv):
+        parser.set_defaults(**TINY_DEFAULTS)
+    try:
+        (config,) = parser.parse_args_and_config(argv)
+    except ValueError as exc:  # TrainingArguments' own checks, a bad YAML file
+        raise ConfigError(f"invalid training options: {exc}") from None
+    missing = [
+        flag
+        for flag, value in (("--data", config.data), ("--model", config.model), ("--out", config.output_dir))
+        if not value
+    ]
+    if missing:
+        raise ConfigError(f"awares train sft needs {', '.join(missing)} (see awares train sft --help)")
+    return _train(config, console)
+
+
+def _train(config: Any, console: Console) -> int:
+    from awares_agent.training.data import load_training_data, policy_samples
+    from awares_agent.training.models import load_for_training, save_trained
+    from awares_agent.training.sft import AwaresSFTTrainer
+
+    with console.status(f"reading {config.data}..."):
+        data = load_training_data(config.data)
+        if config.eval_data:  # checked now: a bad held-out set must not wait for the end of training
+            policy_samples(config.eval_data, limit=config.eval_limit)
+    console.print(f"[bold]data[/] {escape(data.describe())}")
+    out = Path(config.output_dir)
+    with console.status(f"loading {config.model}..."):
+        model, processor, source = load_for_training(
+            config.model,
+            work_dir=out,
+            model_init_kwargs=config.model_init_kwargs,
+            tiny_seed=config.tiny_seed,
+        )
+    params = sum(p.numel() for p in model.parameters())
+    console.print(f"[bold]model[/] {escape(source)} ({params / 1e6:.1f} M parameters)")
+    trainer = AwaresSFTTrainer(
+        model,
+        config,
+        train_dataset=data.dataset,
+        processing_class=processor,
+        protocol=data.protocol,
+        crop_set=data.crop_set,
+    )
+    result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    agent = _agent_config(data)
+    save_trained(trainer, out, agent)
+    console.print(
+        f"[bold]trained[/] {result.global_step} steps, final loss {result.training_loss:.4f} -> "
+        f"{escape(str(out))}"
+        f"\n  try: awares ask IMAGE QUESTION --model {escape(str(out))}"
+    )
+    if config.eval_data and trainer.accelerator.is_main_process:
+        _run_eval(out, config.eval_data, out / "policy-eval", config.eval_limit, "cpu", 4, console)
+    return 0
+
+
+def _agent_config(data: Any) -> Any:
+    """How the trained model must be run: the data's protocol and crop set, and its system prompt."""
+    from awares_agent.config import AgentConfig
+    from awares_agent.tools.crop_sets import crop_set
+    from awares_agent.tools.prompts import PRESETS, system_prompt_for
+    from awares_agent.tools.protocols import make_protocol
+
+    protocol = make_protocol(data.protocol, crop_set(data.crop_set))
+    base = {"protocol": data.protocol, "crop_set": data.crop_set}
+    for preset in PRESETS:
+        if preset == "auto":
+            continue
+        try:
+            text = system_prompt_for(protocol, preset=preset)
+        except ConfigError:  # a released prompt for another protocol or crop set
+            continue
+        if text == data.system_prompt:
+            return AgentConfig(**base, system_prompt_preset=preset)
+    return (
+        AgentConfig(**base, system_prompt=data.system_prompt) if data.system_prompt else AgentConfig(**base)
+    )
+
+
+def evaluate(argv: Sequence[str], console: Console) -> int:
+    """``awares train eval``: the trained policy's decisions, regions, answers and cost."""
+    args = _eval_parser().parse_args(list(argv))
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    return _run_eval(
+        Path(args.model), args.data, Path(args.out), args.limit, args.device, args.concurrency, console
+    )
+
+
+def _run_eval(
+    model: Path, data: str, out: Path, limit: int | None, device: str, concurrency: int, console: Console
+) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from awares_agent.training.data import policy_samples
+    from awares_agent.training.evaluate import REPORT, evaluate_policy
+
+    if not model.is_dir():
+        raise ConfigError(
+            f"--model {str(model)!r} is not a checkpoint directory (awares train sft --out DIR)"
+        )
+    total = len(policy_samples(data, limit=limit))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("evaluating the policy", total=total)
+        report = evaluate_policy(
+            model,
+            data,
+            out,
+            limit=limit,
+            device=device,
+            concurrency=concurrency,
+            on_result=lambda _: progress.advance(task),
+        )
+    table = Table(title=f"Policy of {model} on {Path(data).name}", show_edge=False)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for name, value in report.lines():
+        table.add_row(name, value)
+    console.print(table)
+    console.print(f"[dim]confusion {report.confusion}; report: {escape(str(out / REPORT))}[/]")
+    return 0
+
+
+if __name__ == "__main__":  # accelerate launch -m awares_agent.training.cli sft ...
+    raise SystemExit(main())
