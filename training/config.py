@@ -16,6 +16,9 @@ from awares_agent.errors import ConfigError
 
 __all__ = ["TINY_MODEL", "AwaresSFTConfig"]
 
+LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+"""The default LoRA targets (a peft regex): the language model's linear layers, none of the vision tower's."""
+
 TINY_MODEL = "tiny"
 """The ``model`` value that builds a fresh tiny local Qwen2.5-VL (random weights; smoke runs, benchmarks)."""
 
@@ -97,7 +100,7 @@ class AwaresSFTConfig(SFTConfig):
     )
     activation_checkpointing: bool | None = field(
         default=True,
-        metadata={"help": "recompute activations in the backward pass (less memory, ~20% slower)"},
+        metadata={"help": "recompute activations in the backward pass (less memory, ~20%% slower)"},
     )
     bf16: bool | None = field(
         default=None,
@@ -135,9 +138,8 @@ class AwaresSFTConfig(SFTConfig):
             r=self.lora_r,
             lora_alpha=self.lora_alpha,
             lora_dropout=self.lora_dropout,
-            # The language model's linear layers: Qwen-VL vision blocks share the names qkv/proj, not these.
-            target_modules=self.lora_target_modules
-            or ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            # The vision tower's MLP has gate/up/down_proj too: the default names the language model's.
+            target_modules=self.lora_target_modules or LORA_TARGETS,
             task_type="CAUSAL_LM",
         )
 
