@@ -1,4 +1,4 @@
-"""Cold-start SFT: data checks, the collator's weights on real exports, the weighted loss, the CLI end to end."""
+"""Cold-start SFT: data checks, the collator's weights on real exports, the weighted loss, the CLI."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from awares_agent.config import CHECKPOINT_FILE, AgentConfig
 from awares_agent.errors import ConfigError
 from awares_agent.evals.decisions import evidence_coverage, score_decisions
 from awares_agent.evals.runner import SampleResult
-from awares_agent.trajectory import Trajectory
 from awares_agent.training.collator import WeightedVisionCollator
 from awares_agent.training.config import AwaresSFTConfig
 from awares_agent.training.data import TrainingDataError, load_training_data, policy_samples
 from awares_agent.training.sft import AwaresSFTTrainer, training_chat_template
 from awares_agent.training.turns import IGNORE_INDEX, token_weights, trained_runs
+from awares_agent.trajectory import Trajectory
 
 PROTOCOLS = ("json", "awares-text")
 
@@ -61,7 +61,8 @@ def test_trained_runs_and_weights_follow_the_assistant_spans() -> None:
     with pytest.raises(ConfigError, match="generation"):
         token_weights(labels, ["call", "answer", "call", "answer"], call_weight=5.0)
     # Cut at max_length, the last turns may be missing.
-    assert token_weights(labels, ["answer", "call", "answer", "answer"], call_weight=2.0, truncated=True)[5] == 2
+    cut = token_weights(labels, ["answer", "call", "answer", "answer"], call_weight=2.0, truncated=True)
+    assert cut[5] == 2
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -85,7 +86,7 @@ def test_collator_weighs_exactly_the_crop_call_tokens(
 
         if label == "tool":
             call, answer = said
-            assert ("<tool_call>" in call) == (protocol == "json") and ("GET_CROPS" in call) != (protocol == "json")
+            assert ("<tool_call>" in call) == (protocol == "json") != ("GET_CROPS" in call)
             assert decoded(weights == 5) == call + "<|im_end|>"
             assert decoded(weights == 1) == answer + "<|im_end|>"
         else:
@@ -195,7 +196,7 @@ def test_what_cannot_train_is_a_clear_error(exports: dict[str, Path], tmp_path: 
         load_training_data(_write(tmp_path / "silent.jsonl", silent))
     lost = [dict(line) for line in json_lines[:2]]
     lost[1]["images"] = [*lost[1]["images"][:-1], str(tmp_path / "gone.png")]
-    with pytest.raises(TrainingDataError, match="gone.png' is missing"):
+    with pytest.raises(TrainingDataError, match=r"gone\.png' is missing"):
         load_training_data(_write(tmp_path / "lost.jsonl", lost))
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
@@ -263,7 +264,7 @@ def test_a_template_without_markers_that_trl_does_not_know_is_a_clear_error(
     with pytest.raises(ConfigError, match="chat_template_path"):
         training_chat_template(plain)
     (tmp_path / "t.jinja").write_text(plain.chat_template)
-    with pytest.raises(ConfigError, match="no {% generation %} markers"):
+    with pytest.raises(ConfigError, match=r"no \{% generation %\} markers"):
         training_chat_template(plain, path=str(tmp_path / "t.jinja"))
 
 
@@ -345,7 +346,7 @@ def test_train_sft_then_ask_and_eval_the_trained_model(
     code = main(["train", "eval", "--model", str(out), "--data", str(export), "--out", str(tmp_path / "ev"),
                  "--limit", "2"])  # fmt: skip
     report = json.loads((tmp_path / "ev" / "policy.json").read_text())
-    assert code == 0 and report["samples"] == 2 and 0.0 <= report["rtr"]
+    assert code == 0 and report["samples"] == 2 and report["rtr"] >= 0.0
 
 
 @pytest.mark.slow
