@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -384,3 +385,52 @@ def test_cli_errors_for_bad_data_and_bad_options(
     assert main([*bad, "--no-such-flag", "1"]) == 2
     assert "--no-such-flag" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "y", ignore_errors=True)
+
+
+# --- scale-out --------------------------------------------------------------------------------------------
+
+ACCELERATE = Path(__file__).resolve().parents[1] / "training" / "accelerate"
+
+
+def test_the_shipped_accelerate_configs_and_the_7b_recipe_parse(tmp_path: Path) -> None:
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from awares_agent.training.cli import _sft_parser
+
+    kinds = {}
+    for name in ("zero2", "zero3", "fsdp", "cpu"):
+        config = load_config_from_file(str(ACCELERATE / f"{name}.yaml"))
+        kinds[name] = (str(config.distributed_type), config.num_processes)
+    assert kinds["zero2"] == kinds["zero3"] == ("DistributedType.DEEPSPEED", 8)
+    assert kinds["fsdp"] == ("DistributedType.FSDP", 8) and kinds["cpu"][1] == 1
+    recipe = ACCELERATE / "sft-qwen2.5-vl-7b.yaml"
+    # This machine has no GPU: bf16 off on the command line, which wins over the file.
+    (config,) = _sft_parser().parse_args_and_config(
+        ["--config", str(recipe), "--data", "d", "--out", str(tmp_path), "--bf16", "false"]
+    )
+    assert config.model == "Qwen/Qwen2.5-VL-7B-Instruct" and config.tool_call_weight == 5.0
+    assert config.model_init_kwargs["attn_implementation"] == "flash_attention_2"
+    assert config.per_device_train_batch_size * config.gradient_accumulation_steps * 8 == 64
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_the_same_entry_point_in_one_cpu_process(
+    exports: dict[str, Path], tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    launcher = Path(sys.executable).with_name("accelerate")
+    command = [
+        str(launcher), "launch", "--config_file", str(ACCELERATE / "cpu.yaml"),
+        "-m", "awares_agent.training.cli", "sft", "--data", str(exports["json"]), "--model", "tiny",
+        "--out", str(tmp_path / "acc"),
+        "--max_steps", "1", "--save_strategy", "no", "--report_to", "none",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "acc" / "model.safetensors").is_file() and (
+        tmp_path / "acc" / CHECKPOINT_FILE
+    ).is_file()
