@@ -53,6 +53,7 @@ from awares_agent.evals.dataset import (
 from awares_agent.evals.metrics import parse_options
 from awares_agent.evals.schema import EvalSample
 from awares_agent.evals.synthetic import generate
+from awares_agent.evals.synthetic.decision import generate_decision
 
 __all__ = ["BENCHMARKS", "Benchmark", "load_benchmark"]
 
@@ -332,7 +333,8 @@ def load_benchmark(
     """Load a benchmark by name, or custom data by path, as samples in the common schema.
 
     Args:
-        name_or_path: a name from :data:`BENCHMARKS` (or its Hub id), ``"synthetic"``, or a path to custom
+        name_or_path: a name from :data:`BENCHMARKS` (or its Hub id), ``"synthetic"``, ``"crop-decision"``
+            (:mod:`awares_agent.evals.synthetic.decision`), or a path to custom
             data (anything :func:`awares_agent.evals.dataset.load_samples` reads). A known name wins over a
             directory of
             the same name; write ``./chartqa`` for the directory.
@@ -365,12 +367,14 @@ def load_benchmark(
             )
         if key.lower() == "synthetic":
             return _load_synthetic(limit, seed)
+        if key.lower() == "crop-decision":  # the same question on every page: only the pixels decide
+            return LoadedSamples(generate_decision(limit or SYNTHETIC_DEFAULT_SIZE, seed=seed))
         if _looks_like_path(key):
             return load_samples(key, split=split, limit=limit)
         raise ConfigError(
             f"unknown benchmark {key!r} (and no file or directory of that name); the known benchmarks are "
-            f"{', '.join(BENCHMARKS)} (and 'synthetic'). A path to custom data (a saved dataset directory "
-            "or a JSONL file) is accepted too."
+            f"{', '.join(BENCHMARKS)} (and 'synthetic', 'crop-decision'). A path to custom data (a saved "
+            "dataset directory or a JSONL file) is accepted too."
         )
     cache = os.fspath(cache_dir) if cache_dir is not None else None
     if local_path is not None:
