@@ -183,7 +183,8 @@ def main() -> None:
     )
     record = {
         "args": vars(args), "points": curve.points, "train_labels": train_summary,
-        "test_labels": test_summary, "total_s": total_s, "collect_s": train_collect_s + test_collect_s, "params": params,
+        "test_labels": test_summary, "total_s": total_s, "collect_s": train_collect_s + test_collect_s,
+        "params": params,
     }  # fmt: skip
     (run / "curve.json").write_text(json.dumps(record, indent=2, default=str))
 
