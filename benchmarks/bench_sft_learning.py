@@ -58,9 +58,7 @@ def collect(out: Path, n: int, seed: int, protocol: str) -> tuple[Path, dict[str
     labeler = Labeler(
         ReaderBackend(), MetricJudge(), DatasetGrounder(), config=AgentConfig(protocol=protocol), store=store
     )
-    collect_sync(
-        samples, labeler, out, id_of=lambda s: s.id, concurrency=2, description=f"label seed {seed}"
-    )
+    collect_sync(samples, labeler, out, id_of=lambda s: s.id, concurrency=2, description=f"label seed {seed}")
     rows = list(read_rows(out))
     export_dataset(rows, store, out / "export")
     truth = {s.id: s for s in samples}
