@@ -13,7 +13,7 @@ The whole pipeline, offline on a CPU, with nothing scripted:
    pages (:func:`~awares_agent.training.evaluate.evaluate_policy`): well-formed replies, decision accuracy,
    region accuracy, answer accuracy, RTR. The curve is printed as a table.
 
-    python benchmarks/bench_sft_learning.py [--train 400] [--test 40] [--steps 300] [--eval-at 50,100,200,300]
+    python benchmarks/bench_sft_learning.py [--train 400] [--test 40] [--steps 300] [--eval-at 0,50,100,200,300]
         [--weight 5] [--lr 3e-3] [--batch 4] [--out runs/bench-sft]
 
 Targets on the held-out pages: 100% well-formed, decision accuracy >= 90%, region accuracy >= 80%. The
@@ -29,7 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
+import transformers
 from rich.console import Console
 from rich.table import Table
 from transformers import TrainerCallback
@@ -81,6 +83,11 @@ class PolicyCurve(TrainerCallback):
         self.train_s = 0.0
         self._last = time.perf_counter()
 
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if 0 in self.steps:  # the untrained model, for reference
+            self.on_step_end(args, state, control)
+        self._last = time.perf_counter()
+
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.train_s += time.perf_counter() - self._last
         if state.global_step in self.steps:
@@ -101,7 +108,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=400, help="training pages (default: 400)")
     parser.add_argument("--test", type=int, default=40, help="held-out pages (default: 40)")
     parser.add_argument("--steps", type=int, default=300, help="training steps (default: 300)")
-    parser.add_argument("--eval-at", default="50,100,200,300", help="steps to evaluate the policy at")
+    parser.add_argument("--eval-at", default="0,50,100,200,300", help="steps to evaluate the policy at")
     parser.add_argument("--weight", type=float, default=5.0, help="crop-call turn weight (default: 5)")
     parser.add_argument("--lr", type=float, default=3e-3, help="learning rate (default: 3e-3)")
     parser.add_argument("--batch", type=int, default=4, help="rows per step (default: 4)")
@@ -111,7 +118,10 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="collect again instead of reusing --out")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    console = Console()
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    console = Console(width=150)
     out = Path(args.out)
     if args.fresh:
         shutil.rmtree(out, ignore_errors=True)
@@ -159,8 +169,8 @@ def main() -> None:
     total_s = time.perf_counter() - started
 
     table = Table(title=f"SFT of a tiny Qwen2.5-VL on crop-decision (w={args.weight:g}, lr={args.lr:g})")
-    for column in ("step", "train s", "loss", "well-formed", "decision", "crop|needed", "direct|not",
-                   "region", "answer", "RTR"):  # fmt: skip
+    for column in ("step", "train s", "loss", "well-formed", "decision", "crops when needed",
+                   "direct when not", "region", "answer", "RTR"):  # fmt: skip
         table.add_column(column, justify="right")
 
     def pct(v: float | None) -> str:
