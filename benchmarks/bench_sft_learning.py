@@ -13,8 +13,8 @@ The whole pipeline, offline on a CPU, with nothing scripted:
    pages (:func:`~awares_agent.training.evaluate.evaluate_policy`): well-formed replies, decision accuracy,
    region accuracy, answer accuracy, RTR. The curve is printed as a table.
 
-    python benchmarks/bench_sft_learning.py [--train 400] [--test 40] [--steps 300] [--eval-at 0,50,100,200,300]
-        [--weight 5] [--lr 3e-3] [--batch 4] [--out runs/bench-sft]
+    python benchmarks/bench_sft_learning.py [--train 400] [--test 40] [--steps 300]
+        [--eval-at 0,50,100,200,300] [--weight 5] [--lr 3e-3] [--batch 4] [--out runs/bench-sft]
 
 Targets on the held-out pages: 100% well-formed, decision accuracy >= 90%, region accuracy >= 80%. The
 collection is resumable: a second run with the same ``--out`` reuses it (``--fresh`` starts again).
