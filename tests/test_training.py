@@ -351,6 +351,31 @@ def test_train_sft_then_ask_and_eval_the_trained_model(
 
 
 @pytest.mark.slow
+def test_collect_label_then_train_sft_then_ask_offline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's "done when", as a user types it: the offline teacher, a fresh tiny model, then ask."""
+    from awares_agent.evals.synthetic.decision import generate_decision
+
+    labels, out = tmp_path / "labels", tmp_path / "sft"
+    code = main(["collect", "label", "--bench", "crop-decision", "--limit", "6", "--out", str(labels),
+                 "--protocol", "awares-text"])  # fmt: skip
+    assert code == 0, capsys.readouterr()
+    code = main(["train", "sft", "--data", str(labels / "export"), "--model", "tiny", "--out", str(out),
+                 "--max-steps", "2", "--save_strategy", "no", "--report_to", "none",
+                 "--eval-data", str(labels / "export"), "--eval-limit", "2"])  # fmt: skip
+    assert code == 0, capsys.readouterr()
+    assert json.loads((out / "policy-eval" / "policy.json").read_text())["samples"] == 2
+    capsys.readouterr()
+    sample = generate_decision(1, seed=99)[0]
+    sample.image.save(tmp_path / "page.png")
+    code = main(["ask", str(tmp_path / "page.png"), sample.question, "--model", str(out), "--offline",
+                 "--max-new-tokens", "8"])  # fmt: skip
+    shown = capsys.readouterr().out
+    assert code == 0 and "Answer:" in shown and "RTR" in shown
+
+
+@pytest.mark.slow
 def test_lora_adapters_are_merged_into_a_plain_checkpoint(exports: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "lora"
     code = main(
