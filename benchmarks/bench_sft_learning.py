@@ -157,7 +157,7 @@ def main() -> None:
         seed=0,
         disable_tqdm=True,
     )
-    agent = AgentConfig(protocol=data.protocol, crop_set=data.crop_set, system_prompt_preset="awares")
+    agent = data.agent_config()
     trainer_ref: list[Any] = []
     curve = PolicyCurve(trainer_ref, {int(s) for s in args.eval_at.split(",")}, test_export, run, agent)
     trainer = AwaresSFTTrainer(

@@ -169,6 +169,9 @@ def test_both_protocols_and_all_export_forms_are_read(exports: dict[str, Path]) 
             data = load_training_data(form)
             assert data.protocol == protocol and data.crop_set == "paper"
             assert data.labels == {"direct": 4, "tool": 4} and len(data) == 8
+        # What the trained model will be run with: the rows' protocol and their (preset) system prompt.
+        agent = data.agent_config()
+        assert (agent.protocol, agent.system_prompt_preset, agent.system_prompt) == (protocol, "awares", None)
     samples = policy_samples(exports["json"], limit=3)
     assert len(samples) == 3 and samples[0].image.size == (448, 336)
     assert [s.needs_hr for s in samples] == [False, True, False] and samples[1].bbox is not None

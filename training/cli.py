@@ -162,8 +162,7 @@ def _train(config: Any, console: Console) -> int:
         crop_set=data.crop_set,
     )
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
-    agent = _agent_config(data)
-    save_trained(trainer, out, agent)
+    save_trained(trainer, out, data.agent_config())
     console.print(
         f"[bold]trained[/] {result.global_step} steps, final loss {result.training_loss:.4f} -> "
         f"{escape(str(out))}"
@@ -172,29 +171,6 @@ def _train(config: Any, console: Console) -> int:
     if config.eval_data and trainer.accelerator.is_main_process:
         _run_eval(out, config.eval_data, out / "policy-eval", config.eval_limit, "cpu", 4, console)
     return 0
-
-
-def _agent_config(data: Any) -> Any:
-    """How the trained model must be run: the data's protocol and crop set, and its system prompt."""
-    from awares_agent.config import AgentConfig
-    from awares_agent.tools.crop_sets import crop_set
-    from awares_agent.tools.prompts import PRESETS, system_prompt_for
-    from awares_agent.tools.protocols import make_protocol
-
-    protocol = make_protocol(data.protocol, crop_set(data.crop_set))
-    base = {"protocol": data.protocol, "crop_set": data.crop_set}
-    for preset in PRESETS:
-        if preset == "auto":
-            continue
-        try:
-            text = system_prompt_for(protocol, preset=preset)
-        except ConfigError:  # a released prompt for another protocol or crop set
-            continue
-        if text == data.system_prompt:
-            return AgentConfig(**base, system_prompt_preset=preset)
-    return (
-        AgentConfig(**base, system_prompt=data.system_prompt) if data.system_prompt else AgentConfig(**base)
-    )
 
 
 def evaluate(argv: Sequence[str], console: Console) -> int:

@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from awares_agent.errors import AwaresError
+from awares_agent.config import AgentConfig
+from awares_agent.errors import AwaresError, ConfigError
 from awares_agent.tools.crop_sets import crop_set as make_crop_set
+from awares_agent.tools.prompts import PRESETS, system_prompt_for
 from awares_agent.tools.protocols import make_protocol
 from awares_agent.training.turns import assistant_turn_kinds, message_text
 
@@ -66,6 +68,27 @@ class TrainingData:
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def agent_config(self) -> AgentConfig:
+        """How a model trained on these rows must be run: their protocol, crop set and system prompt.
+
+        The prompt is recorded as its preset's name where it is one (``awares``, ``released``...), else as
+        the text itself.
+        """
+        base = {"protocol": self.protocol, "crop_set": self.crop_set}
+        protocol = make_protocol(self.protocol, make_crop_set(self.crop_set))
+        for preset in PRESETS:
+            if preset == "auto":
+                continue
+            try:
+                text = system_prompt_for(protocol, preset=preset)
+            except ConfigError:  # a released prompt written for another protocol or crop set
+                continue
+            if text == self.system_prompt:
+                return AgentConfig(**base, system_prompt_preset=preset)
+        if self.system_prompt:
+            return AgentConfig(**base, system_prompt=self.system_prompt)
+        return AgentConfig(**base)
 
     def describe(self) -> str:
         """One line: how many rows of which kind, and what was left out."""
