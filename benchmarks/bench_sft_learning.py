@@ -8,13 +8,13 @@ The whole pipeline, offline on a CPU, with nothing scripted:
    the dataset grounder maps the evidence to the crop set) and exported, for a training seed and a
    held-out seed.
 2. **Train**: a fresh tiny Qwen2.5-VL (random weights) with :class:`~awares_agent.training.AwaresSFTTrainer`,
-   the crop-call turn weighted ``--weight``.
+   once per crop-call weight of ``--weights`` (the paper's 5, and 1: plain SFT), on the same rows.
 3. **Evaluate**: at each of ``--eval-at`` steps the model is saved and run as an AwaRes agent on the held-out
    pages (:func:`~awares_agent.training.evaluate.evaluate_policy`): well-formed replies, decision accuracy,
    region accuracy, answer accuracy, RTR. The curve is printed as a table.
 
-    python benchmarks/bench_sft_learning.py [--train 400] [--test 40] [--steps 300]
-        [--eval-at 0,50,100,200,300] [--weight 5] [--lr 3e-3] [--batch 4] [--out runs/bench-sft]
+    python benchmarks/bench_sft_learning.py [--train 600] [--test 40] [--steps 300]
+        [--eval-at 0,50,100,200,300] [--weights 5,1] [--lr 3e-3] [--batch 4] [--out runs/bench-sft]
 
 Targets on the held-out pages: 100% well-formed, decision accuracy >= 90%, region accuracy >= 80%. The
 collection is resumable: a second run with the same ``--out`` reuses it (``--fresh`` starts again).
@@ -103,13 +103,50 @@ class PolicyCurve(TrainerCallback):
         self._last = time.perf_counter()
 
 
+def train_curve(
+    data: Any, test_export: Path, run: Path, args: argparse.Namespace, weight: float
+) -> tuple[list[dict[str, Any]], int]:
+    """Train a fresh tiny model with crop-call weight ``weight``: the policy's curve, the parameter count."""
+    shutil.rmtree(run, ignore_errors=True)
+    model, processor, _ = load_for_training("tiny", work_dir=run)
+    config = AwaresSFTConfig(
+        output_dir=str(run),
+        tool_call_weight=weight,
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch,
+        learning_rate=args.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+        logging_steps=25,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        seed=0,
+        disable_tqdm=True,
+    )
+    trainer_ref: list[Any] = []
+    steps = {int(s) for s in args.eval_at.split(",")}
+    curve = PolicyCurve(trainer_ref, steps, test_export, run, data.agent_config())
+    trainer = AwaresSFTTrainer(
+        model, config, train_dataset=data.dataset, processing_class=processor, protocol=data.protocol,
+        crop_set=data.crop_set, callbacks=[curve],
+    )  # fmt: skip
+    trainer_ref.append(trainer)
+    trainer.train()
+    return curve.points, sum(p.numel() for p in model.parameters())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train", type=int, default=400, help="training pages (default: 400)")
+    parser.add_argument("--train", type=int, default=600, help="training pages (default: 600)")
     parser.add_argument("--test", type=int, default=40, help="held-out pages (default: 40)")
     parser.add_argument("--steps", type=int, default=300, help="training steps (default: 300)")
     parser.add_argument("--eval-at", default="0,50,100,200,300", help="steps to evaluate the policy at")
-    parser.add_argument("--weight", type=float, default=5.0, help="crop-call turn weight (default: 5)")
+    parser.add_argument(
+        "--weights", default="5,1", help="crop-call turn weights, one model each (default: 5,1: paper, plain)"
+    )
     parser.add_argument("--lr", type=float, default=3e-3, help="learning rate (default: 3e-3)")
     parser.add_argument("--batch", type=int, default=4, help="rows per step (default: 4)")
     parser.add_argument("--protocol", default="awares-text", choices=["awares-text", "json"])
@@ -134,67 +171,43 @@ def main() -> None:
         out / "collect-test", args.test, TEST_SEED, args.protocol
     )
     data = load_training_data(train_export)
-    console.print(f"train: {data.describe()}; label agreement {train_summary['label_agreement']:.0%}")
-    console.print(f"held-out: {load_training_data(test_export).describe()}")
-
-    run = out / f"sft-w{args.weight:g}-lr{args.lr:g}-s{args.steps}"
-    shutil.rmtree(run, ignore_errors=True)
-    model, processor, _ = load_for_training("tiny", work_dir=run)
-    config = AwaresSFTConfig(
-        output_dir=str(run),
-        tool_call_weight=args.weight,
-        max_steps=args.steps,
-        per_device_train_batch_size=args.batch,
-        learning_rate=args.lr,
-        lr_scheduler_type="constant_with_warmup",
-        warmup_steps=0.05,
-        logging_steps=25,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        bf16=False,
-        activation_checkpointing=False,
-        seed=0,
-        disable_tqdm=True,
-    )
-    agent = data.agent_config()
-    trainer_ref: list[Any] = []
-    curve = PolicyCurve(trainer_ref, {int(s) for s in args.eval_at.split(",")}, test_export, run, agent)
-    trainer = AwaresSFTTrainer(
-        model, config, train_dataset=data.dataset, processing_class=processor, protocol=data.protocol,
-        crop_set=data.crop_set, callbacks=[curve],
-    )  # fmt: skip
-    trainer_ref.append(trainer)
-    trainer.train()
-    total_s = time.perf_counter() - started
-
-    table = Table(title=f"SFT of a tiny Qwen2.5-VL on crop-decision (w={args.weight:g}, lr={args.lr:g})")
-    for column in ("step", "train s", "loss", "well-formed", "decision", "crops when needed",
-                   "direct when not", "region", "answer", "RTR"):  # fmt: skip
-        table.add_column(column, justify="right")
+    held_out = load_training_data(test_export)
+    console.print(f"train: {data.describe()}; teacher labels agree with the pages: "
+                  f"{train_summary['label_agreement']:.0%}")  # fmt: skip
+    console.print(f"held-out: {held_out.describe()}")
 
     def pct(v: float | None) -> str:
         return "n/a" if v is None else f"{100 * v:.1f}%"
 
-    for p in curve.points:
-        table.add_row(
-            str(p["step"]), f"{p['train_s']:.0f}", f"{p['loss']:.3f}" if p["loss"] is not None else "",
-            pct(p["well_formed"]), pct(p["decision_accuracy"]), pct(p["needed_recall"]),
-            pct(p["direct_specificity"]), pct(p["region_accuracy"]), pct(p["answer_accuracy"]),
-            f"{p['rtr']:.3f}",
-        )  # fmt: skip
-    console.print(table)
-    params = sum(p.numel() for p in model.parameters())
-    console.print(
-        f"model {params / 1e6:.2f} M parameters; train {len(data)} rows ({data.labels}), held-out "
-        f"{args.test} pages; collect {train_collect_s + test_collect_s:.0f} s, total {total_s:.0f} s"
-    )
-    record = {
-        "args": vars(args), "points": curve.points, "train_labels": train_summary,
-        "test_labels": test_summary, "total_s": total_s, "collect_s": train_collect_s + test_collect_s,
-        "params": params,
+    record: dict[str, Any] = {
+        "args": vars(args), "train_labels": train_summary, "test_labels": test_summary,
+        "collect_s": train_collect_s + test_collect_s, "curves": {},
     }  # fmt: skip
-    (run / "curve.json").write_text(json.dumps(record, indent=2, default=str))
+    params = 0
+    for weight in (float(w) for w in args.weights.split(",")):
+        run = out / f"sft-w{weight:g}"
+        points, params = train_curve(data, test_export, run, args, weight)
+        record["curves"][f"{weight:g}"] = points
+        table = Table(title=f"tiny Qwen2.5-VL, crop-call weight w={weight:g}: the policy on {len(held_out)} "
+                      "held-out pages, through the agent")  # fmt: skip
+        for column in ("step", "train s", "loss", "well-formed", "decision", "crops when needed",
+                       "direct when not", "region", "answer", "RTR"):  # fmt: skip
+            table.add_column(column, justify="right")
+        for p in points:
+            table.add_row(
+                str(p["step"]), f"{p['train_s']:.0f}", f"{p['loss']:.3f}" if p["loss"] is not None else "",
+                pct(p["well_formed"]), pct(p["decision_accuracy"]), pct(p["needed_recall"]),
+                pct(p["direct_specificity"]), pct(p["region_accuracy"]), pct(p["answer_accuracy"]),
+                f"{p['rtr']:.3f}",
+            )  # fmt: skip
+        console.print(table)
+    record["total_s"] = total_s = time.perf_counter() - started
+    record["params"] = params
+    console.print(
+        f"model {params / 1e6:.2f} M parameters; train {len(data)} rows ({data.labels}); collect "
+        f"{record['collect_s']:.0f} s; total {total_s:.0f} s"
+    )
+    (out / "curves.json").write_text(json.dumps(record, indent=2, default=str))
 
 
 if __name__ == "__main__":
