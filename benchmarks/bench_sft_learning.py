@@ -125,6 +125,7 @@ def train_curve(
         activation_checkpointing=False,
         seed=0,
         disable_tqdm=True,
+        freeze_vision_tower=args.freeze_vision,
     )
     trainer_ref: list[Any] = []
     steps = {int(s) for s in args.eval_at.split(",")}
@@ -149,6 +150,7 @@ def main() -> None:
     )
     parser.add_argument("--lr", type=float, default=3e-3, help="learning rate (default: 3e-3)")
     parser.add_argument("--batch", type=int, default=4, help="rows per step (default: 4)")
+    parser.add_argument("--freeze-vision", action="store_true", help="keep the vision encoder fixed")
     parser.add_argument("--protocol", default="awares-text", choices=["awares-text", "json"])
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     parser.add_argument("--out", default="runs/bench-sft", help="working folder (default: runs/bench-sft)")
@@ -185,11 +187,12 @@ def main() -> None:
     }  # fmt: skip
     params = 0
     for weight in (float(w) for w in args.weights.split(",")):
-        run = out / f"sft-w{weight:g}"
+        run = out / f"sft-w{weight:g}{'-frozen' if args.freeze_vision else ''}"
         points, params = train_curve(data, test_export, run, args, weight)
         record["curves"][f"{weight:g}"] = points
-        table = Table(title=f"tiny Qwen2.5-VL, crop-call weight w={weight:g}: the policy on {len(held_out)} "
-                      "held-out pages, through the agent")  # fmt: skip
+        vision = "vision encoder frozen" if args.freeze_vision else "every weight trained"
+        table = Table(title=f"tiny Qwen2.5-VL, crop-call weight w={weight:g}, {vision}: the policy on "
+                      f"{len(held_out)} held-out pages, through the agent")  # fmt: skip
         for column in ("step", "train s", "loss", "well-formed", "decision", "crops when needed",
                        "direct when not", "region", "answer", "RTR"):  # fmt: skip
             table.add_column(column, justify="right")
@@ -207,7 +210,9 @@ def main() -> None:
         f"model {params / 1e6:.2f} M parameters; train {len(data)} rows ({data.labels}); collect "
         f"{record['collect_s']:.0f} s; total {total_s:.0f} s"
     )
-    (out / "curves.json").write_text(json.dumps(record, indent=2, default=str))
+    (out / f"curves{'-frozen' if args.freeze_vision else ''}.json").write_text(
+        json.dumps(record, indent=2, default=str)
+    )
 
 
 if __name__ == "__main__":

@@ -119,6 +119,20 @@ def _trainer(tiny_vlm_dir: Path, export: Path, processor: Any, tmp_path: Path, w
     return trainer, data
 
 
+def test_the_vision_encoder_can_be_frozen_its_projector_not(tiny_vlm_dir: Path) -> None:
+    from transformers import AutoModelForImageTextToText
+
+    from awares_agent.training.sft import freeze_vision_tower
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_vlm_dir)
+    frozen = freeze_vision_tower(model)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert frozen > 0 and not any("visual.blocks" in n or "patch_embed" in n for n in trainable)
+    assert any("visual.merger" in n for n in trainable) and any("language_model" in n for n in trainable)
+    with pytest.raises(ConfigError, match="no vision encoder"):
+        freeze_vision_tower(torch.nn.Linear(2, 2))
+
+
 def test_weighted_loss_is_the_hand_computed_one_and_trls_at_weight_one(
     tiny_vlm_dir: Path, exports: dict[str, Path], processor: Any, tmp_path: Path
 ) -> None:

@@ -38,6 +38,8 @@ class AwaresSFTConfig(SFTConfig):
             token weighs 1, and ``1`` reproduces TRL's own loss.
         lora: train LoRA adapters (peft) instead of every weight; they are merged into the saved model.
         lora_r / lora_alpha / lora_dropout / lora_target_modules: the LoRA adapters' shape.
+        freeze_vision_tower: keep the vision encoder fixed; its merger (the projector into the language
+            model) and the language model train.
         tiny_seed: the random seed of the weights of ``--model tiny``.
 
     Defaults that differ from TRL's: ``assistant_only_loss=True`` (system, question, images and tool results
@@ -74,6 +76,12 @@ class AwaresSFTConfig(SFTConfig):
     lora_target_modules: list[str] | None = field(
         default=None,
         metadata={"help": "modules LoRA adapts (default: every linear layer of the language model)"},
+    )
+    freeze_vision_tower: bool = field(
+        default=False,
+        metadata={
+            "help": "keep the vision encoder's weights fixed (its projector into the language model trains)"
+        },
     )
     tiny_seed: int = field(default=0, metadata={"help": "seed of the weights of --model tiny"})
     output_dir: str | None = field(

@@ -30,7 +30,7 @@ from awares_agent.errors import ConfigError
 from awares_agent.training.collator import WeightedVisionCollator
 from awares_agent.training.config import AwaresSFTConfig
 
-__all__ = ["AwaresSFTTrainer", "training_chat_template"]
+__all__ = ["AwaresSFTTrainer", "freeze_vision_tower", "training_chat_template"]
 
 
 def training_chat_template(processor: Any, *, path: str | None = None) -> str | None:
@@ -71,6 +71,34 @@ def training_chat_template(processor: Any, *, path: str | None = None) -> str | 
             "it; pass --chat_template_path FILE.jinja: the same template with {% generation %}...{% "
             f"endgeneration %}} around each assistant turn's output ({exc})"
         ) from None
+
+
+VISION_MODULES = ("visual", "vision_tower", "vision_model")
+"""Attribute names of a VLM's vision encoder (Qwen-VL: ``visual``; LLaVA-style: ``vision_tower``)."""
+PROJECTORS = ("merger", "multi_modal_projector")
+"""Parts of the encoder (or beside it) that project into the language model: they keep training."""
+
+
+def freeze_vision_tower(model: Any) -> int:
+    """Fix the vision encoder's weights, its projector into the language model excepted.
+
+    Returns:
+        The number of parameters frozen.
+
+    Raises:
+        ConfigError: the model has no vision encoder under a known name.
+    """
+    encoder = next(
+        (module for name, module in model.named_modules() if name.rsplit(".", 1)[-1] in VISION_MODULES), None
+    )
+    if encoder is None:
+        raise ConfigError(f"{type(model).__name__} has no vision encoder named {' or '.join(VISION_MODULES)}")
+    frozen = 0
+    for name, param in encoder.named_parameters():
+        if not any(part in PROJECTORS for part in name.split(".")):
+            param.requires_grad_(False)
+            frozen += param.numel()
+    return frozen
 
 
 class AwaresSFTTrainer(SFTTrainer):
@@ -115,6 +143,8 @@ class AwaresSFTTrainer(SFTTrainer):
         )
         # The template file (if any) is already read into the collator; TRL would copy it onto the processor.
         args.chat_template_path = None
+        if args.freeze_vision_tower:
+            freeze_vision_tower(model)
         super().__init__(
             model,
             args=args,
