@@ -40,6 +40,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_lowres_decode.py
 	$(BIN)/python benchmarks/bench_collect_throughput.py
 	$(BIN)/python benchmarks/bench_reliability.py
+	$(BIN)/python benchmarks/bench_sft_learning.py
+	$(BIN)/python benchmarks/bench_sft_learning.py --freeze-vision
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
