@@ -393,6 +393,20 @@ def test_collect_label_then_train_sft_then_ask_offline(
 
 
 @pytest.mark.slow
+def test_a_killed_training_run_resumes_from_its_last_checkpoint(
+    exports: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "resume"
+    base = ["train", "sft", "--data", str(exports["json"]), "--model", "tiny", "--out", str(out),
+            "--save_strategy", "steps", "--save_steps", "2", "--report_to", "none"]  # fmt: skip
+    assert main([*base, "--max-steps", "2"]) == 0  # as if killed after the checkpoint at step 2
+    assert (out / "checkpoint-2" / "trainer_state.json").is_file()
+    assert main([*base, "--max-steps", "4", "--resume_from_checkpoint", str(out / "checkpoint-2")]) == 0
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4 and (out / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
 def test_lora_adapters_are_merged_into_a_plain_checkpoint(exports: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "lora"
     code = main(
