@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from awares_agent.errors import ConfigError
+from awares_agent.errors import AwaresError, ConfigError
 
 # torch, transformers and TRL are imported when a sub-command runs (seconds of start-up): `awares --help`
 # and `awares train --help` answer at once.
@@ -169,7 +169,8 @@ def _train(config: Any, console: Console) -> int:
         f"\n  try: awares ask IMAGE QUESTION --model {escape(str(out))}"
     )
     if config.eval_data and trainer.accelerator.is_main_process:
-        _run_eval(out, config.eval_data, out / "policy-eval", config.eval_limit, "cpu", 4, console)
+        device = "cpu" if config.use_cpu else str(trainer.accelerator.device)  # where it trained
+        _run_eval(out, config.eval_data, out / "policy-eval", config.eval_limit, device, 4, console)
     return 0
 
 
@@ -219,4 +220,8 @@ def _run_eval(
 
 
 if __name__ == "__main__":  # accelerate launch -m awares_agent.training.cli sft ...
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except AwaresError as exc:
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        raise SystemExit(2) from None
