@@ -1,4 +1,4 @@
-"""Training AwaRes policies: cold-start SFT on collected trajectories (GRPO follows).
+"""Training AwaRes policies: cold-start SFT on collected trajectories; GRPO's reward and guard so far.
 
 * :mod:`~awares_agent.training.data`: read and check ``awares collect`` exports (:func:`load_training_data`),
   and held-out rows as evaluation samples (:func:`policy_samples`).
@@ -9,6 +9,8 @@
 * :mod:`~awares_agent.training.sft`: :class:`AwaresSFTTrainer`, ``SFTTrainer`` with the weighted loss.
 * :mod:`~awares_agent.training.models`: load a VLM to train; save the result as a checkpoint the agent runs.
 * :mod:`~awares_agent.training.evaluate`: the trained policy through the real agent on held-out rows.
+* :mod:`~awares_agent.training.rewards`: the AwaRes reward ``R = R_ans - C_tool`` (for GRPO).
+* :mod:`~awares_agent.training.guards`: :class:`CallRateGuard`, against tool-call collapse during RL.
 * :mod:`~awares_agent.training.cli`: ``awares train sft`` and ``awares train eval``.
 
 Needs the ``train`` extra (``pip install 'awares[train]'``: TRL, peft, transformers, torch).
@@ -24,9 +26,12 @@ from typing import Any
 _EXPORTS = {
     "AwaresSFTConfig": "awares_agent.training.config",
     "AwaresSFTTrainer": "awares_agent.training.sft",
+    "CallRateGuard": "awares_agent.training.guards",
+    "CropCost": "awares_agent.training.rewards",
     "TrainingData": "awares_agent.training.data",
     "TrainingDataError": "awares_agent.training.data",
     "WeightedVisionCollator": "awares_agent.training.collator",
+    "awares_reward": "awares_agent.training.rewards",
     "evaluate_policy": "awares_agent.training.evaluate",
     "load_for_training": "awares_agent.training.models",
     "load_training_data": "awares_agent.training.data",
