@@ -185,3 +185,20 @@ def test_extract_tool_calls(text: str, rest: str, calls: list[tuple[str, str]]) 
 )
 def test_malformed_tool_calls_are_left_for_the_protocol(text: str) -> None:
     assert extract_tool_calls(text) == (text, [])
+
+
+def test_a_tiny_qwen3_vl_runs_as_an_agent_with_its_own_token_rule(tmp_path: Path) -> None:
+    from awares_agent import AwaResAgent
+    from awares_agent.backends.transformers_backend import TransformersBackend
+    from awares_agent.testing import build_tiny_qwen3_vl
+
+    folder = build_tiny_qwen3_vl(tmp_path / "q3")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "qwen3_vl"
+    assert config["architectures"] == ["Qwen3VLForConditionalGeneration"]
+    assert json.loads((folder / "processor_config.json").read_text())["processor_class"] == "Qwen3VLProcessor"
+    backend = TransformersBackend(str(folder), local_files_only=True, max_new_tokens=4)
+    result = AwaResAgent(backend, protocol="awares-text").ask(Image.new("RGB", (640, 448), "white"), "What?")
+    cost = result.trajectory.cost
+    # Qwen3-VL's rule: one visual token per 32x32 px (16 px patches, merged 2x2): the 320x224 view is 10x7.
+    assert cost.rule == "qwen3-vl" and cost.view_tokens == 70 and cost.full_tokens == 20 * 14

@@ -106,11 +106,12 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
 
 
 def _wants_tiny(argv: Sequence[str]) -> bool:
-    """Whether the command line names ``--model tiny``."""
-    from awares_agent.training.config import TINY_MODEL
+    """Whether the command line names a tiny model (``--model tiny`` or ``--model tiny-qwen3-vl``)."""
+    from awares_agent.training.config import TINY_MODEL, TINY_QWEN3_MODEL
 
+    tiny = (TINY_MODEL, TINY_QWEN3_MODEL)
     pairs = zip(argv, [*argv[1:], ""], strict=True)
-    return any(a == f"--model={TINY_MODEL}" or (a == "--model" and b == TINY_MODEL) for a, b in pairs)
+    return any(a in {f"--model={t}" for t in tiny} or (a == "--model" and b in tiny) for a, b in pairs)
 
 
 def sft(argv: Sequence[str], console: Console) -> int:

@@ -14,13 +14,16 @@ from trl import SFTConfig
 
 from awares_agent.errors import ConfigError
 
-__all__ = ["TINY_MODEL", "AwaresSFTConfig"]
+__all__ = ["TINY_MODEL", "TINY_QWEN3_MODEL", "AwaresSFTConfig"]
 
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 """The default LoRA targets (a peft regex): the language model's linear layers, none of the vision tower's."""
 
 TINY_MODEL = "tiny"
 """The ``model`` value that builds a fresh tiny local Qwen2.5-VL (random weights; smoke runs, benchmarks)."""
+
+TINY_QWEN3_MODEL = "tiny-qwen3-vl"
+"""The ``model`` value that builds a fresh tiny local Qwen3-VL."""
 
 
 @dataclass
@@ -54,8 +57,8 @@ class AwaresSFTConfig(SFTConfig):
     model: str | None = field(
         default=None,
         metadata={
-            "help": "the VLM to fine-tune: a checkpoint directory or hub id, or 'tiny' (a fresh tiny local "
-            "Qwen2.5-VL)"
+            "help": "the VLM to fine-tune: a checkpoint directory or hub id, or 'tiny' / 'tiny-qwen3-vl' (a "
+            "fresh tiny local Qwen2.5-VL / Qwen3-VL)"
         },
     )
     eval_data: str | None = field(

@@ -21,7 +21,7 @@ from awares_agent.backends.hf_loading import apply_pixel_bounds
 from awares_agent.backends.hf_processors import load_processor, save_processor
 from awares_agent.config import AgentConfig, write_checkpoint_options
 from awares_agent.errors import ConfigError
-from awares_agent.training.config import TINY_MODEL
+from awares_agent.training.config import TINY_MODEL, TINY_QWEN3_MODEL
 
 __all__ = ["load_for_training", "save_trained"]
 
@@ -39,7 +39,7 @@ def load_for_training(
     """Load ``model`` and its processor for training.
 
     Args:
-        model: a checkpoint directory, a hub id, or ``"tiny"``.
+        model: a checkpoint directory, a hub id, ``"tiny"`` (a fresh tiny Qwen2.5-VL) or ``"tiny-qwen3-vl"``.
         work_dir: where ``"tiny"`` is built (``work_dir/tiny-base``).
         model_init_kwargs: ``from_pretrained`` keyword arguments (``dtype``, ``attn_implementation``...).
         local_files_only: never contact the Hugging Face hub.
@@ -54,10 +54,11 @@ def load_for_training(
     from transformers import AutoModelForImageTextToText
 
     source = model
-    if model == TINY_MODEL:
-        from awares_agent.testing import build_tiny_vlm
+    if model in (TINY_MODEL, TINY_QWEN3_MODEL):
+        from awares_agent.testing import build_tiny_qwen3_vl, build_tiny_vlm
 
-        source = str(build_tiny_vlm(Path(work_dir) / "tiny-base", seed=tiny_seed))
+        build = build_tiny_vlm if model == TINY_MODEL else build_tiny_qwen3_vl
+        source = str(build(Path(work_dir) / "tiny-base", seed=tiny_seed))
         local_files_only = True
     path = Path(source).expanduser()
     if source.startswith((".", "/", "~")) and not path.is_dir():

@@ -1,8 +1,9 @@
-"""Support for tests, benchmarks and smoke runs: a tiny local vision-language model.
+"""Support for tests, benchmarks and smoke runs: tiny local vision-language models.
 
-:func:`build_tiny_vlm` writes a tiny Qwen2.5-VL checkpoint (random weights, no download, a few seconds on a
-CPU) that loads like a real one; see :mod:`awares_agent.testing.tiny_vlm`. Its answers mean nothing: it is
-for checking that a pipeline runs end to end, offline.
+:func:`build_tiny_vlm` writes a tiny Qwen2.5-VL checkpoint and :func:`build_tiny_qwen3_vl` a tiny Qwen3-VL
+(random weights, no download, a few seconds on a CPU) that load like real ones; see
+:mod:`awares_agent.testing.tiny_vlm`. Their answers mean nothing: they are for checking that a pipeline runs
+end to end, offline.
 """
 
 from awares_agent.testing.tiny_vlm import (
@@ -11,6 +12,7 @@ from awares_agent.testing.tiny_vlm import (
     MIN_PIXELS,
     SPECIAL_TOKENS,
     TAG_TOKENS,
+    build_tiny_qwen3_vl,
     build_tiny_vlm,
     build_tokenizer,
 )
@@ -21,6 +23,7 @@ __all__ = [
     "MIN_PIXELS",
     "SPECIAL_TOKENS",
     "TAG_TOKENS",
+    "build_tiny_qwen3_vl",
     "build_tiny_vlm",
     "build_tokenizer",
 ]

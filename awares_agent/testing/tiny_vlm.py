@@ -207,3 +207,86 @@ def build_tiny_vlm(path: str | Path, *, seed: int = 0) -> Path:
     # Named as the stock processor class, as a real Qwen2.5-VL checkpoint is; loaders pick their own variant.
     save_processor(processor, out)
     return out
+
+
+def build_tiny_qwen3_vl(path: str | Path, *, seed: int = 0) -> Path:
+    """Build a randomly initialised tiny Qwen3-VL and save it as a checkpoint directory.
+
+    The same tokenizer and chat template as :func:`build_tiny_vlm`, with Qwen3-VL's own architecture: a
+    vision tower of 16 px patches (32 px per visual token after merging) with learned absolute position
+    embeddings, and an interleaved 3-D rotary position in the language model (about 0.66 M parameters).
+
+    Args:
+        path: the directory to write (created if needed).
+        seed: the seed of the random weights.
+
+    Returns:
+        ``path``, loadable offline like ``Qwen/Qwen3-VL-2B-Instruct``.
+    """
+    import torch
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    config = Qwen3VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 128,
+            "intermediate_size": 256,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 32,
+            "max_position_embeddings": 8192,
+            # 16 rotary pairs over (time, height, width), interleaved as in Qwen3-VL ([24, 20, 20] of 64).
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": [6, 5, 5],
+                "mrope_interleaved": True,
+            },
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_heads": 2,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "out_hidden_size": 128,
+            "num_position_embeddings": 256,
+            "deepstack_visual_indexes": [],
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(out)
+    unit = 32 * 32  # one visual token's pixels: 16 px patches, merged 2x2
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=16,
+        temporal_patch_size=2,
+        merge_size=2,
+        min_pixels=32 * unit,
+        max_pixels=2048 * unit,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    processor = image_only_processor_class("qwen3_vl")(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
+    )
+    save_processor(processor, out)
+    return out
