@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from awares_agent.backends.hf_processors import image_only_processor_class, save_processor
 from awares_agent.tools.crop_sets import PaperCropSet
@@ -142,6 +143,57 @@ def build_tokenizer() -> object:
     return tokenizer
 
 
+def _text_config(
+    ids: dict[str, int], vocab_size: int, rope: dict[str, object], **extra: object
+) -> dict[str, object]:
+    """The tiny language model both builders share: 128 wide, 2 layers, 4 heads (2 KV) of 32."""
+    return {
+        **extra,
+        "vocab_size": vocab_size,
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 8192,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, **rope},
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+
+
+def _vision_token_ids(ids: dict[str, int]) -> dict[str, int]:
+    return {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
+
+
+def _build(
+    out: Path, *, seed: int, model_type: str, make_config: Any, model_class: Any, image_processor: Any
+) -> Path:
+    """Build the model ``make_config(tokenizer, ids)`` describes, seeded, and save it with its processor."""
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    torch.manual_seed(seed)
+    model = model_class(make_config(len(tokenizer), ids))
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(out)
+    processor = image_only_processor_class(model_type)(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
+    )
+    # Named as the stock processor class, as a real checkpoint is; loaders pick their own variant.
+    save_processor(processor, out)
+    return out
+
+
 def build_tiny_vlm(path: str | Path, *, seed: int = 0) -> Path:
     """Build a randomly initialised tiny Qwen2.5-VL and save it as a checkpoint directory.
 
@@ -153,60 +205,37 @@ def build_tiny_vlm(path: str | Path, *, seed: int = 0) -> Path:
         ``path``, which ``AutoModelForImageTextToText.from_pretrained`` and
         :func:`~awares_agent.backends.hf_processors.load_processor` load offline.
     """
-    import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": 128,
-            "intermediate_size": 256,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 8192,
+    def config(vocab_size: int, ids: dict[str, int]) -> Any:
+        return Qwen2_5_VLConfig(
             # mrope splits head_dim / 2 = 16 rotary pairs over (time, height, width).
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-        },
-        vision_config={
-            "depth": 2,
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_heads": 2,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "window_size": 112,
-            "fullatt_block_indexes": [1],
-            "out_hidden_size": 128,
-        },
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.save_pretrained(out)
+            text_config=_text_config(ids, vocab_size, {"mrope_section": [4, 6, 6]}),
+            vision_config={
+                "depth": 2,
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_heads": 2,
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "window_size": 112,
+                "fullatt_block_indexes": [1],
+                "out_hidden_size": 128,
+            },
+            tie_word_embeddings=True,
+            **_vision_token_ids(ids),
+        )
 
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
-    processor = image_only_processor_class("qwen2_5_vl")(
-        image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
+    return _build(
+        Path(path),
+        seed=seed,
+        model_type="qwen2_5_vl",
+        make_config=config,
+        model_class=Qwen2_5_VLForConditionalGeneration,
+        image_processor=Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS),
     )
-    # Named as the stock processor class, as a real Qwen2.5-VL checkpoint is; loaders pick their own variant.
-    save_processor(processor, out)
-    return out
 
 
 def build_tiny_qwen3_vl(path: str | Path, *, seed: int = 0) -> Path:
@@ -223,58 +252,31 @@ def build_tiny_qwen3_vl(path: str | Path, *, seed: int = 0) -> Path:
     Returns:
         ``path``, loadable offline like ``Qwen/Qwen3-VL-2B-Instruct``.
     """
-    import torch
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    config = Qwen3VLConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": 128,
-            "intermediate_size": 256,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "head_dim": 32,
-            "max_position_embeddings": 8192,
-            # 16 rotary pairs over (time, height, width), interleaved as in Qwen3-VL ([24, 20, 20] of 64).
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 10000.0,
-                "mrope_section": [6, 5, 5],
-                "mrope_interleaved": True,
+    def config(vocab_size: int, ids: dict[str, int]) -> Any:
+        # 16 rotary pairs over (time, height, width), interleaved as in Qwen3-VL ([24, 20, 20] of 64).
+        rope = {"mrope_section": [6, 5, 5], "mrope_interleaved": True}
+        return Qwen3VLConfig(
+            # Qwen3's head size is its own setting (128 by default), not hidden / heads.
+            text_config=_text_config(ids, vocab_size, rope, head_dim=32),
+            vision_config={
+                "depth": 2,
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_heads": 2,
+                "patch_size": 16,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "out_hidden_size": 128,
+                "num_position_embeddings": 256,
+                "deepstack_visual_indexes": [],
             },
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-        },
-        vision_config={
-            "depth": 2,
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_heads": 2,
-            "patch_size": 16,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "out_hidden_size": 128,
-            "num_position_embeddings": 256,
-            "deepstack_visual_indexes": [],
-        },
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(config)
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.save_pretrained(out)
+            tie_word_embeddings=True,
+            **_vision_token_ids(ids),
+        )
+
     unit = 32 * 32  # one visual token's pixels: 16 px patches, merged 2x2
     image_processor = Qwen2VLImageProcessorPil(
         patch_size=16,
@@ -285,8 +287,11 @@ def build_tiny_qwen3_vl(path: str | Path, *, seed: int = 0) -> Path:
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
     )
-    processor = image_only_processor_class("qwen3_vl")(
-        image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
+    return _build(
+        Path(path),
+        seed=seed,
+        model_type="qwen3_vl",
+        make_config=config,
+        model_class=Qwen3VLForConditionalGeneration,
+        image_processor=image_processor,
     )
-    save_processor(processor, out)
-    return out
