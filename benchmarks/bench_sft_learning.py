@@ -43,9 +43,16 @@ from awares_agent.collect.judges import MetricJudge
 from awares_agent.collect.pipeline import Labeler, summarize_rows
 from awares_agent.config import AgentConfig
 from awares_agent.engine import collect_sync, read_rows
+from awares_agent.evals.schema import EvalSample
 from awares_agent.evals.synthetic.decision import generate_decision
 from awares_agent.image_store import ImageStore
-from awares_agent.training import AwaresSFTConfig, AwaresSFTTrainer, load_for_training, load_training_data
+from awares_agent.training import (
+    AwaresSFTConfig,
+    AwaresSFTTrainer,
+    load_for_training,
+    load_training_data,
+    policy_samples,
+)
 from awares_agent.training.evaluate import evaluate_policy
 from awares_agent.training.models import save_trained
 
@@ -75,9 +82,9 @@ class PolicyCurve(TrainerCallback):
     """Saves the model at the given steps and scores its policy through the agent on the held-out pages."""
 
     def __init__(
-        self, trainer_ref: list[Any], steps: set[int], heldout: Path, out: Path, agent: AgentConfig
+        self, trainer: Any, steps: set[int], heldout: list[EvalSample], out: Path, agent: AgentConfig
     ) -> None:
-        self.trainer_ref, self.steps, self.heldout = trainer_ref, steps, heldout
+        self.trainer, self.steps, self.heldout = trainer, steps, heldout
         self.out, self.agent = out, agent
         self.points: list[dict[str, Any]] = []
         self.train_s = 0.0
@@ -92,7 +99,7 @@ class PolicyCurve(TrainerCallback):
         self.train_s += time.perf_counter() - self._last
         if state.global_step in self.steps:
             snapshot = self.out / f"step-{state.global_step}"
-            save_trained(self.trainer_ref[0], snapshot, self.agent)
+            save_trained(self.trainer, snapshot, self.agent)
             started = time.perf_counter()
             report = evaluate_policy(snapshot, self.heldout, self.out / f"eval-{state.global_step}")
             loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
@@ -104,7 +111,7 @@ class PolicyCurve(TrainerCallback):
 
 
 def train_curve(
-    data: Any, test_export: Path, run: Path, args: argparse.Namespace, weight: float
+    data: Any, heldout: list[EvalSample], run: Path, args: argparse.Namespace, weight: float
 ) -> tuple[list[dict[str, Any]], int]:
     """Train a fresh tiny model with crop-call weight ``weight``: the policy's curve, the parameter count."""
     shutil.rmtree(run, ignore_errors=True)
@@ -127,14 +134,13 @@ def train_curve(
         disable_tqdm=True,
         freeze_vision_tower=args.freeze_vision,
     )
-    trainer_ref: list[Any] = []
-    steps = {int(s) for s in args.eval_at.split(",")}
-    curve = PolicyCurve(trainer_ref, steps, test_export, run, data.agent_config())
     trainer = AwaresSFTTrainer(
         model, config, train_dataset=data.dataset, processing_class=processor, protocol=data.protocol,
-        crop_set=data.crop_set, callbacks=[curve],
+        crop_set=data.crop_set,
     )  # fmt: skip
-    trainer_ref.append(trainer)
+    steps = {int(s) for s in args.eval_at.split(",")}
+    curve = PolicyCurve(trainer, steps, heldout, run, data.agent_config())
+    trainer.add_callback(curve)
     trainer.train()
     return curve.points, sum(p.numel() for p in model.parameters())
 
@@ -174,6 +180,7 @@ def main() -> None:
     )
     data = load_training_data(train_export)
     held_out = load_training_data(test_export)
+    heldout_samples = policy_samples(test_export)  # read once, scored at every evaluation step
     console.print(f"train: {data.describe()}; teacher labels agree with the pages: "
                   f"{train_summary['label_agreement']:.0%}")  # fmt: skip
     console.print(f"held-out: {held_out.describe()}")
@@ -188,7 +195,7 @@ def main() -> None:
     params = 0
     for weight in (float(w) for w in args.weights.split(",")):
         run = out / f"sft-w{weight:g}{'-frozen' if args.freeze_vision else ''}"
-        points, params = train_curve(data, test_export, run, args, weight)
+        points, params = train_curve(data, heldout_samples, run, args, weight)
         record["curves"][f"{weight:g}"] = points
         vision = "vision encoder frozen" if args.freeze_vision else "every weight trained"
         table = Table(title=f"tiny Qwen2.5-VL, crop-call weight w={weight:g}, {vision}: the policy on "

@@ -141,8 +141,8 @@ def _train(config: Any, console: Console) -> int:
 
     with console.status(f"reading {config.data}..."):
         data = load_training_data(config.data)
-        if config.eval_data:  # checked now: a bad held-out set must not wait for the end of training
-            policy_samples(config.eval_data, limit=config.eval_limit)
+        # Read now, once: a bad held-out set must not wait for the end of training.
+        heldout = policy_samples(config.eval_data, limit=config.eval_limit) if config.eval_data else None
     console.print(f"[bold]data[/] {escape(data.describe())}")
     out = Path(config.output_dir)
     with console.status(f"loading {config.model}..."):
@@ -169,9 +169,9 @@ def _train(config: Any, console: Console) -> int:
         f"{escape(str(out))}"
         f"\n  try: awares ask IMAGE QUESTION --model {escape(str(out))}"
     )
-    if config.eval_data and trainer.accelerator.is_main_process:
+    if heldout is not None and trainer.accelerator.is_main_process:
         device = "cpu" if config.use_cpu else str(trainer.accelerator.device)  # where it trained
-        _run_eval(out, config.eval_data, out / "policy-eval", config.eval_limit, device, 4, console)
+        _run_eval(out, heldout, Path(config.eval_data).name, out / "policy-eval", device, 4, console)
     return 0
 
 
@@ -180,37 +180,39 @@ def evaluate(argv: Sequence[str], console: Console) -> int:
     args = _eval_parser().parse_args(list(argv))
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    from awares_agent.training.data import policy_samples
+
+    model = Path(args.model)
+    if not model.is_dir():
+        raise ConfigError(
+            f"--model {args.model!r} is not a checkpoint directory (awares train sft --out DIR)"
+        )
+    samples = policy_samples(args.data, limit=args.limit)
     return _run_eval(
-        Path(args.model), args.data, Path(args.out), args.limit, args.device, args.concurrency, console
+        model, samples, Path(args.data).name, Path(args.out), args.device, args.concurrency, console
     )
 
 
 def _run_eval(
-    model: Path, data: str, out: Path, limit: int | None, device: str, concurrency: int, console: Console
+    model: Path, samples: list[Any], name: str, out: Path, device: str, concurrency: int, console: Console
 ) -> int:
+    """Evaluate the checkpoint ``model`` on held-out ``samples`` (read from ``name``) and print the report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from awares_agent.training.data import policy_samples
     from awares_agent.training.evaluate import REPORT, evaluate_policy
 
-    if not model.is_dir():
-        raise ConfigError(
-            f"--model {str(model)!r} is not a checkpoint directory (awares train sft --out DIR)"
-        )
-    total = len(policy_samples(data, limit=limit))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("evaluating the policy", total=total)
+        task = progress.add_task("evaluating the policy", total=len(samples))
         report = evaluate_policy(
             model,
-            data,
+            samples,
             out,
-            limit=limit,
             device=device,
             concurrency=concurrency,
             on_result=lambda _: progress.advance(task),
         )
-    table = Table(title=f"Policy of {model} on {Path(data).name}", show_edge=False)
+    table = Table(title=f"Policy of {model} on {name}", show_edge=False)
     table.add_column("measure")
     table.add_column("value", justify="right")
     for name, value in report.lines():

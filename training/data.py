@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from awares_agent.backends.hf_chat import TOOLS_HEADER
 from awares_agent.config import AgentConfig
 from awares_agent.errors import AwaresError, ConfigError
 from awares_agent.tools.crop_sets import crop_set as make_crop_set
 from awares_agent.tools.prompts import PRESETS, system_prompt_for
-from awares_agent.tools.protocols import make_protocol
+from awares_agent.tools.protocols import ToolProtocol, make_protocol
 from awares_agent.training.turns import assistant_turn_kinds, message_text
 
 __all__ = ["TrainingData", "TrainingDataError", "load_training_data", "policy_samples"]
@@ -182,19 +183,16 @@ def _guess_protocol(messages: Iterable[Mapping[str, Any]]) -> str:
 def _system_prompt(messages: list[Mapping[str, Any]]) -> str | None:
     if not messages or messages[0].get("role") != "system":
         return None
-    text = message_text(messages[0])
-    return text.split("\n\n# Tools\n", 1)[0]
+    return message_text(messages[0]).split(TOOLS_HEADER, 1)[0]
 
 
-def _check_images(dataset: Any) -> None:
-    """Every image decodes (checked without keeping the pixels)."""
+def _check_images(rows: Any) -> None:
+    """Every image of ``rows`` (``id`` and undecoded ``images``) decodes; the pixels are not kept."""
     import io
 
-    from datasets import Image, List
     from PIL import Image as PILImage
 
-    raw = dataset.cast_column("images", List(Image(decode=False)))
-    for row in raw.select_columns(["id", "images"]):
+    for index, row in enumerate(rows):
         for number, image in enumerate(row["images"], 1):
             try:
                 source = io.BytesIO(image["bytes"]) if image.get("bytes") else image.get("path")
@@ -204,8 +202,8 @@ def _check_images(dataset: Any) -> None:
                     img.verify()
             except Exception as exc:  # PIL raises many kinds for a corrupt file
                 raise TrainingDataError(
-                    f"row {row['id']!r}: image {number} cannot be decoded ({type(exc).__name__}: {exc}); "
-                    "re-export the collection or drop the row"
+                    f"row {row.get('id', index)!r}: image {number} cannot be decoded "
+                    f"({type(exc).__name__}: {exc}); re-export the collection or drop the row"
                 ) from None
 
 
@@ -245,16 +243,19 @@ def load_training_data(path: str | Path, *, check_images: bool = True) -> Traini
         )
 
     columns = [c for c in ("id", "messages", "trajectory", "label") if c in dataset.column_names]
-    # Read without decoding images: only the texts and the image count are needed here.
+    # Read without decoding images: here only the texts, the image count and (below) the encoded bytes count.
     texts = dataset.select_columns(columns)
-    counts = dataset.cast_column("images", _undecoded()).select_columns(["images"])
+    encoded = dataset.cast_column("images", _undecoded()).select_columns(
+        [c for c in ("id", "images") if c in dataset.column_names]
+    )
+    parsers: dict[tuple[str, str], ToolProtocol] = {}
     protocols: Counter[tuple[str, str]] = Counter()
     labels: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
     keep: list[int] = []
     problems: list[str] = []
     system_prompt: str | None = None
-    for index, (row, images) in enumerate(zip(texts, counts, strict=True)):
+    for index, (row, images) in enumerate(zip(texts, encoded, strict=True)):
         row_id = row.get("id", index)
         messages = row["messages"] or []
         protocol, regions = _row_protocol(row)
@@ -264,7 +265,9 @@ def load_training_data(path: str | Path, *, check_images: bool = True) -> Traini
         if parts != len(images["images"] or []):
             problems.append(f"row {row_id!r}: {parts} image parts but {len(images['images'] or [])} images")
             continue
-        kinds = assistant_turn_kinds(messages, make_protocol(protocol, make_crop_set(regions)))
+        if (protocol, regions) not in parsers:
+            parsers[(protocol, regions)] = make_protocol(protocol, make_crop_set(regions))
+        kinds = assistant_turn_kinds(messages, parsers[(protocol, regions)])
         if not kinds:
             problems.append(f"row {row_id!r}: no assistant turn (nothing to learn)")
             continue
@@ -293,9 +296,10 @@ def load_training_data(path: str | Path, *, check_images: bool = True) -> Traini
         raise TrainingDataError(f"{source}: no trainable row ({dict(skipped) or 'empty'})")
     if skipped:
         logger.warning("left out of training: %s", dict(skipped))
-    dataset = dataset.select(keep) if len(keep) < len(dataset) else dataset
+    if len(keep) < len(dataset):
+        dataset, encoded = dataset.select(keep), encoded.select(keep)
     if check_images:
-        _check_images(dataset)
+        _check_images(encoded)
     (protocol, regions), _ = protocols.most_common(1)[0]
     return TrainingData(
         dataset=dataset,

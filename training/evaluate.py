@@ -9,14 +9,14 @@ decision and region accuracy against the labels, answer accuracy and RTR. The pe
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from awares_agent.config import AgentConfig
 from awares_agent.evals.decisions import DecisionReport, score_decisions
 from awares_agent.evals.runner import SampleResult, read_results, run_policy
+from awares_agent.evals.schema import EvalSample
 from awares_agent.training.data import policy_samples
 
 __all__ = ["REPORT", "evaluate_policy"]
@@ -26,7 +26,7 @@ REPORT = "policy.json"
 
 def evaluate_policy(
     model: str | Path | Any,
-    data: str | Path,
+    data: str | Path | Sequence[EvalSample],
     out_dir: str | Path,
     *,
     limit: int | None = None,
@@ -40,9 +40,9 @@ def evaluate_policy(
     Args:
         model: a trained checkpoint directory, or a backend to evaluate.
         data: held-out trajectories (an ``awares collect`` export; see
-            :func:`~awares_agent.training.data.policy_samples`).
+            :func:`~awares_agent.training.data.policy_samples`), or the samples already read from one.
         out_dir: where the per-sample results and ``policy.json`` are written.
-        limit: the first N rows only.
+        limit: the first N rows only (of an export read here).
         config: the agent configuration (default: what the checkpoint records).
         concurrency: samples in flight (a local model decodes them in batches).
         device: where a checkpoint directory's model runs.
@@ -53,7 +53,10 @@ def evaluate_policy(
     """
     from awares_agent.backends.transformers_backend import TransformersBackend
 
-    samples = policy_samples(data, limit=limit)
+    if isinstance(data, str | Path):
+        samples, benchmark = policy_samples(data, limit=limit), str(data)
+    else:
+        samples, benchmark = list(data), "held-out"
     if isinstance(model, str | Path):
         config = config or AgentConfig.from_checkpoint(model)
         backend: Any = TransformersBackend(str(model), device=device, local_files_only=True)
@@ -67,15 +70,10 @@ def evaluate_policy(
         "awares",
         out,
         config=config,
-        benchmark=str(data),
+        benchmark=benchmark,
         concurrency=concurrency,
         on_result=on_result,
     )
     report = score_decisions(read_results(out / "awares"), samples)
     (out / REPORT).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return report
-
-
-def read_report(out_dir: str | Path) -> DecisionReport:
-    """The report an :func:`evaluate_policy` run wrote."""
-    return DecisionReport.model_validate(json.loads((Path(out_dir) / REPORT).read_text(encoding="utf-8")))

@@ -17,10 +17,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from awares_agent.backends.hf_loading import apply_pixel_bounds
+from awares_agent.backends.hf_loading import apply_pixel_bounds, load_model, resolve_dtype
 from awares_agent.backends.hf_processors import load_processor, save_processor
 from awares_agent.config import AgentConfig, write_checkpoint_options
-from awares_agent.errors import ConfigError
 from awares_agent.training.config import TINY_MODEL, TINY_QWEN3_MODEL
 
 __all__ = ["load_for_training", "save_trained"]
@@ -51,8 +50,6 @@ def load_for_training(
     Raises:
         ConfigError: the model or its processor cannot be loaded (the message says why).
     """
-    from transformers import AutoModelForImageTextToText
-
     source = model
     if model in (TINY_MODEL, TINY_QWEN3_MODEL):
         from awares_agent.testing import build_tiny_qwen3_vl, build_tiny_vlm
@@ -60,24 +57,17 @@ def load_for_training(
         build = build_tiny_vlm if model == TINY_MODEL else build_tiny_qwen3_vl
         source = str(build(Path(work_dir) / "tiny-base", seed=tiny_seed))
         local_files_only = True
-    path = Path(source).expanduser()
-    if source.startswith((".", "/", "~")) and not path.is_dir():
-        raise ConfigError(
-            f"model directory {source!r} does not exist; pass a checkpoint directory or a hub id"
-        )
     kwargs = dict(model_init_kwargs or {})
-    kwargs.setdefault("dtype", "auto")
-    try:
-        loaded = AutoModelForImageTextToText.from_pretrained(
-            str(path) if path.is_dir() else source, local_files_only=local_files_only, **kwargs
-        )
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot load model {source!r}: {exc}. Download it first (`hf download {source}`) or pass a "
-            "local checkpoint directory"
-        ) from exc
-    except (ValueError, KeyError, ImportError) as exc:
-        raise ConfigError(f"cannot load {source!r} as an image-text-to-text model: {exc}") from exc
+    loaded = load_model(
+        source,
+        device=None,  # the trainer places it (one device, DDP, DeepSpeed or FSDP)
+        dtype=resolve_dtype(kwargs.pop("dtype", "auto")),
+        attn_implementation=kwargs.pop("attn_implementation", None),
+        local_files_only=local_files_only,
+        revision=kwargs.pop("revision", None),
+        extra=kwargs,
+    )
+    path = Path(source).expanduser()
     processor = load_processor(str(path) if path.is_dir() else source, local_files_only=local_files_only)
     # The paper's bounds (32 to 2048 visual tokens), as the transformers backend sets them at inference.
     apply_pixel_bounds(processor, None, None)

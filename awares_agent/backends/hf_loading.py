@@ -11,6 +11,7 @@ torch and transformers are imported inside the functions that need them: they ar
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,21 +75,24 @@ def resolve_dtype(dtype: Any) -> Any:
 def load_model(
     source: str,
     *,
-    device: str,
+    device: str | None,
     dtype: Any,
     attn_implementation: str | None,
     local_files_only: bool,
     revision: str | None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Any:
     """Load an ``AutoModelForImageTextToText`` checkpoint onto ``device``, in evaluation mode.
 
     Args:
         source: a hub id or a local checkpoint directory (``~`` is expanded).
-        device: where to put it (from :func:`resolve_device`).
+        device: where to put it (from :func:`resolve_device`); ``None``: where ``from_pretrained`` puts it,
+            left in training mode (for a trainer, which places the model itself).
         dtype: the weights' dtype (from :func:`resolve_dtype`).
         attn_implementation: e.g. ``"sdpa"``; transformers' default when ``None``.
         local_files_only: never contact the hub.
         revision: the hub revision.
+        extra: more ``from_pretrained`` keyword arguments.
 
     Raises:
         ConfigError: the directory does not exist, the model is not downloaded (offline), or it is not an
@@ -101,7 +105,12 @@ def load_model(
         raise ConfigError(
             f"model directory {source!r} does not exist; pass a checkpoint directory or a hub id"
         )
-    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": local_files_only, "revision": revision}
+    kwargs: dict[str, Any] = {
+        **(extra or {}),
+        "dtype": dtype,
+        "local_files_only": local_files_only,
+        "revision": revision,
+    }
     # With peft installed, transformers looks for an adapter config first without passing local_files_only on
     # (and retries a missing network for ~25 s); say it explicitly.
     kwargs["adapter_kwargs"] = {"local_files_only": local_files_only}
@@ -124,7 +133,7 @@ def load_model(
             f"vision-language checkpoint this transformers version supports (upgrade transformers if its "
             f"architecture is newer), and that attn_implementation={attn_implementation!r} is available"
         ) from exc
-    return model.to(device).eval()
+    return model.to(device).eval() if device is not None else model
 
 
 def apply_pixel_bounds(processor: Any, min_pixels: int | None, max_pixels: int | None) -> None:

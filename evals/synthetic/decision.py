@@ -15,7 +15,6 @@ The offline reader labels these pages as intended (large: direct; small: a tool 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -120,8 +119,7 @@ def generate_decision(
     spec = spec or DecisionSpec()
     rng = random.Random(seed)
     n_small = round(n * spec.small_share)
-    kinds: Sequence[bool] = [True] * n_small + [False] * (n - n_small)
-    kinds = list(kinds)
+    kinds = [True] * n_small + [False] * (n - n_small)
     rng.shuffle(kinds)
     samples = []
     for i, small in enumerate(kinds):

@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from awares_agent.backends.reader.config import DEFAULT_CONFIG, ReaderConfig
 from awares_agent.backends.reader.conversation import read_turn
@@ -16,6 +17,7 @@ from awares_agent.messages import ChatMessage, ChatReply, ToolCall, ToolSpec, Us
 from awares_agent.tokens import PixelTokenRule
 from awares_agent.tools.crop_sets import CropSet
 from awares_agent.tools.crop_sets import crop_set as make_crop_set
+from awares_agent.tools.protocols import AwaresTextProtocol
 
 __all__ = ["ReaderBackend"]
 
@@ -77,6 +79,7 @@ class ReaderBackend:
         self.crop_set = make_crop_set(crop_set)
         self._model_name = model_name
         self._policy = ReaderPolicy(self.crop_set, self.config)
+        self._text_protocol = AwaresTextProtocol(self.crop_set)
 
     @property
     def model_name(self) -> str:
@@ -120,31 +123,19 @@ class ReaderBackend:
             # the policy would answer without reading it (a question it does not parse).
             images.get(turn.view.image_id)
         decision = self._policy.decide(turn, images)
-        if isinstance(decision, str):
+
+        def reply(**fields: Any) -> ChatReply:
             return ChatReply(
-                text=decision,
-                usage=Usage(),
-                finish_reason="stop",
-                model=self._model_name,
-                latency_s=time.perf_counter() - started,
+                usage=Usage(), model=self._model_name, latency_s=time.perf_counter() - started, **fields
             )
+
+        if isinstance(decision, str):
+            return reply(text=decision, finish_reason="stop")
         if turn.tool_name is not None:
             call = ToolCall(id="call_0", name=turn.tool_name, arguments=json.dumps({"crops": decision}))
-            return ChatReply(
-                tool_calls=[call],
-                usage=Usage(),
-                finish_reason="tool_calls",
-                model=self._model_name,
-                latency_s=time.perf_counter() - started,
-            )
+            return reply(tool_calls=[call], finish_reason="tool_calls")
         # The awares-text convention, as the released model writes it.
-        return ChatReply(
-            text="GET_CROPS: [" + ", ".join(f"'{c}'" for c in decision) + "]",
-            usage=Usage(),
-            finish_reason="stop",
-            model=self._model_name,
-            latency_s=time.perf_counter() - started,
-        )
+        return reply(text=self._text_protocol.call_reply(decision).text, finish_reason="stop")
 
     async def acomplete(
         self,
