@@ -1,20 +1,21 @@
-"""The SFT configuration: TRL's :class:`~trl.SFTConfig` with the AwaRes fields and the paper's defaults.
+"""The training configurations: TRL's :class:`~trl.SFTConfig` and :class:`~trl.GRPOConfig` with the AwaRes
+fields and the paper's defaults.
 
-The ``awares train sft`` command line is generated from this dataclass (TRL's ``TrlParser``), so every flag,
-default and help text is written here once, and a YAML file with the same keys is accepted
-(``awares train sft --config sft.yaml``). Every TRL and ``transformers.TrainingArguments`` option is there
-too (``--learning_rate``, ``--per_device_train_batch_size``, ``--bf16``...).
+The ``awares train sft`` and ``awares train grpo`` command lines are generated from these dataclasses (TRL's
+``TrlParser``), so every flag, default and help text is written here once, and a YAML file with the same keys
+is accepted (``awares train sft --config sft.yaml``). Every TRL and ``transformers.TrainingArguments`` option
+is there too (``--learning_rate``, ``--per_device_train_batch_size``, ``--bf16``...).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trl import SFTConfig
+from trl import GRPOConfig, SFTConfig
 
 from awares_agent.errors import ConfigError
 
-__all__ = ["TINY_MODEL", "TINY_QWEN3_MODEL", "AwaresSFTConfig"]
+__all__ = ["TINY_MODEL", "TINY_QWEN3_MODEL", "AwaresGRPOConfig", "AwaresSFTConfig"]
 
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 """The default LoRA targets (a peft regex): the language model's linear layers, none of the vision tower's."""
@@ -153,6 +154,125 @@ class AwaresSFTConfig(SFTConfig):
             target_modules=self.lora_target_modules or LORA_TARGETS,
             task_type="CAUSAL_LM",
         )
+
+
+@dataclass
+class AwaresGRPOConfig(GRPOConfig):
+    """Multi-turn GRPO of an SFT model with the AwaRes reward ``R = R_ans - C_tool``.
+
+    Parameters beyond TRL's:
+        data: the prompts: an ``awares collect`` export (its rows' original images, questions, answers and
+            ``needs_crop`` labels; the trajectories themselves are not used).
+        model: the policy to start from, also the KL reference: a checkpoint of ``awares train sft`` (its
+            recorded protocol, crop set and system prompt are used), another checkpoint or hub id, or
+            ``"tiny"`` (a fresh tiny local Qwen2.5-VL, for smoke runs).
+        eval_data / eval_limit: held-out trajectories to evaluate the trained policy on, through the agent.
+        alpha_miss: the cost of answering without crops where they were needed.
+        alpha_use: the fixed cost of any crop request.
+        crop_cost: the cost of each crop requested (the paper's lambda).
+        similarity: ``R_ans``: ``lexical`` (offline edit similarity) or ``st:PATH`` (cosine similarity of a
+            local sentence-transformers model's embeddings, the paper's choice).
+        crop_rounds: crop rounds a rollout may use (inference's default: 1).
+        rollout_batch: rollouts generated together (the backend's batch size).
+        guard_low / guard_high / guard_action / guard_patience: the call-rate guard
+            (:class:`~awares_agent.training.guards.CallRateGuard`): warn, or stop and keep the best
+            checkpoint, when the share of rollouts that request crops leaves ``[low, high]``.
+        tiny_seed: the random seed of the weights of ``--model tiny``.
+
+    Defaults that differ from TRL's: ``beta=0.04`` (TRL's 0.0 turns the KL penalty to the reference off),
+    ``bf16`` only where a GPU supports it, ``logging_steps=1`` (every step's metrics are logged), and
+    ``output_dir`` has the alias ``--out``. ``max_completion_length`` bounds each model turn's generated
+    tokens.
+    """
+
+    data: str | None = field(
+        default=None, metadata={"help": "prompts and labels: an `awares collect` export folder or JSONL"}
+    )
+    model: str | None = field(
+        default=None,
+        metadata={"help": "the SFT checkpoint to start from (also the KL reference), a hub id, or 'tiny'"},
+    )
+    eval_data: str | None = field(
+        default=None,
+        metadata={"help": "held-out trajectories: evaluate the trained policy on them through the agent"},
+    )
+    eval_limit: int | None = field(
+        default=None, metadata={"help": "evaluate at most this many held-out rows"}
+    )
+    alpha_miss: float = field(
+        default=0.5, metadata={"help": "cost of answering without crops where they were needed"}
+    )
+    alpha_use: float = field(default=0.1, metadata={"help": "fixed cost of any crop request"})
+    crop_cost: float = field(default=0.05, metadata={"help": "cost of each crop requested (lambda)"})
+    similarity: str = field(
+        default="lexical",
+        metadata={
+            "help": "answer reward: 'lexical' (offline) or 'st:PATH' (a local sentence-transformers model)"
+        },
+    )
+    crop_rounds: int = field(default=1, metadata={"help": "crop rounds a rollout may use (inference: 1)"})
+    rollout_batch: int = field(default=8, metadata={"help": "rollouts generated together"})
+    guard_low: float = field(default=0.05, metadata={"help": "lowest acceptable crop-call rate"})
+    guard_high: float = field(default=0.95, metadata={"help": "highest acceptable crop-call rate"})
+    guard_action: str = field(
+        default="warn",
+        metadata={
+            "help": "when the call rate leaves the band: 'warn' or 'stop' (keeping the best checkpoint)"
+        },
+    )
+    guard_patience: int = field(default=3, metadata={"help": "logged steps outside the band before acting"})
+    tiny_seed: int = field(default=0, metadata={"help": "seed of the weights of --model tiny"})
+    output_dir: str | None = field(
+        default=None,
+        metadata={
+            "aliases": ["--out"],
+            "help": "where the trained model (and TRL's checkpoints) are written",
+        },
+    )
+    beta: float = field(
+        default=0.04,
+        metadata={"help": "KL penalty to the starting model (TRL's default 0 turns it off)"},
+    )
+    logging_steps: float = field(default=1, metadata={"help": "log every N steps (default: every step)"})
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "deprecated alias of --activation_checkpointing"}
+    )
+    activation_checkpointing: bool | None = field(
+        default=True,
+        metadata={"help": "recompute activations in the backward pass (less memory, ~20%% slower)"},
+    )
+    bf16: bool | None = field(
+        default=None,
+        metadata={
+            "help": "bf16 mixed precision (default: on where a GPU supports it, off on a CPU-only machine)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.bf16 is None and not self.fp16 and not _bf16_gpu():
+            self.bf16 = False
+        super().__post_init__()
+        from awares_agent.training.guards import CallRateGuard
+        from awares_agent.training.rewards import CropCost
+
+        CropCost(self.alpha_miss, self.alpha_use, self.crop_cost)  # checks the weights
+        CallRateGuard(
+            low=self.guard_low, high=self.guard_high, action=self.guard_action, patience=self.guard_patience
+        )  # checks the band
+        if not (self.similarity == "lexical" or self.similarity.startswith("st:")):
+            raise ConfigError(f"--similarity must be 'lexical' or 'st:PATH', got {self.similarity!r}")
+        if self.beta < 0:
+            raise ConfigError(f"--beta must be >= 0, got {self.beta}")
+        if self.num_generations < 2:
+            raise ConfigError(
+                f"--num-generations must be >= 2 (GRPO compares a group), got {self.num_generations}"
+            )
+        if not 0 <= self.crop_rounds <= 8:
+            raise ConfigError(f"--crop-rounds must be between 0 and 8, got {self.crop_rounds}")
+        if self.rollout_batch < 1:
+            raise ConfigError(f"--rollout-batch must be >= 1, got {self.rollout_batch}")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise ConfigError(f"--eval-limit must be >= 1, got {self.eval_limit}")
 
 
 def _bf16_gpu() -> bool:

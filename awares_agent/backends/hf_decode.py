@@ -90,6 +90,23 @@ class TurnOutcome:
 
 
 @dataclass(frozen=True)
+class GeneratedTurn:
+    """One model turn as token ids: what the model was given and what it generated.
+
+    Attributes:
+        prompt_ids: the prompt's token ids, image pads expanded (the whole conversation so far).
+        completion_ids: the generated ids (the stop token included, if one was generated).
+        images: the prompt's images in order of appearance, as given to the image processor.
+        finish_reason: ``"stop"`` or ``"length"``.
+    """
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    images: list[Any]
+    finish_reason: str
+
+
+@dataclass(frozen=True)
 class DecodeOptions:
     """How to decode: the sampling settings and the special token ids.
 

@@ -62,6 +62,7 @@ from awares_agent.backends.hf_batcher import MicroBatcher
 from awares_agent.backends.hf_chat import extract_tool_calls, hermes_history, to_hf_messages, with_tools_block
 from awares_agent.backends.hf_decode import (
     DecodeOptions,
+    GeneratedTurn,
     PrefixCache,
     PreparedTurn,
     TurnOutcome,
@@ -363,10 +364,33 @@ class TransformersBackend:
             MessageTranslationError: the conversation cannot be rendered (e.g. an image in a tool message).
             BackendError: generation failed (e.g. out of memory).
         """
+        return self.complete_with_ids(messages, images=images, tools=tools)[0]
+
+    def complete_with_ids(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        images: ImageStore,
+        tools: Sequence[ToolSpec] | None = None,
+    ) -> tuple[ChatReply, GeneratedTurn]:
+        """:meth:`complete`, also returning the exact token ids the model was given and generated.
+
+        RL training (``awares train grpo``) needs them: a rollout is trained on the tokens it sampled, not on
+        a re-tokenization of their text. Batched with concurrent calls like :meth:`complete`.
+
+        Returns:
+            The reply and the turn's :class:`~awares_agent.backends.hf_decode.GeneratedTurn`.
+        """
         t0 = time.perf_counter()
         request = self._prepare(messages, images, tools)
         outcome = self._run_alone(request) if self.max_batch_size == 1 else self._batcher.submit(request)
-        return self._reply(request, outcome, time.perf_counter() - t0)
+        turn = GeneratedTurn(
+            prompt_ids=request.input_ids.tolist(),
+            completion_ids=list(outcome.tokens),
+            images=list(request.images),
+            finish_reason=outcome.finish_reason,
+        )
+        return self._reply(request, outcome, time.perf_counter() - t0), turn
 
     async def acomplete(
         self,
