@@ -1,15 +1,20 @@
-"""``awares train``: cold-start SFT on collected trajectories, and the trained policy's evaluation.
+"""``awares train``: cold-start SFT on collected trajectories, multi-turn GRPO, and the policy's evaluation.
 
 * ``awares train sft --data EXPORT --model PATH_OR_HUB_ID --out DIR [--tool-call-weight 5] [--lora]
   [--max-steps N] [--eval-data EXPORT]`` fine-tunes a VLM on ``awares collect`` trajectories. Its flags are
   generated from :class:`~awares_agent.training.config.AwaresSFTConfig` (TRL's ``TrlParser``: every TRL and
   ``TrainingArguments`` option is there, ``--config FILE.yaml`` is accepted). ``--model tiny`` builds a fresh
   tiny local Qwen2.5-VL. ``DIR`` ends up a checkpoint that ``awares ask IMAGE Q --model DIR`` runs as it is.
+* ``awares train grpo --data EXPORT --model SFT_DIR --out DIR [--num-generations 8] [--beta 0.04]
+  [--alpha-miss 0.5] [--alpha-use 0.1] [--crop-cost 0.05] [--similarity lexical|st:PATH] [--max-steps N]``
+  runs multi-turn GRPO from an SFT checkpoint with the reward ``R = R_ans - C_tool``: rollouts through the
+  real agent, the crops in the training forward, the call-rate guard. Its flags are generated from
+  :class:`~awares_agent.training.config.AwaresGRPOConfig`; ``DIR`` loads with ``awares ask --model DIR``.
 * ``awares train eval --model DIR --data EXPORT --out OUT`` runs a trained model through the agent on
   held-out rows and reports well-formed replies, decision and region accuracy, answer accuracy and RTR.
 
 Under ``accelerate launch`` (DeepSpeed, FSDP, several GPUs) run ``python -m awares_agent.training.cli sft
-...``: see ``training/accelerate/``.
+...`` (or ``grpo``): see ``training/accelerate/``.
 """
 
 from __future__ import annotations
@@ -31,9 +36,12 @@ from awares_agent.errors import AwaresError, ConfigError
 
 USAGE = (
     "usage: awares train sft --data EXPORT --model PATH_OR_HUB_ID|tiny --out DIR [options]\n"
+    "       awares train grpo --data EXPORT --model SFT_DIR --out DIR [options]\n"
     "       awares train eval --model DIR --data EXPORT --out OUT [--limit N]\n\n"
     "  sft   cold-start SFT on `awares collect` trajectories (weighted crop-call loss); "
     "`awares train sft --help` lists every option\n"
+    "  grpo  multi-turn GRPO from an SFT model, reward = answer similarity - crop cost; "
+    "`awares train grpo --help` lists every option\n"
     "  eval  run a trained model through the agent on held-out rows: decisions, regions, answers, RTR\n"
 )
 
@@ -46,7 +54,7 @@ def add_parser(sub: Any) -> None:
     """Register ``train`` on the ``awares`` parser's sub-parsers; its own parsers read the rest."""
     train = sub.add_parser(
         "train",
-        help="cold-start SFT on collected trajectories, and the trained policy's evaluation",
+        help="cold-start SFT, multi-turn GRPO, and the trained policy's evaluation",
         add_help=False,
         usage=USAGE,
     )
@@ -65,6 +73,21 @@ def _sft_parser() -> Any:
             "Cold-start SFT of a VLM on AwaRes trajectories: loss on assistant tokens only, the crop-request "
             "turn weighted by --tool-call-weight (paper: 5). Needs --data, --model and --out. With --model "
             f"tiny: {', '.join(f'{k}={v}' for k, v in TINY_DEFAULTS.items())} unless given."
+        ),
+    )
+
+
+def _grpo_parser() -> Any:
+    from trl import TrlParser
+
+    from awares_agent.training.config import AwaresGRPOConfig
+
+    return TrlParser(
+        [AwaresGRPOConfig],
+        prog="awares train grpo",
+        description=(
+            "Multi-turn GRPO of an SFT model on AwaRes rollouts (the real agent, crops in the training "
+            "forward) with reward = answer similarity - crop cost. Needs --data, --model and --out."
         ),
     )
 
@@ -100,9 +123,11 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     command, rest = argv[0], argv[1:]
     if command == "sft":
         return sft(rest, console)
+    if command == "grpo":
+        return grpo(rest, console)
     if command == "eval":
         return evaluate(rest, console)
-    raise ConfigError(f"unknown train command {command!r}; use sft or eval")
+    raise ConfigError(f"unknown train command {command!r}; use sft, grpo or eval")
 
 
 def _wants_tiny(argv: Sequence[str]) -> bool:
@@ -114,10 +139,9 @@ def _wants_tiny(argv: Sequence[str]) -> bool:
     return any(a in {f"--model={t}" for t in tiny} or (a == "--model" and b in tiny) for a, b in pairs)
 
 
-def sft(argv: Sequence[str], console: Console) -> int:
-    """``awares train sft``: fine-tune, save a loadable checkpoint, and evaluate it if asked."""
+def _parse(parser: Any, argv: Sequence[str], command: str) -> Any:
+    """Parse ``awares train COMMAND`` options (tiny-model defaults where asked); check the required ones."""
     argv = list(argv)
-    parser = _sft_parser()
     if _wants_tiny(argv):
         parser.set_defaults(**TINY_DEFAULTS)
     try:
@@ -130,8 +154,72 @@ def sft(argv: Sequence[str], console: Console) -> int:
         if not value
     ]
     if missing:
-        raise ConfigError(f"awares train sft needs {', '.join(missing)} (see awares train sft --help)")
-    return _train(config, console)
+        raise ConfigError(
+            f"awares train {command} needs {', '.join(missing)} (see awares train {command} --help)"
+        )
+    return config
+
+
+def sft(argv: Sequence[str], console: Console) -> int:
+    """``awares train sft``: fine-tune, save a loadable checkpoint, and evaluate it if asked."""
+    return _train(_parse(_sft_parser(), argv, "sft"), console)
+
+
+def grpo(argv: Sequence[str], console: Console) -> int:
+    """``awares train grpo``: GRPO from an SFT checkpoint, saved loadable, evaluated if asked."""
+    config = _parse(_grpo_parser(), argv, "grpo")
+    from awares_agent.config import CHECKPOINT_FILE, AgentConfig
+    from awares_agent.training.data import load_training_data, policy_samples
+    from awares_agent.training.grpo import AwaresGRPOTrainer
+    from awares_agent.training.models import load_for_training, save_trained
+
+    with console.status(f"reading {config.data}..."):
+        samples = policy_samples(config.data)
+        heldout = policy_samples(config.eval_data, limit=config.eval_limit) if config.eval_data else None
+        recorded = (Path(config.model).expanduser() / CHECKPOINT_FILE).is_file()
+        # A checkpoint of `awares train sft` records how it speaks; otherwise the data's collection says.
+        agent = (
+            AgentConfig.from_checkpoint(config.model)
+            if recorded
+            else load_training_data(config.data).agent_config()
+        )
+    labelled = sum(s.needs_hr is not None for s in samples)
+    needed = sum(bool(s.needs_hr) for s in samples)
+    console.print(
+        f"[bold]data[/] {len(samples)} prompts ({needed} need crops, {labelled - needed} do not, "
+        f"{len(samples) - labelled} unlabelled); protocol {agent.protocol}, crop set {agent.crop_set}"
+    )
+    out = Path(config.output_dir)
+    with console.status(f"loading {config.model}..."):
+        model, processor, source = load_for_training(
+            config.model, work_dir=out, model_init_kwargs=config.model_init_kwargs, tiny_seed=config.tiny_seed
+        )
+    params = sum(p.numel() for p in model.parameters())
+    console.print(f"[bold]policy[/] {escape(source)} ({params / 1e6:.1f} M parameters)")
+    trainer = AwaresGRPOTrainer(model, config, samples=samples, processing_class=processor, agent=agent)
+    result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    guard = trainer.guard
+    if guard.stopped and guard.best_checkpoint:
+        console.print(
+            f"[yellow]the call-rate guard stopped training; keeping {escape(guard.best_checkpoint)}[/]"
+        )
+        trainer._load_from_checkpoint(guard.best_checkpoint)
+    save_trained(trainer, out, trainer.agent_config)
+    history = [h for h in trainer.state.log_history if "crops/call_rate" in h]
+    if history:
+        first, last = history[0], history[-1]
+        console.print(
+            f"[bold]rollouts[/] call rate {first['crops/call_rate']:.2f} -> {last['crops/call_rate']:.2f}, "
+            f"reward {first.get('reward', 0.0):.3f} -> {last.get('reward', 0.0):.3f}"
+        )
+    console.print(
+        f"[bold]trained[/] {result.global_step} steps -> {escape(str(out))}"
+        f"\n  try: awares ask IMAGE QUESTION --model {escape(str(out))}"
+    )
+    if heldout is not None and trainer.accelerator.is_main_process:
+        device = "cpu" if config.use_cpu else str(trainer.accelerator.device)
+        _run_eval(out, heldout, Path(config.eval_data).name, out / "policy-eval", device, 4, console)
+    return 0
 
 
 def _train(config: Any, console: Console) -> int:
