@@ -17,7 +17,7 @@ from awares_agent.tools.prompts import PromptPreset, released_prompt
 CHECKPOINT_FILE = "awares_agent.json"
 """The file in a trained checkpoint directory that records how its agent must be run (``awares train``)."""
 
-CHECKPOINT_FIELDS = ("protocol", "crop_set", "system_prompt_preset", "system_prompt")
+CHECKPOINT_FIELDS = ("protocol", "crop_set", "system_prompt_preset", "system_prompt", "keep_tools")
 """The :class:`AgentConfig` fields a checkpoint records: what the model was trained to speak."""
 
 
@@ -43,6 +43,10 @@ class AgentConfig(BaseModel):
             (the released README's quick start).
         system_prompt: a prompt of your own; it replaces any preset (the crop map is then yours to describe).
         max_image_pixels: refuse images with more pixels than this (decompression-bomb guard).
+        keep_tools: offer the crop tool on every turn, the last one too (a request there is refused, as
+            after the last round). Every prompt then extends the one before, as in the trajectories
+            ``awares train`` trains on; checkpoints trained on the json protocol record it. By default
+            the tool is withdrawn once no more crops can be served.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -58,6 +62,7 @@ class AgentConfig(BaseModel):
     system_prompt_preset: PromptPreset = "auto"
     system_prompt: str | None = None
     max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1)
+    keep_tools: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> AgentConfig:

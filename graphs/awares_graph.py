@@ -183,7 +183,7 @@ class AwaresNodes:
     def _request(self, state: AwaresState) -> tuple[list[ChatMessage], list[ToolSpec] | None]:
         messages = [ChatMessage.model_validate(m) for m in state["messages"]]
         may_crop = not state.get("force") and state["rounds"] < self._max_rounds(state)
-        return messages, self.protocol.tools() if may_crop else None
+        return messages, self.protocol.tools() if may_crop or self.config.keep_tools else None
 
     # --- turns that are not the model's (run options) ----------------------------------------------
 
@@ -383,8 +383,8 @@ class AwaresNodes:
         scripted = self._scripted_final(state)
         if scripted is not None:
             return scripted
-        messages, _ = self._request(state)
-        return self._final(state, *self._call(messages, None))
+        messages, tools = self._request(state)  # tools: only with keep_tools (a call is then refused)
+        return self._final(state, *self._call(messages, tools))
 
     async def aanswer(self, state: AwaresState) -> dict[str, Any]:
         if not self._must_ask(state):
@@ -392,8 +392,8 @@ class AwaresNodes:
         scripted = self._scripted_final(state)
         if scripted is not None:
             return scripted
-        messages, _ = self._request(state)
-        return self._final(state, *await self._acall(messages, None))
+        messages, tools = self._request(state)
+        return self._final(state, *await self._acall(messages, tools))
 
     def _scripted_final(self, state: AwaresState) -> dict[str, Any] | None:
         """The update of an answer turn that the run options script (no backend call), or ``None``."""

@@ -205,6 +205,7 @@ def grpo(argv: Sequence[str], console: Console) -> int:
         )
         trainer._load_from_checkpoint(guard.best_checkpoint)
     save_trained(trainer, out, trainer.agent_config)
+    trainer.save_state()  # OUT/trainer_state.json: every step's rollout metrics and reward parts
     history = [h for h in trainer.state.log_history if "crops/call_rate" in h]
     if history:
         first, last = history[0], history[-1]

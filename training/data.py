@@ -74,9 +74,10 @@ class TrainingData:
         """How a model trained on these rows must be run: their protocol, crop set and system prompt.
 
         The prompt is recorded as its preset's name where it is one (``awares``, ``released``...), else as
-        the text itself.
+        the text itself. A json-protocol export renders the tools block on every turn, so the model is run
+        with the tool kept on every turn (``keep_tools``) and sees prompts as it was trained on them.
         """
-        base = {"protocol": self.protocol, "crop_set": self.crop_set}
+        base = {"protocol": self.protocol, "crop_set": self.crop_set, "keep_tools": self.protocol == "json"}
         protocol = make_protocol(self.protocol, make_crop_set(self.crop_set))
         for preset in PRESETS:
             if preset == "auto":

@@ -9,8 +9,8 @@ was given and generated (``TransformersBackend.complete_with_ids``).
 :func:`assemble` turns a rollout's turns into one training sequence: the first prompt, then everything after
 it up to the end of the last generated turn. Only generated tokens are trained (``model_mask`` 1); the crop
 turns, tool results and correction messages in between are context (0). Every later prompt must start with
-the earlier prompt *and* the ids generated for it: a turn whose re-rendered text tokenizes differently from
-what was sampled is not trained (counted as drift), and a template that rewrites earlier turns is an error.
+the earlier prompt *and* the ids generated for it; a turn for which that fails (its reply re-rendered to
+other tokens, a history the template rewrote) is not trained and is counted as drift.
 The images of the sequence, in order of appearance (the view, then the crops), go with it to the training
 forward pass.
 """
@@ -42,7 +42,7 @@ INVALID_CALLS = frozenset({"invalid_tool_call", "unknown_tool"})
 
 
 class RolloutError(BackendError):
-    """A rollout that cannot become a training sequence (a template rewriting earlier turns, a failed run)."""
+    """A rollout that failed, or cannot be trained (no model call, images that do not match their tokens)."""
 
 
 @dataclass
@@ -103,17 +103,21 @@ class Episode:
 
 
 def assemble(turns: Sequence[GeneratedTurn]) -> tuple[list[int], list[int], list[int], list[Any], int]:
-    """A rollout's turns as one training sequence.
+    """A rollout's turns as one training sequence: the last prompt and what the model generated for it.
+
+    Each earlier turn must sit in it verbatim: its prompt and then the ids sampled for it. A turn that does
+    not (its reply re-rendered to other tokens, a prompt whose history the template rewrote) counts as
+    drift and is not trained, since its tokens were sampled in another context.
 
     Args:
         turns: the model calls of one rollout, in order.
 
     Returns:
-        ``(prompt_ids, completion_ids, model_mask, images, drift)``: see :class:`Episode`.
+        ``(prompt_ids, completion_ids, model_mask, images, drift)``: see :class:`Episode`. The prompt is the
+        first turn's (cut where the sequence leaves it, if it does).
 
     Raises:
-        RolloutError: no turns, or a later prompt that does not start with an earlier one (the chat template
-            rewrites history, so no single sequence holds the rollout).
+        RolloutError: no turns.
     """
     if not turns:
         raise RolloutError("the rollout made no model call")
@@ -121,19 +125,15 @@ def assemble(turns: Sequence[GeneratedTurn]) -> tuple[list[int], list[int], list
     sequence = last.prompt_ids + last.completion_ids
     mask = [0] * len(sequence)
     drift = 0
-    for k, turn in enumerate(turns):
+    for turn in turns:
         start = len(turn.prompt_ids)
-        if sequence[:start] != turn.prompt_ids:
-            raise RolloutError(
-                f"the prompt of turn {k + 1} is not a prefix of the rollout's last prompt: the chat template "
-                f"re-renders earlier turns, so the rollout cannot be trained as one sequence"
-            )
         end = start + len(turn.completion_ids)
-        if k + 1 < len(turns) and sequence[start:end] != turn.completion_ids:
-            drift += 1  # the re-rendered reply tokenizes differently: train none of it
+        if sequence[:end] != turn.prompt_ids + turn.completion_ids:
+            drift += 1
             continue
         mask[start:end] = [1] * (end - start)
-    cut = len(turns[0].prompt_ids)
+    first = turns[0].prompt_ids
+    cut = next((i for i, (a, b) in enumerate(zip(first, sequence, strict=False)) if a != b), len(first))
     return sequence[:cut], sequence[cut:], mask[cut:], list(last.images), drift
 
 
