@@ -30,7 +30,7 @@ from awares_agent.training.data import policy_samples
 from awares_agent.training.grpo import AwaresGRPOTrainer, reward_functions
 from awares_agent.training.models import load_for_training
 from awares_agent.training.rewards import CropCost, LexicalSimilarity, awares_reward
-from awares_agent.training.rollouts import RolloutError, RolloutRunner, assemble
+from awares_agent.training.rollouts import RolloutError, RolloutRunner, VLLMTurnBackend, assemble
 
 PROTOCOLS = ("awares-text", "json")
 METRICS = (
@@ -356,3 +356,42 @@ def test_bad_grpo_options_are_clear_errors(
         assert message in capsys.readouterr().err, argv
     with pytest.raises(ConfigError, match="--similarity"):
         AwaresGRPOConfig(output_dir=str(tmp_path), similarity="bert")
+
+
+# --- vLLM generation --------------------------------------------------------------------------------------
+
+
+def test_vllm_turns_are_rendered_and_parsed_as_the_transformers_backend_does(
+    tiny_vlm_dir: Path, tmp_path: Path
+) -> None:
+    """vLLM itself needs a GPU: a scripted engine stands in for it, recording what it is given."""
+    processor = load_processor(str(tiny_vlm_dir), local_files_only=True)
+    tokenizer = processor.tokenizer
+    replies = iter(["GET_CROPS: ['1']<|im_end|>", "C01<|im_end|>"])
+    received: list[tuple[list[list[int]], Any]] = []
+
+    def engine(prompts: list[list[int]], images: Any) -> list[list[int]]:
+        received.append((prompts, images))
+        return [tokenizer(next(replies), add_special_tokens=False)["input_ids"] for _ in prompts]
+
+    model, _, _ = load_for_training(str(tiny_vlm_dir), work_dir=tmp_path, local_files_only=True)
+    backend = VLLMTurnBackend(model, processor, engine, max_batch_size=1)
+    config = AgentConfig(protocol="awares-text")
+    sample = SimpleNamespace(id="s1", image=page("C01", large=False, where=1), question="What is the code?")
+    runner = RolloutRunner(backend, config, concurrency=1)
+    (episode,) = runner.run([sample])  # type: ignore[list-item]
+    assert episode.result.answer == "C01" and [c.region_id for c in episode.result.crops] == ["1"]
+    assert episode.drift == 0 and episode.turns == 2
+    # The engine got the backend's own expanded prompt ids and the images in order: the view, then the crop.
+    (first, first_images), (second, second_images) = received
+    assert first[0] == episode.prompt_ids
+    assert [im.size for im in first_images[0]] == [im.size for im in episode.images[:1]]
+    assert [im.size for im in second_images[0]] == [im.size for im in episode.images]
+    trained = [t for t, m in zip(episode.completion_ids, episode.model_mask, strict=True) if m]
+    assert tokenizer.decode(trained) == "GET_CROPS: ['1']<|im_end|>C01<|im_end|>"
+    assert second[0] == (episode.prompt_ids + episode.completion_ids)[: len(second[0])]
+
+
+def test_use_vllm_without_vllm_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="needs vLLM"):
+        AwaresGRPOConfig(output_dir=str(tmp_path), use_vllm=True)

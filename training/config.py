@@ -9,6 +9,7 @@ is there too (``--learning_rate``, ``--per_device_train_batch_size``, ``--bf16``
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig, SFTConfig
@@ -273,6 +274,8 @@ class AwaresGRPOConfig(GRPOConfig):
             raise ConfigError(f"--rollout-batch must be >= 1, got {self.rollout_batch}")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ConfigError(f"--eval-limit must be >= 1, got {self.eval_limit}")
+        if self.use_vllm and importlib.util.find_spec("vllm") is None:
+            raise ConfigError("--use_vllm needs vLLM (pip install 'trl[vllm]', on a machine with a GPU)")
 
 
 def _bf16_gpu() -> bool:

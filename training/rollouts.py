@@ -19,24 +19,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from awares_agent.agent import AskResult, AwaResAgent
+from awares_agent.backends.hf_decode import TurnOutcome
+from awares_agent.backends.transformers_backend import TransformersBackend
 from awares_agent.config import AgentConfig
 from awares_agent.errors import AwaresError, BackendError
 from awares_agent.evals.decisions import MALFORMED
 from awares_agent.messages import ChatMessage, ChatReply, ToolSpec
 
 if TYPE_CHECKING:
-    from awares_agent.backends.hf_decode import GeneratedTurn
-    from awares_agent.backends.transformers_backend import TransformersBackend
+    from awares_agent.backends.hf_decode import GeneratedTurn, PreparedTurn
     from awares_agent.evals.schema import EvalSample
     from awares_agent.image_store import ImageStore
 
-__all__ = ["Episode", "RolloutError", "RolloutRunner", "assemble"]
+__all__ = ["Episode", "RolloutError", "RolloutRunner", "VLLMTurnBackend", "assemble"]
 
 INVALID_CALLS = frozenset({"invalid_tool_call", "unknown_tool"})
 
@@ -163,6 +164,43 @@ class _RecordingBackend:
         self, messages: Sequence[ChatMessage], *, images: ImageStore, tools: Sequence[ToolSpec] | None = None
     ) -> ChatReply:
         return await asyncio.to_thread(self.complete, messages, images=images, tools=tools)
+
+
+VLLMGenerate = Callable[[list[list[int]], list[list[Any]] | None], list[list[int]]]
+"""Generate one completion per prompt: ``(prompt_ids, images or None) -> completion_ids``."""
+
+
+class VLLMTurnBackend(TransformersBackend):
+    """The transformers backend's rendering, tokenizing and reply parsing, with vLLM generating each turn.
+
+    Every turn is rendered and tokenized exactly as by :class:`TransformersBackend` (so rollouts stay the
+    inference path); the expanded prompt ids and the turn's images go to ``generate``, which is TRL's vLLM
+    engine in :class:`~awares_agent.training.AwaresGRPOTrainer` (``use_vllm``, colocate or server mode;
+    TRL passes vLLM expanded prompt ids and images the same way). Concurrent turns are batched into one call.
+
+    Args:
+        model: the policy (its config and rope index are used to tokenize; it does not generate).
+        processor: its processor.
+        generate: the generation function.
+        **options: :class:`TransformersBackend` options (``max_batch_size``, ``batch_wait_ms``...).
+    """
+
+    def __init__(self, model: Any, processor: Any, generate: VLLMGenerate, **options: Any) -> None:
+        super().__init__(model, processor, kv_reuse=False, **options)
+        self._vllm_generate = generate
+
+    def _run(self, requests: list[PreparedTurn]) -> list[TurnOutcome]:
+        prompts = [r.input_ids.tolist() for r in requests]
+        images = [list(r.images) or None for r in requests]
+        completions = self._vllm_generate(prompts, images if any(images) else None)
+        if len(completions) != len(requests):
+            raise BackendError(f"vLLM returned {len(completions)} completions for {len(requests)} prompts")
+        outcomes = []
+        for request, tokens in zip(requests, completions, strict=True):
+            tokens = list(tokens)[: self.max_new_tokens]
+            stopped = bool(tokens) and tokens[-1] in self._stop_ids
+            outcomes.append(TurnOutcome(tokens, "stop" if stopped else "length", 0, request.length))
+        return outcomes
 
 
 @dataclass
