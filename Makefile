@@ -42,6 +42,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_reliability.py
 	$(BIN)/python benchmarks/bench_sft_learning.py
 	$(BIN)/python benchmarks/bench_sft_learning.py --freeze-vision
+	$(BIN)/python benchmarks/bench_grpo_learning.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

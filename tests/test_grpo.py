@@ -395,3 +395,47 @@ def test_vllm_turns_are_rendered_and_parsed_as_the_transformers_backend_does(
 def test_use_vllm_without_vllm_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="needs vLLM"):
         AwaresGRPOConfig(output_dir=str(tmp_path), use_vllm=True)
+
+
+# --- scale-out --------------------------------------------------------------------------------------------
+
+ACCELERATE = Path(__file__).resolve().parents[1] / "training" / "accelerate"
+
+
+def test_the_7b_grpo_recipe_parses(tmp_path: Path) -> None:
+    from awares_agent.training.cli import _grpo_parser
+
+    # This machine has neither a GPU nor vLLM: both off on the command line, which wins over the file.
+    (config,) = _grpo_parser().parse_args_and_config(
+        ["--config", str(ACCELERATE / "grpo-qwen2.5-vl-7b.yaml"), "--data", "d", "--out", str(tmp_path),
+         "--bf16", "false", "--use_vllm", "false"]
+    )  # fmt: skip
+    assert config.model == "runs/sft-7b" and config.num_generations == 8 and config.beta == 0.04
+    assert config.vllm_mode == "colocate" and config.vllm_tensor_parallel_size == 1
+    assert config.per_device_train_batch_size * 8 == 64  # 8 prompts x G per step on 8 GPUs
+    assert config.model_init_kwargs["attn_implementation"] == "flash_attention_2"
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_grpo_in_one_cpu_process(
+    exports: dict[str, Path], policies: dict[str, Path], tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    launcher = Path(sys.executable).with_name("accelerate")
+    command = [
+        str(launcher), "launch", "--config_file", str(ACCELERATE / "cpu.yaml"),
+        "-m", "awares_agent.training.cli", "grpo", "--data", str(exports["json"]),
+        "--model", str(policies["json"]), "--out", str(tmp_path / "acc"),
+        "--max_steps", "1", "--num_generations", "4", "--per_device_train_batch_size", "4",
+        "--max_completion_length", "32", "--activation_checkpointing", "false", "--save_strategy", "no",
+        "--report_to", "none",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "acc" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "acc" / CHECKPOINT_FILE).read_text())["keep_tools"] is True  # json

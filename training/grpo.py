@@ -37,6 +37,7 @@ from trl import GRPOTrainer
 from trl.models import unwrap_model_for_generation
 
 from awares_agent.config import AgentConfig
+from awares_agent.errors import ConfigError
 from awares_agent.evals.schema import EvalSample
 from awares_agent.training.config import AwaresGRPOConfig
 from awares_agent.training.guards import CallRateGuard
@@ -144,6 +145,13 @@ class AwaresGRPOTrainer(GRPOTrainer):
             processing_class=processing_class,
             callbacks=[self.guard, *(callbacks or [])],
         )
+        collective = args.vllm_mode == "server" or args.vllm_tensor_parallel_size > 1
+        if self.use_vllm and collective and self.accelerator.num_processes > 1:
+            raise ConfigError(
+                "vLLM's server mode and tensor parallelism make every generation call collective across "
+                "processes, which per-turn agent rollouts cannot keep in step: with several processes use "
+                "--vllm_mode colocate --vllm_tensor_parallel_size 1"
+            )
         self.agent_config = agent.model_copy(update={"max_rounds": args.crop_rounds})
         # TRL sends images that arrive during generation through its tool-image forward only when the trainer
         # has tools; the crops are served by the agent, this marker is never called.

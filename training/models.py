@@ -22,7 +22,7 @@ from awares_agent.backends.hf_processors import load_processor, save_processor
 from awares_agent.config import AgentConfig, write_checkpoint_options
 from awares_agent.training.config import TINY_MODEL, TINY_QWEN3_MODEL
 
-__all__ = ["load_for_training", "save_trained"]
+__all__ = ["keep_checkpoint", "load_for_training", "save_trained"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,3 +102,27 @@ def save_trained(trainer: Any, out_dir: str | Path, agent: AgentConfig) -> Path:
     trainer.accelerator.wait_for_everyone()
     logger.info("saved the trained model to %s", out)
     return out
+
+
+def keep_checkpoint(trainer: Any, checkpoint: str | Path) -> None:
+    """Put the weights of a saved checkpoint of this run (``OUTPUT_DIR/checkpoint-N``) back into the trainer's
+    model, e.g. the best one the call-rate guard kept, before :func:`save_trained`.
+
+    The checkpoint is loaded as a model (so its on-disk key names are converted as for any checkpoint) and its
+    weights are copied in. Under DeepSpeed ZeRO-3 the model is sharded: there, use the checkpoint folder
+    itself.
+
+    Raises:
+        ConfigError: the checkpoint cannot be loaded.
+    """
+    saved = load_model(
+        str(checkpoint),
+        device=None,
+        dtype=resolve_dtype("auto"),
+        attn_implementation=None,
+        local_files_only=True,
+        revision=None,
+    )
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.load_state_dict(saved.state_dict())
+    logger.info("kept the weights of %s", checkpoint)
