@@ -239,7 +239,7 @@ def test_images_that_do_not_match_their_tokens_stop_training(
 
 
 def _episode(answer: str | None, crops: int) -> Any:
-    return SimpleNamespace(result=SimpleNamespace(answer=answer), crops=crops)
+    return SimpleNamespace(result=SimpleNamespace(answer=answer), crops=crops, requested_crops=crops)
 
 
 @pytest.mark.parametrize(
@@ -439,3 +439,15 @@ def test_accelerate_launch_runs_grpo_in_one_cpu_process(
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "acc" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "acc" / CHECKPOINT_FILE).read_text())["keep_tools"] is True  # json
+
+
+def test_a_malformed_crop_call_costs_like_a_request_of_one_crop() -> None:
+    from awares_agent.training.rollouts import Episode
+
+    errors = [SimpleNamespace(kind="invalid_tool_call"), SimpleNamespace(kind="budget")]
+    result = SimpleNamespace(answer="C01", trajectory=SimpleNamespace(crops=[], errors=errors))
+    episode = Episode([1], [2], [1], [], result, turns=2)  # type: ignore[arg-type]
+    assert episode.crops == 0 and episode.invalid_calls == 1 and episode.requested_crops == 1
+    sample = SimpleNamespace(answers=["C01"], question="q", needs_hr=False)
+    _, crop_cost = reward_functions(LexicalSimilarity(), CropCost())
+    assert crop_cost(episode=[episode], rollout_sample=[sample]) == [pytest.approx(-0.15)]

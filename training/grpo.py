@@ -84,7 +84,8 @@ def reward_functions(similarity: AnswerSimilarity, cost: CropCost) -> list[Any]:
     """TRL reward functions ``answer`` (``R_ans``) and ``crop_cost`` (``-C_tool``); their sum is ``R``.
 
     Both read the rollouts (``episode``) and their samples (``rollout_sample``) that the trainer's generation
-    hands TRL beside the completions.
+    hands TRL beside the completions. ``|C|`` counts the crops requested: those served, plus one for each
+    malformed crop call (a call to the tool all the same, so it is not free).
     """
 
     def answer(*, episode: list[Episode], rollout_sample: list[EvalSample], **_: Any) -> list[float]:
@@ -95,7 +96,8 @@ def reward_functions(similarity: AnswerSimilarity, cost: CropCost) -> list[Any]:
 
     def crop_cost(*, episode: list[Episode], rollout_sample: list[EvalSample], **_: Any) -> list[float]:
         return [
-            -cost(needs_crop=s.needs_hr, crops=e.crops) for e, s in zip(episode, rollout_sample, strict=True)
+            -cost(needs_crop=s.needs_hr, crops=e.requested_crops)
+            for e, s in zip(episode, rollout_sample, strict=True)
         ]
 
     return [answer, crop_cost]

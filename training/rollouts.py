@@ -74,6 +74,14 @@ class Episode:
         return len(self.result.trajectory.crops)
 
     @property
+    def requested_crops(self) -> int:
+        """Crops the model asked for: those served, plus one for each rejected (malformed) crop call.
+
+        A malformed call is still a call to the tool, so it costs like a request of one crop.
+        """
+        return self.crops + self.invalid_calls
+
+    @property
     def called(self) -> bool:
         """Whether crops were requested and served."""
         return self.crops > 0
