@@ -7,8 +7,8 @@ The whole pipeline, offline on a CPU, with nothing scripted (extends ``bench_sft
 2. **SFT** a fresh tiny Qwen2.5-VL with the paper's crop-call weight 5, vision encoder frozen: the SFT
    benchmark's run (cosine schedule over 300 steps), stopped at ``--sft-steps``. Short of convergence it
    **over-calls**: it crops on every page that needs it and on most that do
-   not, the paper's post-SFT symptom. (The recipe was chosen on a validation seed, 3, not on the held-out
-   pages.)
+   not, the paper's post-SFT symptom. (This starting point, and GRPO's steps and learning rate, were chosen
+   on a validation seed, 3, never on the held-out pages.)
 3. **GRPO** (:class:`~awares_agent.training.AwaresGRPOTrainer`): rollouts of the real agent on the training
    pages, G = 8 per prompt, reward ``R_ans - C_tool`` with the default weights, KL to the SFT model
    (beta 0.04), for at most ``--minutes`` of training or ``--steps`` steps.
@@ -16,7 +16,7 @@ The whole pipeline, offline on a CPU, with nothing scripted (extends ``bench_sft
    agent on the held-out pages: needless crop rate (crops on pages that need none), decision and answer
    accuracy, recall on needed pages, RTR.
 
-    python benchmarks/bench_grpo_learning.py [--steps 400] [--minutes 15] [--sft-steps 50]
+    python benchmarks/bench_grpo_learning.py [--steps 300] [--minutes 15] [--sft-steps 50]
         [--lr 3e-4] [--prompts 2] [--eval-every 50] [--out runs/bench-grpo] [--plot docs/grpo-curves.png]
 
 Target: needless crops cut by >= 30% relative, decision and answer accuracy within 1 point or better, with
@@ -206,7 +206,7 @@ def main() -> None:
     parser.add_argument(
         "--sft-schedule", type=int, default=300, help="the SFT run's schedule length in steps (default: 300)"
     )
-    parser.add_argument("--steps", type=int, default=400, help="most GRPO steps (default: 400)")
+    parser.add_argument("--steps", type=int, default=300, help="most GRPO steps (default: 300)")
     parser.add_argument(
         "--minutes", type=float, default=15.0, help="most GRPO training minutes (default: 15)"
     )
