@@ -11,7 +11,9 @@ The whole pipeline, offline on a CPU, with nothing scripted (extends ``bench_sft
    on a validation seed, 3, never on the held-out pages.)
 3. **GRPO** (:class:`~awares_agent.training.AwaresGRPOTrainer`): rollouts of the real agent on the training
    pages, G = 8 per prompt, reward ``R_ans - C_tool`` with the default weights, KL to the SFT model
-   (beta 0.04), for at most ``--minutes`` of training or ``--steps`` steps.
+   (beta 0.04), for at most ``--minutes`` of training or ``--steps`` steps. A checkpoint is saved every
+   ``--save-every`` steps; the call-rate guard (band [0.05, 0.95]) stops a run whose rollouts stop calling (or
+   always call) for ``--guard-patience`` steps, and the checkpoint with the best mean rollout reward is kept.
 4. **Evaluate** the SFT model and the GRPO model (and the GRPO model every ``--eval-every`` steps) through the
    agent on the held-out pages: needless crop rate (crops on pages that need none), decision and answer
    accuracy, recall on needed pages, RTR.
@@ -38,7 +40,7 @@ import torch
 import transformers
 from rich.console import Console
 from rich.table import Table
-from transformers import TrainerCallback
+from transformers import PrinterCallback, TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sft_learning import TEST_SEED, TRAIN_SEED, collect
@@ -53,7 +55,7 @@ from awares_agent.training import (
     policy_samples,
 )
 from awares_agent.training.evaluate import evaluate_policy
-from awares_agent.training.models import save_trained
+from awares_agent.training.models import keep_checkpoint, save_trained
 
 
 def needless(report: Any) -> float:
@@ -215,6 +217,13 @@ def main() -> None:
     parser.add_argument(
         "--prompts", type=int, default=2, help="prompts per step, 8 rollouts each (default: 2)"
     )
+    parser.add_argument("--save-every", type=int, default=25, help="checkpoint every N steps (default: 25)")
+    parser.add_argument(
+        "--guard-patience",
+        type=int,
+        default=5,
+        help="steps outside the call-rate band before the guard stops",
+    )
     parser.add_argument("--eval-every", type=int, default=50, help="evaluate the policy every N steps")
     parser.add_argument("--protocol", default="awares-text", choices=["awares-text", "json"])
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
@@ -260,7 +269,11 @@ def main() -> None:
         learning_rate=args.lr,
         beta=args.beta,
         max_completion_length=32,
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=args.save_every,
+        save_only_model=True,
+        guard_action="stop",
+        guard_patience=args.guard_patience,
         report_to="none",
         use_cpu=True,
         activation_checkpointing=False,
@@ -274,15 +287,24 @@ def main() -> None:
         processing_class=processor,
         agent=load_training_data(train_export).agent_config(),
     )
+    trainer.remove_callback(PrinterCallback)  # the tables below say it; every step's logs go to the JSON
     budget = Budget(trainer, args.minutes, args.eval_every, heldout, out / "grpo")
     trainer.add_callback(budget)
     trainer.train()
+    guard = trainer.guard
+    kept = f"final weights (step {trainer.state.global_step})"
+    if guard.stopped and guard.best_checkpoint:
+        keep_checkpoint(trainer, guard.best_checkpoint)
+        kept = (
+            f"the guard stopped at step {trainer.state.global_step}; kept {Path(guard.best_checkpoint).name}"
+        )
+    console.print(f"GRPO model: {kept}")
     final = save_trained(trainer, out / "grpo" / "model", trainer.agent_config)
     after = evaluate_policy(final, heldout, out / "eval-grpo")
     history = [h for h in trainer.state.log_history if "crops/call_rate" in h]
 
-    def pct(v: float) -> str:
-        return f"{100 * v:.1f}%"
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f}%"
 
     table = Table(
         title=f"Held-out pages ({before.samples}), through the agent, greedy: SFT (w=5, {args.sft_steps} "
@@ -358,6 +380,8 @@ def main() -> None:
         console.print(f"curves: {args.plot}")
     record = {
         "args": vars(args),
+        "kept": kept,
+        "guard_events": guard.events,
         "sft_s": sft_s,
         "grpo_train_s": budget.train_s,
         "steps": trainer.state.global_step,

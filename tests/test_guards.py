@@ -67,3 +67,12 @@ def test_bad_guard_options_are_clear_errors() -> None:
         CallRateGuard(action="panic")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="patience"):
         CallRateGuard(patience=0)
+
+
+def test_a_checkpoint_is_scored_by_the_mean_reward_since_the_save_before(tmp_path: Path) -> None:
+    # One lucky step (0.9) must not make checkpoint-2 the best: its window averages 0.5 against 0.6.
+    logs = [{"crops/call_rate": 0.5, "reward": r} for r in (0.1, 0.9, 0.6, 0.6)]
+    guard = CallRateGuard(action="stop")
+    _run(guard, logs, tmp_path, save_every=2)
+    assert guard.best_checkpoint == str(tmp_path / "checkpoint-4")
+    assert json.loads((tmp_path / GUARD_FILE).read_text())["best_reward"] == pytest.approx(0.6)

@@ -131,7 +131,7 @@ class AwaresGRPOTrainer(GRPOTrainer):
         callbacks: list[Any] | None = None,
     ) -> None:
         if not samples:
-            raise RolloutError("no training samples")
+            raise ConfigError("GRPO needs at least one training sample")
         self._samples = {"train": list(samples), "eval": list(eval_samples or [])}
         cost = CropCost(args.alpha_miss, args.alpha_use, args.crop_cost)
         similarity = similarity or make_similarity(args.similarity)

@@ -3,8 +3,9 @@
 Related systems report the tool-call rate collapsing to zero during RL (or zooming disappearing after it),
 and an SFT model can over-call. :class:`CallRateGuard` is a ``transformers`` callback that reads the call
 rate from every log and, when it leaves ``[low, high]`` for ``patience`` logs in a row, warns or stops
-training. It also remembers the saved checkpoint with the best mean reward, so a stopped run can keep that
-one instead of the collapsed weights; what happened is written to ``OUTPUT_DIR/guard.json``.
+training. It also remembers the saved checkpoint with the best mean reward (over the logs since the save
+before), so a stopped run can keep that one instead of the collapsed weights; what happened is written to
+``OUTPUT_DIR/guard.json``.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class CallRateGuard(TrainerCallback):
         self.stopped = False
         self._outside = 0
         self._best_reward = -math.inf
-        self._last_reward: float | None = None
+        self._rewards: list[float] = []  # logged since the last save
 
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any
@@ -74,7 +75,7 @@ class CallRateGuard(TrainerCallback):
         logs = logs or {}
         reward = logs.get(self.reward_key)
         if reward is not None and math.isfinite(reward):
-            self._last_reward = float(reward)
+            self._rewards.append(float(reward))
         rate = logs.get(self.rate_key)
         if rate is None:
             return
@@ -98,8 +99,14 @@ class CallRateGuard(TrainerCallback):
         self._write(args)
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        if self._last_reward is not None and self._last_reward > self._best_reward:
-            self._best_reward = self._last_reward
+        # A checkpoint is scored by the mean reward logged since the one before: one step's reward (a few
+        # prompts' rollouts) is too noisy to pick by.
+        if not self._rewards:
+            return
+        reward = sum(self._rewards) / len(self._rewards)
+        self._rewards = []
+        if reward > self._best_reward:
+            self._best_reward = reward
             self.best_checkpoint = str(Path(args.output_dir) / f"checkpoint-{state.global_step}")
             self._write(args)
 
