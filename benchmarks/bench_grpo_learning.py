@@ -142,51 +142,46 @@ def sft(data: Any, run: Path, steps: int, schedule: int) -> Path:
     return save_trained(trainer, run / "model", data.agent_config())
 
 
-def plot(history: list[dict[str, Any]], points: list[dict[str, Any]], before: Any, path: Path) -> None:
-    """Call rate and reward of the rollouts per step (smoothed), and the held-out needless crop rate."""
+def plot(history: list[dict[str, Any]], held_out: list[tuple[int, dict[str, Any]]], path: Path) -> None:
+    """Rollout call rate, needless-crop rate and reward per step (over a 20-step window), and the held-out
+    needless-crop rate of the greedy policy at each evaluation (``(step, report)`` pairs)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     steps = [h["step"] for h in history]
+    k = 20
 
-    def smooth(values: list[float], k: int = 10) -> list[float]:
-        return [
-            sum(values[max(0, i - k + 1) : i + 1]) / len(values[max(0, i - k + 1) : i + 1])
-            for i in range(len(values))
-        ]
+    def window(num: str | list[str], den: list[str] | None = None) -> list[float]:
+        out = []
+        for i in range(len(history)):
+            rows = history[max(0, i - k + 1) : i + 1]
+            top = sum(sum(r[n] for n in ([num] if isinstance(num, str) else num)) for r in rows)
+            bottom = sum(sum(r[d] for d in den) for r in rows) if den else len(rows)
+            out.append(top / bottom if bottom else float("nan"))
+        return out
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
-    left.plot(steps, smooth([h["crops/call_rate"] for h in history]), label="rollout call rate")
+    left.plot(steps, window("crops/call_rate"), label="rollout call rate")
+    unneeded = ["decision/not_needed_cropped", "decision/not_needed_direct"]
+    left.plot(steps, window("decision/not_needed_cropped", unneeded), label="rollout needless-crop rate")
     left.plot(
-        steps,
-        smooth(
-            [
-                h["decision/not_needed_cropped"]
-                / max(1e-9, h["decision/not_needed_cropped"] + h["decision/not_needed_direct"])
-                for h in history
-            ]
-        ),
-        label="rollout needless-crop rate",
-    )
-    eval_steps = [0] + [p["step"] for p in points]
-    left.plot(
-        eval_steps,
-        [needless(before)] + [needless(_Report(p)) for p in points],
+        [s for s, _ in held_out],
+        [needless(_Report(r)) for _, r in held_out],
         "o-",
         label="held-out needless-crop rate (greedy)",
     )
     left.set_xlabel("GRPO step")
     left.set_ylim(0, 1.05)
     left.legend(fontsize=8)
-    right.plot(steps, smooth([h["reward"] for h in history]), label="reward")
-    right.plot(steps, smooth([h["rewards/answer/mean"] for h in history]), label="R_ans")
-    right.plot(steps, smooth([h["rewards/crop_cost/mean"] for h in history]), label="-C_tool")
+    right.plot(steps, window("reward"), label="reward")
+    right.plot(steps, window("rewards/answer/mean"), label="R_ans")
+    right.plot(steps, window("rewards/crop_cost/mean"), label="-C_tool")
     right.set_xlabel("GRPO step")
     right.legend(fontsize=8)
     fig.suptitle(
-        "GRPO from an over-calling SFT model (tiny Qwen2.5-VL, CPU; rollout curves smoothed over 10 steps)"
+        "GRPO from an over-calling SFT model (tiny Qwen2.5-VL, CPU; rollout curves over 20-step windows)"
     )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -376,7 +371,8 @@ def main() -> None:
         )
     console.print(curve)
     if args.plot:
-        plot(history, budget.points, before, Path(args.plot))
+        held_out = [(0, before.model_dump()), *((p["step"], p) for p in budget.points)]
+        plot(history, [*held_out, (trainer.state.global_step, after.model_dump())], Path(args.plot))
         console.print(f"curves: {args.plot}")
     record = {
         "args": vars(args),
