@@ -252,6 +252,10 @@ class AwaresGRPOConfig(GRPOConfig):
     def __post_init__(self) -> None:
         if self.bf16 is None and not self.fp16 and not _bf16_gpu():
             self.bf16 = False
+        if self.num_generations < 2:
+            raise ConfigError(
+                f"--num-generations must be >= 2 (GRPO compares a group), got {self.num_generations}"
+            )
         super().__post_init__()
         from awares_agent.training.guards import CallRateGuard
         from awares_agent.training.rewards import CropCost
@@ -264,10 +268,6 @@ class AwaresGRPOConfig(GRPOConfig):
             raise ConfigError(f"--similarity must be 'lexical' or 'st:PATH', got {self.similarity!r}")
         if self.beta < 0:
             raise ConfigError(f"--beta must be >= 0, got {self.beta}")
-        if self.num_generations < 2:
-            raise ConfigError(
-                f"--num-generations must be >= 2 (GRPO compares a group), got {self.num_generations}"
-            )
         if not 0 <= self.crop_rounds <= 8:
             raise ConfigError(f"--crop-rounds must be between 0 and 8, got {self.crop_rounds}")
         if self.rollout_batch < 1:
