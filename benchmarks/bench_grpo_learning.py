@@ -55,7 +55,7 @@ from awares_agent.training import (
     policy_samples,
 )
 from awares_agent.training.evaluate import evaluate_policy
-from awares_agent.training.models import keep_checkpoint, save_trained
+from awares_agent.training.models import save_trained
 
 
 def needless(report: Any) -> float:
@@ -286,13 +286,10 @@ def main() -> None:
     budget = Budget(trainer, args.minutes, args.eval_every, heldout, out / "grpo")
     trainer.add_callback(budget)
     trainer.train()
-    guard = trainer.guard
+    guard, best = trainer.guard, trainer.keep_best()
     kept = f"final weights (step {trainer.state.global_step})"
-    if guard.stopped and guard.best_checkpoint:
-        keep_checkpoint(trainer, guard.best_checkpoint)
-        kept = (
-            f"the guard stopped at step {trainer.state.global_step}; kept {Path(guard.best_checkpoint).name}"
-        )
+    if best:
+        kept = f"the guard stopped at step {trainer.state.global_step}; kept {Path(best).name}"
     console.print(f"GRPO model: {kept}")
     final = save_trained(trainer, out / "grpo" / "model", trainer.agent_config)
     after = evaluate_policy(final, heldout, out / "eval-grpo")

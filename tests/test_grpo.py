@@ -169,9 +169,8 @@ def test_rollouts_are_the_inference_path_token_for_token(
             assert said == "".join(m.text for m in replies)
 
 
-def test_the_training_forward_sees_the_crops_and_the_loss_only_model_tokens(
-    exports: dict[str, Path], policies: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _trainer(exports: dict[str, Path], policies: dict[str, Path], tmp_path: Path) -> tuple[Any, Any]:
+    """A GRPO trainer on the awares-text policy, over the pages that need crops (so some rollouts crop)."""
     policy = policies["awares-text"]
     samples = [s for s in policy_samples(exports["awares-text"]) if s.needs_hr]
     model, processor, _ = load_for_training(str(policy), work_dir=tmp_path, local_files_only=True)
@@ -179,6 +178,13 @@ def test_the_training_forward_sees_the_crops_and_the_loss_only_model_tokens(
         model, _config(tmp_path / "run"), samples=samples, processing_class=processor,
         agent=AgentConfig.from_checkpoint(policy),
     )  # fmt: skip
+    return model, trainer
+
+
+def test_the_training_forward_sees_the_crops_and_the_loss_only_model_tokens(
+    exports: dict[str, Path], policies: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, trainer = _trainer(exports, policies, tmp_path)
     seen: list[list[list[int]]] = []  # grids of every forward with gradients (the training forward)
     model.model.visual.register_forward_hook(
         lambda m, args, kwargs, out: (
@@ -220,13 +226,7 @@ def test_the_training_forward_sees_the_crops_and_the_loss_only_model_tokens(
 def test_images_that_do_not_match_their_tokens_stop_training(
     exports: dict[str, Path], policies: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    policy = policies["awares-text"]
-    samples = [s for s in policy_samples(exports["awares-text"]) if s.needs_hr]
-    model, processor, _ = load_for_training(str(policy), work_dir=tmp_path, local_files_only=True)
-    trainer = AwaresGRPOTrainer(
-        model, _config(tmp_path / "run"), samples=samples, processing_class=processor,
-        agent=AgentConfig.from_checkpoint(policy),
-    )  # fmt: skip
+    _, trainer = _trainer(exports, policies, tmp_path)
     run = RolloutRunner.run
 
     def lose_a_crop(self: RolloutRunner, batch: Any) -> Any:

@@ -171,7 +171,7 @@ def grpo(argv: Sequence[str], console: Console) -> int:
     from awares_agent.config import CHECKPOINT_FILE, AgentConfig
     from awares_agent.training.data import load_training_data, policy_samples
     from awares_agent.training.grpo import AwaresGRPOTrainer
-    from awares_agent.training.models import keep_checkpoint, load_for_training, save_trained
+    from awares_agent.training.models import load_for_training, save_trained
 
     with console.status(f"reading {config.data}..."):
         samples = policy_samples(config.data)
@@ -198,12 +198,9 @@ def grpo(argv: Sequence[str], console: Console) -> int:
     console.print(f"[bold]policy[/] {escape(source)} ({params / 1e6:.1f} M parameters)")
     trainer = AwaresGRPOTrainer(model, config, samples=samples, processing_class=processor, agent=agent)
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
-    guard = trainer.guard
-    if guard.stopped and guard.best_checkpoint:
-        console.print(
-            f"[yellow]the call-rate guard stopped training; keeping {escape(guard.best_checkpoint)}[/]"
-        )
-        keep_checkpoint(trainer, guard.best_checkpoint)
+    best = trainer.keep_best()
+    if best:
+        console.print(f"[yellow]the call-rate guard stopped training; keeping {escape(best)}[/]")
     save_trained(trainer, out, trainer.agent_config)
     trainer.save_state()  # OUT/trainer_state.json: every step's rollout metrics and reward parts
     history = [h for h in trainer.state.log_history if "crops/call_rate" in h]

@@ -29,7 +29,50 @@ TINY_QWEN3_MODEL = "tiny-qwen3-vl"
 
 
 @dataclass
-class AwaresSFTConfig(SFTConfig):
+class _AwaresArgs:
+    """The fields and defaults both AwaRes training configs add to TRL's."""
+
+    eval_data: str | None = field(
+        default=None,
+        metadata={"help": "held-out trajectories: evaluate the trained policy on them through the agent"},
+    )
+    eval_limit: int | None = field(
+        default=None, metadata={"help": "evaluate at most this many held-out rows"}
+    )
+    tiny_seed: int = field(default=0, metadata={"help": "seed of the weights of --model tiny"})
+    output_dir: str | None = field(
+        default=None,
+        metadata={
+            "aliases": ["--out"],
+            "help": "where the trained model (and TRL's checkpoints) are written",
+        },
+    )
+    # TRL turns checkpointing on under its deprecated name; the current name keeps the default without the
+    # deprecation warning on every run.
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "deprecated alias of --activation_checkpointing"}
+    )
+    activation_checkpointing: bool | None = field(
+        default=True,
+        metadata={"help": "recompute activations in the backward pass (less memory, ~20%% slower)"},
+    )
+    bf16: bool | None = field(
+        default=None,
+        metadata={
+            "help": "bf16 mixed precision (default: on where a GPU supports it, off on a CPU-only machine)"
+        },
+    )
+
+    def _awares_defaults(self) -> None:
+        """Before TRL's checks: bf16 only where a GPU supports it; the eval limit checked."""
+        if self.bf16 is None and not getattr(self, "fp16", False) and not _bf16_gpu():
+            self.bf16 = False
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise ConfigError(f"--eval-limit must be >= 1, got {self.eval_limit}")
+
+
+@dataclass
+class AwaresSFTConfig(_AwaresArgs, SFTConfig):
     """Cold-start SFT of a VLM on AwaRes trajectories (``awares collect`` exports).
 
     Parameters beyond TRL's:
@@ -63,13 +106,6 @@ class AwaresSFTConfig(SFTConfig):
             "fresh tiny local Qwen2.5-VL / Qwen3-VL)"
         },
     )
-    eval_data: str | None = field(
-        default=None,
-        metadata={"help": "held-out trajectories: evaluate the trained policy on them through the agent"},
-    )
-    eval_limit: int | None = field(
-        default=None, metadata={"help": "evaluate at most this many held-out rows"}
-    )
     tool_call_weight: float = field(
         default=5.0,
         metadata={"help": "loss weight of the crop-request turn's tokens (paper: 5; 1 = plain SFT)"},
@@ -88,14 +124,6 @@ class AwaresSFTConfig(SFTConfig):
             "help": "keep the vision encoder's weights fixed (its projector into the language model trains)"
         },
     )
-    tiny_seed: int = field(default=0, metadata={"help": "seed of the weights of --model tiny"})
-    output_dir: str | None = field(
-        default=None,
-        metadata={
-            "aliases": ["--out"],
-            "help": "where the trained model (and TRL's checkpoints) are written",
-        },
-    )
     assistant_only_loss: bool = field(
         default=True, metadata={"help": "loss on assistant tokens only (AwaRes: always)"}
     )
@@ -106,25 +134,8 @@ class AwaresSFTConfig(SFTConfig):
         },
     )
 
-    # TRL turns checkpointing on under its deprecated name; the current name keeps the default without the
-    # deprecation warning on every run.
-    gradient_checkpointing: bool | None = field(
-        default=None, metadata={"help": "deprecated alias of --activation_checkpointing"}
-    )
-    activation_checkpointing: bool | None = field(
-        default=True,
-        metadata={"help": "recompute activations in the backward pass (less memory, ~20%% slower)"},
-    )
-    bf16: bool | None = field(
-        default=None,
-        metadata={
-            "help": "bf16 mixed precision (default: on where a GPU supports it, off on a CPU-only machine)"
-        },
-    )
-
     def __post_init__(self) -> None:
-        if self.bf16 is None and not self.fp16 and not _bf16_gpu():
-            self.bf16 = False
+        self._awares_defaults()
         super().__post_init__()
         if not self.tool_call_weight > 0:
             raise ConfigError(f"--tool-call-weight must be > 0, got {self.tool_call_weight}")
@@ -138,8 +149,6 @@ class AwaresSFTConfig(SFTConfig):
             raise ConfigError(
                 f"invalid LoRA shape: r={self.lora_r}, alpha={self.lora_alpha}, dropout={self.lora_dropout}"
             )
-        if self.eval_limit is not None and self.eval_limit < 1:
-            raise ConfigError(f"--eval-limit must be >= 1, got {self.eval_limit}")
 
     def peft_config(self) -> object | None:
         """The ``peft.LoraConfig`` for ``lora=True`` (``None`` otherwise)."""
@@ -158,7 +167,7 @@ class AwaresSFTConfig(SFTConfig):
 
 
 @dataclass
-class AwaresGRPOConfig(GRPOConfig):
+class AwaresGRPOConfig(_AwaresArgs, GRPOConfig):
     """Multi-turn GRPO of an SFT model with the AwaRes reward ``R = R_ans - C_tool``.
 
     Parameters beyond TRL's:
@@ -193,13 +202,6 @@ class AwaresGRPOConfig(GRPOConfig):
         default=None,
         metadata={"help": "the SFT checkpoint to start from (also the KL reference), a hub id, or 'tiny'"},
     )
-    eval_data: str | None = field(
-        default=None,
-        metadata={"help": "held-out trajectories: evaluate the trained policy on them through the agent"},
-    )
-    eval_limit: int | None = field(
-        default=None, metadata={"help": "evaluate at most this many held-out rows"}
-    )
     alpha_miss: float = field(
         default=0.5, metadata={"help": "cost of answering without crops where they were needed"}
     )
@@ -222,36 +224,14 @@ class AwaresGRPOConfig(GRPOConfig):
         },
     )
     guard_patience: int = field(default=3, metadata={"help": "logged steps outside the band before acting"})
-    tiny_seed: int = field(default=0, metadata={"help": "seed of the weights of --model tiny"})
-    output_dir: str | None = field(
-        default=None,
-        metadata={
-            "aliases": ["--out"],
-            "help": "where the trained model (and TRL's checkpoints) are written",
-        },
-    )
     beta: float = field(
         default=0.04,
         metadata={"help": "KL penalty to the starting model (TRL's default 0 turns it off)"},
     )
     logging_steps: float = field(default=1, metadata={"help": "log every N steps (default: every step)"})
-    gradient_checkpointing: bool | None = field(
-        default=None, metadata={"help": "deprecated alias of --activation_checkpointing"}
-    )
-    activation_checkpointing: bool | None = field(
-        default=True,
-        metadata={"help": "recompute activations in the backward pass (less memory, ~20%% slower)"},
-    )
-    bf16: bool | None = field(
-        default=None,
-        metadata={
-            "help": "bf16 mixed precision (default: on where a GPU supports it, off on a CPU-only machine)"
-        },
-    )
 
     def __post_init__(self) -> None:
-        if self.bf16 is None and not self.fp16 and not _bf16_gpu():
-            self.bf16 = False
+        self._awares_defaults()
         if self.num_generations < 2:
             raise ConfigError(
                 f"--num-generations must be >= 2 (GRPO compares a group), got {self.num_generations}"
@@ -272,8 +252,6 @@ class AwaresGRPOConfig(GRPOConfig):
             raise ConfigError(f"--crop-rounds must be between 0 and 8, got {self.crop_rounds}")
         if self.rollout_batch < 1:
             raise ConfigError(f"--rollout-batch must be >= 1, got {self.rollout_batch}")
-        if self.eval_limit is not None and self.eval_limit < 1:
-            raise ConfigError(f"--eval-limit must be >= 1, got {self.eval_limit}")
         if self.use_vllm and importlib.util.find_spec("vllm") is None:
             raise ConfigError("--use_vllm needs vLLM (pip install 'trl[vllm]', on a machine with a GPU)")
 

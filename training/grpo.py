@@ -293,6 +293,16 @@ class AwaresGRPOTrainer(GRPOTrainer):
                 int(drift),
             )
 
+    def keep_best(self) -> str | None:
+        """After :meth:`train`: if the call-rate guard stopped the run, put back the weights of the saved
+        checkpoint with the best mean reward and return its path (``None``: the final weights stay)."""
+        if not (self.guard.stopped and self.guard.best_checkpoint):
+            return None
+        from awares_agent.training.models import keep_checkpoint
+
+        keep_checkpoint(self, self.guard.best_checkpoint)
+        return self.guard.best_checkpoint
+
     def train(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().train(*args, **kwargs)
