@@ -138,6 +138,19 @@ def test_direct_answer(page: Path) -> None:
     assert result.state["usage"]["calls"] == 1 and result.state["usage"]["prompt_tokens"] == 10
 
 
+def test_keep_tools_offers_the_tool_on_the_last_turn_and_refuses_a_call_there(page: Path) -> None:
+    # What a model trained on whole json conversations saw: the tools block on every turn.
+    backend = ScriptedBackend(crops("3"), crops("0"), reply("42"), model=MODEL)
+    result = run(backend, page, "What is the total?", keep_tools=True)
+    assert [r.tools[0].name if r.tools else None for r in backend.requests] == ["get_crops"] * 3
+    assert result.region_ids == ["3"]  # the second request came after the last round: refused
+    assert [e["kind"] for e in result.state["errors"]] == ["extra_tool_round"]
+    assert result.state["answer"] == "42"
+    # Every request extends the one before: the conversation is only appended to.
+    for before, after in zip(backend.requests, backend.requests[1:], strict=False):
+        assert after.messages[: len(before.messages)] == before.messages
+
+
 def test_one_crop_round(page: Path) -> None:
     backend = ScriptedBackend(crops("3", "top-left"), reply("42"), model=MODEL)
     result = run(backend, page, "What is the total?")
