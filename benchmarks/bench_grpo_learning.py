@@ -58,9 +58,8 @@ from awares_agent.training.evaluate import evaluate_policy
 from awares_agent.training.models import save_trained
 
 
-def needless(report: Any) -> float:
-    """The share of pages that need no crop on which the policy cropped anyway."""
-    c = report.confusion
+def needless(c: dict[str, int]) -> float:
+    """The share of pages that need no crop on which the policy cropped anyway (from a report's confusion)."""
     total = c["not-needed/cropped"] + c["not-needed/direct"]
     return c["not-needed/cropped"] / total if total else 0.0
 
@@ -168,7 +167,7 @@ def plot(history: list[dict[str, Any]], held_out: list[tuple[int, dict[str, Any]
     left.plot(steps, window("decision/not_needed_cropped", unneeded), label="rollout needless-crop rate")
     left.plot(
         [s for s, _ in held_out],
-        [needless(_Report(r)) for _, r in held_out],
+        [needless(r["confusion"]) for _, r in held_out],
         "o-",
         label="held-out needless-crop rate (greedy)",
     )
@@ -186,11 +185,6 @@ def plot(history: list[dict[str, Any]], held_out: list[tuple[int, dict[str, Any]
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-
-
-class _Report:
-    def __init__(self, point: dict[str, Any]) -> None:
-        self.confusion = point["confusion"]
 
 
 def main() -> None:
@@ -280,7 +274,7 @@ def main() -> None:
         config,
         samples=train_samples,
         processing_class=processor,
-        agent=load_training_data(train_export).agent_config(),
+        agent=data.agent_config(),
     )
     trainer.remove_callback(PrinterCallback)  # the tables below say it; every step's logs go to the JSON
     budget = Budget(trainer, args.minutes, args.eval_every, heldout, out / "grpo")
@@ -317,7 +311,7 @@ def main() -> None:
     for name, r in (("SFT", before), ("SFT + GRPO", after)):
         table.add_row(
             name,
-            pct(needless(r)),
+            pct(needless(r.confusion)),
             pct(r.decision_accuracy),
             pct(r.needed_recall),
             pct(r.answer_accuracy),
@@ -327,7 +321,7 @@ def main() -> None:
             pct(r.well_formed),
         )
     console.print(table)
-    cut = 1 - needless(after) / needless(before) if needless(before) else 0.0
+    cut = 1 - needless(after.confusion) / needless(before.confusion) if needless(before.confusion) else 0.0
     ok = (
         cut >= 0.30
         and after.decision_accuracy >= before.decision_accuracy - 0.01
@@ -360,7 +354,7 @@ def main() -> None:
         curve.add_row(
             str(p["step"]),
             f"{p['train_s']:.0f}",
-            pct(needless(_Report(p))),
+            pct(needless(p["confusion"])),
             pct(p["decision_accuracy"]),
             pct(p["needed_recall"]),
             pct(sum(h["crops/call_rate"] for h in window) / len(window)),
