@@ -4,11 +4,15 @@ A backend is a thin adapter: it turns backend-neutral :class:`~awares_agent.mess
 image references resolved through an :class:`~awares_agent.image_store.ImageStore`) and an optional list of
 tools into one model turn, and returns a :class:`~awares_agent.messages.ChatReply`. Nothing outside a
 backend branches on which backend is in use.
+
+A backend that can send its text as it is generated also fulfils :class:`StreamingChatBackend`: the graph
+then passes each piece to an ``on_text`` callback, and the agent's
+:meth:`~awares_agent.agent.AwaResAgent.stream` turns the pieces into ``token`` events.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from awares_agent.messages import ChatMessage, ChatReply, ToolSpec
@@ -49,4 +53,42 @@ class ChatBackend(Protocol):
         tools: Sequence[ToolSpec] | None = None,
     ) -> ChatReply:
         """Run one turn asynchronously."""
+        ...
+
+
+TextSink = Callable[[str], None]
+"""Receives each new piece of a reply's text as it is generated (a streaming backend's ``on_text``)."""
+
+
+@runtime_checkable
+class StreamingChatBackend(ChatBackend, Protocol):
+    """A :class:`ChatBackend` that can also hand over its text as it is generated.
+
+    The streamed call returns the same :class:`ChatReply` as :meth:`complete` would (text, tool calls,
+    usage); ``on_text`` is called along the way with each new piece of the reply's raw text, in order, so
+    the pieces joined are the text the model generated (a tool call written as text included). A backend
+    whose server sends tool calls as structured deltas passes only their text, if any. ``on_text`` runs
+    on the thread (or event loop) that generates: it must be quick and must not raise.
+    """
+
+    def complete_stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        images: ImageStore,
+        tools: Sequence[ToolSpec] | None = None,
+        on_text: TextSink,
+    ) -> ChatReply:
+        """Run one turn synchronously, streaming its text to ``on_text``."""
+        ...
+
+    async def acomplete_stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        images: ImageStore,
+        tools: Sequence[ToolSpec] | None = None,
+        on_text: TextSink,
+    ) -> ChatReply:
+        """Run one turn asynchronously, streaming its text to ``on_text``."""
         ...
