@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
@@ -85,18 +86,29 @@ class AgentEvent(BaseModel):
     """A step of a streamed query.
 
     Attributes:
-        type: ``view`` (low-res view made), ``model`` (a model turn), ``crops`` (crops served), ``answer``
-            (final answer known), or ``result`` (the query is complete; ``result`` is set).
+        type: ``view`` (low-res view made), ``token`` (a new piece of a model turn's text, as it is
+            generated: ``data["text"]``, ``data["round"]``; only from a backend that streams), ``model`` (a
+            model turn, complete), ``crops`` (crops served), ``answer`` (final answer known), or ``result``
+            (the query is complete; ``result`` is set).
         data: the event's payload (ids, sizes, tokens, the model's text...).
         result: the :class:`AskResult`, on the ``result`` event.
     """
 
-    type: Literal["view", "model", "crops", "answer", "result"]
+    type: Literal["view", "token", "model", "crops", "answer", "result"]
     data: dict[str, Any] = Field(default_factory=dict)
     result: AskResult | None = None
 
 
 Query = tuple[ImageInput, str]
+
+
+def _streamed(options: RunOptions | None, tokens: bool) -> RunOptions | None:
+    """``options`` with text streaming as asked (``None`` kept when nothing changes)."""
+    if options is None and not tokens:
+        return None
+    if options is not None and not isinstance(options, RunOptions):
+        return options  # _prepare refuses it with its message
+    return dataclasses.replace(options or RunOptions(), stream_text=tokens)
 
 
 class AwaResAgent:
@@ -217,13 +229,18 @@ class AwaResAgent:
         *,
         thread_id: str | None = None,
         options: RunOptions | None = None,
+        tokens: bool = True,
     ) -> Iterator[AgentEvent]:
         """Run a query and yield its events as they happen, ending with a ``result`` event.
 
-        Arguments as :meth:`ask`. A ``model`` event's ``scripted`` is true for a turn the run options made
-        (a forced crop request, a scripted answer) rather than the backend.
+        Arguments as :meth:`ask`, and ``tokens``: stream each model turn's text as ``token`` events while
+        it is generated, where the backend can (:class:`~awares_agent.backends.base.StreamingChatBackend`:
+        the OpenAI-compatible and transformers backends); a ``model`` event follows each turn either way.
+        A ``model`` event's ``scripted`` is true for a turn the run options made (a forced crop request, a
+        scripted answer) rather than the backend.
         """
         started, t0 = datetime.now(UTC), time.perf_counter()
+        options = _streamed(options, tokens)
         inputs, run_config, label = self._prepare(image, question, thread_id, options)
         state: dict[str, Any] = {}
         stream = self.graph.stream(inputs, run_config, context=options, stream_mode=["custom", "values"])
@@ -242,9 +259,11 @@ class AwaResAgent:
         *,
         thread_id: str | None = None,
         options: RunOptions | None = None,
+        tokens: bool = True,
     ) -> AsyncIterator[AgentEvent]:
         """Async :meth:`stream` (same arguments)."""
         started, t0 = datetime.now(UTC), time.perf_counter()
+        options = _streamed(options, tokens)
         inputs, run_config, label = await asyncio.to_thread(
             self._prepare, image, question, thread_id, options
         )

@@ -28,7 +28,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import get_runtime
 
-from awares_agent.backends.base import ChatBackend
+from awares_agent.backends.base import ChatBackend, StreamingChatBackend, TextSink
 from awares_agent.config import AgentConfig
 from awares_agent.errors import AwaresError, BackendResponseError, ConfigError
 from awares_agent.graphs.context import FROM_CONFIG, RunOptions
@@ -225,12 +225,26 @@ class AwaresNodes:
             return self._after_decide(state, reply, repairs, decision=decision, scripted=True)
         return None
 
+    def _streaming(self, state: AwaresState) -> tuple[StreamingChatBackend, TextSink] | None:
+        """The backend and ``on_text`` sink of a turn whose text is streamed as ``token`` events, or ``None``
+        (the run does not stream text, or the backend cannot)."""
+        if not run_options().stream_text or not isinstance(self.backend, StreamingChatBackend):
+            return None
+        writer = get_stream_writer()
+        round_no = state["rounds"] + 1
+        return self.backend, lambda piece: writer({"type": "token", "text": piece, "round": round_no})
+
     def _call(
-        self, messages: list[ChatMessage], tools: list[ToolSpec] | None
+        self, state: AwaresState, messages: list[ChatMessage], tools: list[ToolSpec] | None
     ) -> tuple[ChatReply, list[tuple[str, str]]]:
         """One backend turn under the boundary rule: only typed errors escape, the reply is cleaned."""
+        streaming = self._streaming(state)
         try:
-            reply = self.backend.complete(messages, images=self.store, tools=tools)
+            if streaming is not None:
+                backend, on_text = streaming
+                reply = backend.complete_stream(messages, images=self.store, tools=tools, on_text=on_text)
+            else:
+                reply = self.backend.complete(messages, images=self.store, tools=tools)
         except AwaresError:
             raise
         except Exception as exc:
@@ -238,11 +252,18 @@ class AwaresNodes:
         return _checked(self.backend, reply)
 
     async def _acall(
-        self, messages: list[ChatMessage], tools: list[ToolSpec] | None
+        self, state: AwaresState, messages: list[ChatMessage], tools: list[ToolSpec] | None
     ) -> tuple[ChatReply, list[tuple[str, str]]]:
         """Async :meth:`_call`."""
+        streaming = self._streaming(state)
         try:
-            reply = await self.backend.acomplete(messages, images=self.store, tools=tools)
+            if streaming is not None:
+                backend, on_text = streaming
+                reply = await backend.acomplete_stream(
+                    messages, images=self.store, tools=tools, on_text=on_text
+                )
+            else:
+                reply = await self.backend.acomplete(messages, images=self.store, tools=tools)
         except AwaresError:
             raise
         except Exception as exc:
@@ -254,14 +275,14 @@ class AwaresNodes:
         if update is not None:
             return update
         messages, tools = self._request(state)
-        return self._after_decide(state, *self._call(messages, tools))
+        return self._after_decide(state, *self._call(state, messages, tools))
 
     async def adecide(self, state: AwaresState) -> dict[str, Any]:
         update = self._not_model_turn(state)
         if update is not None:
             return update
         messages, tools = self._request(state)
-        return self._after_decide(state, *await self._acall(messages, tools))
+        return self._after_decide(state, *await self._acall(state, messages, tools))
 
     def _after_decide(
         self,
@@ -384,7 +405,7 @@ class AwaresNodes:
         if scripted is not None:
             return scripted
         messages, tools = self._request(state)  # tools: only with keep_tools (a call is then refused)
-        return self._final(state, *self._call(messages, tools))
+        return self._final(state, *self._call(state, messages, tools))
 
     async def aanswer(self, state: AwaresState) -> dict[str, Any]:
         if not self._must_ask(state):
@@ -393,7 +414,7 @@ class AwaresNodes:
         if scripted is not None:
             return scripted
         messages, tools = self._request(state)
-        return self._final(state, *await self._acall(messages, tools))
+        return self._final(state, *await self._acall(state, messages, tools))
 
     def _scripted_final(self, state: AwaresState) -> dict[str, Any] | None:
         """The update of an answer turn that the run options script (no backend call), or ``None``."""

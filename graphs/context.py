@@ -62,6 +62,10 @@ class RunOptions:
             (:data:`FROM_CONFIG`) the configuration's.
         view: how the first view is made, instead of the configuration's (``ViewSpec(scale=1.0)``: the
             full-resolution image, the ``full-res`` policy).
+        stream_text: send each model turn's text as it is generated, as ``token`` events of the run's
+            custom stream, where the backend can
+            (:class:`~awares_agent.backends.base.StreamingChatBackend`); other backends answer whole.
+            :meth:`AwaResAgent.stream <awares_agent.agent.AwaResAgent.stream>` sets it.
 
     Raises:
         ConfigError: an empty crop list or answer, or a value out of range.
@@ -72,6 +76,7 @@ class RunOptions:
     max_rounds: int | None = None
     max_rtr: float | FromConfig | None = field(default=FROM_CONFIG)
     view: ViewSpec | None = None
+    stream_text: bool = False
 
     def __post_init__(self) -> None:
         if self.crops is not None:

@@ -26,7 +26,7 @@ from PIL import Image
 from awares_agent.image_store import ImageStore
 from awares_agent.messages import ChatMessage, ChatReply, ImagePart, ToolSpec
 
-__all__ = ["Request", "ScriptedBackend"]
+__all__ = ["Request", "ScriptedBackend", "StreamingScriptedBackend"]
 
 
 @dataclass(frozen=True)
@@ -160,3 +160,68 @@ class ScriptedBackend:
         if isinstance(entry, str):
             return ChatReply(text=entry)
         return entry  # type: ignore[return-value]  # a test may script a non-ChatReply on purpose
+
+
+class StreamingScriptedBackend(ScriptedBackend):
+    """A :class:`ScriptedBackend` that also streams
+    (a :class:`~awares_agent.backends.base.StreamingChatBackend`): each reply's text is handed to
+    ``on_text`` word by word before the call returns.
+
+    Attributes:
+        streamed: for each call, whether it came through ``complete_stream`` / ``acomplete_stream``.
+    """
+
+    def __init__(self, *script: Entry, model: str = "scripted-model", default: Entry | None = None) -> None:
+        super().__init__(*script, model=model, default=default)
+        self.streamed: list[bool] = []
+
+    def complete(
+        self, messages: Sequence[ChatMessage], *, images: ImageStore, tools: Sequence[ToolSpec] | None = None
+    ) -> ChatReply:
+        """As :meth:`ScriptedBackend.complete` (recorded as not streamed)."""
+        self.streamed.append(False)
+        return super().complete(messages, images=images, tools=tools)
+
+    def complete_stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        images: ImageStore,
+        tools: Sequence[ToolSpec] | None = None,
+        on_text: Callable[[str], None],
+    ) -> ChatReply:
+        """Answer with the next scripted entry, its text sent to ``on_text`` a word at a time first.
+
+        Args:
+            messages: the conversation.
+            images: the image store.
+            tools: the tools offered.
+            on_text: the sink of the text pieces.
+        """
+        self.streamed.append(True)
+        reply = self._answer(messages, images, tools, asynchronous=False)
+        _send_words(reply, on_text)
+        return reply
+
+    async def acomplete_stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        images: ImageStore,
+        tools: Sequence[ToolSpec] | None = None,
+        on_text: Callable[[str], None],
+    ) -> ChatReply:
+        """Async :meth:`complete_stream`."""
+        self.streamed.append(True)
+        reply = self._answer(messages, images, tools, asynchronous=True)
+        _send_words(reply, on_text)
+        return reply
+
+
+def _send_words(reply: object, on_text: Callable[[str], None]) -> None:
+    text = reply.text if isinstance(reply, ChatReply) else ""
+    words = text.split(" ")
+    for i, word in enumerate(words):
+        piece = word if i == 0 else " " + word
+        if piece:
+            on_text(piece)

@@ -21,7 +21,7 @@ from chat_server import Completion, Delay, ScriptedChatServer
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from PIL import Image, ImageDraw
-from scripted_backend import Request, ScriptedBackend
+from scripted_backend import Request, ScriptedBackend, StreamingScriptedBackend
 
 from awares_agent import (
     AwaResAgent,
@@ -161,6 +161,51 @@ def test_astream(photo: Path) -> None:
         return [e.type async for e in AwaResAgent(backend).astream(photo, "q")]
 
     assert asyncio.run(collect()) == ["view", "model", "answer", "result"]
+    assert [r.asynchronous for r in backend.requests] == [True]
+
+
+def test_stream_sends_the_text_as_it_is_generated(photo: Path) -> None:
+    backend = StreamingScriptedBackend("GET_CROPS: ['3']", reply("exit twelve it says"), model=MODEL)
+    events = list(AwaResAgent(backend, protocol="awares-text").stream(photo, "Which exit?"))
+    kinds = [e.type for e in events]
+    assert kinds == ["view", *["token"] * 2, "model", "crops", *["token"] * 4, "model", "answer", "result"]
+    tokens = [e.data for e in events if e.type == "token"]
+    assert "".join(t["text"] for t in tokens if t["round"] == 1) == "GET_CROPS: ['3']"
+    assert "".join(t["text"] for t in tokens if t["round"] == 2) == "exit twelve it says"
+    assert backend.streamed == [True, True]
+    assert events[-1].result is not None and events[-1].result.answer == "exit twelve it says"
+
+
+def test_stream_without_tokens_and_ask_do_not_stream(photo: Path) -> None:
+    backend = StreamingScriptedBackend(reply("12"), reply("12"), model=MODEL)
+    agent = AwaResAgent(backend)
+    events = list(agent.stream(photo, "Which exit?", tokens=False))
+    assert "token" not in [e.type for e in events]
+    assert agent.ask(photo, "Which exit?").answer == "12"
+    assert backend.streamed == [False, False]
+
+
+def test_stream_keeps_the_run_options_it_is_given(photo: Path) -> None:
+    backend = StreamingScriptedBackend(reply("twelve"), model=MODEL)
+    options = RunOptions(crops=("3",))
+    events = list(AwaResAgent(backend).stream(photo, "Which exit?", options=options))
+    assert [e.data["scripted"] for e in events if e.type == "model"] == [True, False]
+    assert [e.data["text"] for e in events if e.type == "token"] == ["twelve"]
+    assert options.stream_text is False  # the caller's options are not changed
+
+
+def test_a_backend_that_cannot_stream_answers_whole(photo: Path) -> None:
+    events = list(AwaResAgent(scripted(reply("12"))).stream(photo, "Which exit?"))
+    assert [e.type for e in events] == ["view", "model", "answer", "result"]
+
+
+def test_astream_streams_text(photo: Path) -> None:
+    backend = StreamingScriptedBackend(reply("exit 12"), model=MODEL)
+
+    async def collect() -> list[str]:
+        return [e.data["text"] async for e in AwaResAgent(backend).astream(photo, "q") if e.type == "token"]
+
+    assert asyncio.run(collect()) == ["exit", " 12"]
     assert [r.asynchronous for r in backend.requests] == [True]
 
 
