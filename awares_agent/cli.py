@@ -6,8 +6,9 @@
 * ``awares eval --bench NAME_OR_PATH --policy awares,low-res,full-res --out DIR`` evaluates policies.
 * ``awares report DIR...`` renders a markdown table and an accuracy-vs-RTR plot over runs.
 * ``awares collect label|rollout|merge|export`` builds training data (:mod:`awares_agent.collect.command`).
-* ``awares train sft|eval`` fine-tunes a VLM on it and scores the trained policy
+* ``awares train sft|grpo|eval`` fine-tunes a VLM on it and scores the trained policy
   (:mod:`awares_agent.training.cli`).
+* ``awares demo [IMAGE]`` opens the interactive console demo (:mod:`awares_agent.demo.app`).
 """
 
 from __future__ import annotations
@@ -111,6 +112,24 @@ def _parser() -> argparse.ArgumentParser:
 
     add_collect_parser(sub, READER_NOTE)
     add_train_parser(sub)
+
+    demo = sub.add_parser(
+        "demo",
+        help="the interactive console demo: watch the model look, crop and answer",
+        description=(
+            "A full-screen terminal app: the low-resolution view with the crop regions, the crops the model "
+            "asks for as they arrive, its answer streamed, and what it cost. With no arguments it runs "
+            "offline on the embedded reader with bundled sample pages; point it at your own image and "
+            "server (or local model) with IMAGE and --base-url/--model. Type /help in the app for commands."
+        ),
+        epilog=READER_NOTE,
+    )
+    demo.add_argument("image", nargs="?", help="an image to open (default: the first sample page)")
+    demo.add_argument(
+        "--out", default="awares-demo", help="where /save and /crops write (default: ./awares-demo)"
+    )
+    add_backend_options(demo)
+    add_agent_options(demo)
     return parser
 
 
@@ -144,6 +163,20 @@ def _ask(args: argparse.Namespace, console: Console) -> int:
                 result = event.result
     assert result is not None  # the stream always ends with a result event
     _show_result(console, result)
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace, console: Console) -> int:
+    from pathlib import Path
+
+    from awares_agent.demo.app import DemoApp
+    from awares_agent.demo.session import DemoSession
+
+    session = DemoSession(backend=backend_options(args), config=agent_config(args), out_dir=Path(args.out))
+    if session.backend.kind == "transformers":  # load the model before the screen is taken over
+        with console.status(f"loading {session.backend.model}..."):
+            session.use_backend(session.backend)
+    DemoApp(session, image=args.image).run()
     return EXIT_OK
 
 
@@ -282,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_collect(args, console)
         if args.command == "train":
             return run_train(args, console)
+        if args.command == "demo":
+            return _demo(args, console)
     except BackendError as exc:
         errors.print(f"[red]error:[/] {escape(redact(str(exc)))}", highlight=False)
         return EXIT_BACKEND

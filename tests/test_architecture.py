@@ -200,6 +200,7 @@ LAYERS: list[list[str]] = [
     ["awares_agent.evals", "awares_agent.testing"],
     ["awares_agent.collect"],
     ["awares_agent.training"],
+    ["awares_agent.demo"],
     ["awares_agent.cli"],
 ]
 
