@@ -130,6 +130,7 @@ class DemoApp(App[None]):
         self.shown: QueryRecord | None = None
         self.busy: str | None = None
         self._live = ""
+        self._pieces = 0
         self._crop_views: list[RenderableType] = []
 
     # --- layout --------------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ class DemoApp(App[None]):
                         )
                     with TabPane("history", id="history-tab"):
                         yield OptionList(id="history")
-                yield RichLog(id="log", wrap=True, markup=False, highlight=False)
+                yield RichLog(id="log", wrap=True, markup=False, highlight=False, min_width=20)
                 yield Static("", id="live")
         yield Static("", id="status")
         yield Input(placeholder="ask a question about the image, or /help", id="ask")
@@ -357,11 +358,12 @@ class DemoApp(App[None]):
             self._set_crops([])
         elif event.type == "token":
             self._live += data["text"]
+            self._pieces += 1
             self.query_one("#live", Static).update(Text(f"model: {self._live}▌"))
         elif event.type == "model":
-            self._live = ""
+            pieces, self._live, self._pieces = self._pieces, "", 0
             self.query_one("#live", Static).update("")
-            self._model_turn(data)
+            self._model_turn(data, pieces)
         elif event.type == "crops":
             for crop in data["crops"]:
                 self._add_crop(crop)
@@ -372,8 +374,10 @@ class DemoApp(App[None]):
         elif event.type == "result" and event.result is not None:
             self._finished(self.session.record())
 
-    def _model_turn(self, data: dict[str, Any]) -> None:
+    def _model_turn(self, data: dict[str, Any], pieces: int) -> None:
         who = "model (scripted)" if data.get("scripted") else "model"
+        if pieces:
+            who += f" (streamed in {pieces} pieces)"
         text = (data.get("text") or "").strip()
         if data["kind"] == "crop":
             self.query_one("#view", ImagePanel).light(data["crops"])
@@ -546,7 +550,7 @@ class DemoApp(App[None]):
     def _error(self, exc: BaseException) -> None:
         kind = type(exc).__name__
         self._say(f"error ({kind}): {redact(str(exc))}", "bold red")
-        self._live = ""
+        self._live, self._pieces = "", 0
         self.query_one("#live", Static).update("")
         self._status()
 

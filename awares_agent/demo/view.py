@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 from PIL import Image
 from rich.color import Color
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -124,8 +125,7 @@ class RegionView:
 
     def _pixels(self, cols: int, px_rows: int) -> list[list[tuple[int, int, int]]]:
         small = self.image.convert("RGB").resize((cols, px_rows), Image.Resampling.LANCZOS)
-        data = list(small.getdata())
-        grid = [data[y * cols : (y + 1) * cols] for y in range(px_rows)]
+        grid = [[(r, g, b) for r, g, b in row] for row in np.asarray(small).tolist()]
         boxes = self._boxes(cols, px_rows)
         for region, (x0, y0, x1, y1) in boxes:  # lit regions are filled first, every outline drawn on top
             if region.id in self.lit:
