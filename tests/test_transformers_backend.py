@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import threading
 from collections.abc import Iterator
@@ -22,15 +23,16 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, Qwen2_5_VLForConditionalGeneration
 
 from awares_agent import AwaResAgent
-from awares_agent.backends.base import ChatBackend
+from awares_agent.backends.base import ChatBackend, StreamingChatBackend
 from awares_agent.backends.hf_batcher import MicroBatcher
 from awares_agent.backends.hf_decode import CachedTurn, PrefixCache, PreparedTurn, usable_prefix
+from awares_agent.backends.hf_detokenize import IncrementalDetokenizer, decode_text
 from awares_agent.backends.hf_processors import load_processor
 from awares_agent.backends.transformers_backend import TransformersBackend
 from awares_agent.errors import BackendError, ConfigError, MessageTranslationError
 from awares_agent.image_store import ImageStore
 from awares_agent.images import ViewSpec
-from awares_agent.messages import ChatMessage, ImagePart, TextPart, ToolCall
+from awares_agent.messages import ChatMessage, ChatReply, ImagePart, TextPart, ToolCall
 from awares_agent.testing import build_tiny_vlm
 from awares_agent.tokens import QWEN2_5_VL
 from awares_agent.tools.crop_sets import PaperCropSet
@@ -591,6 +593,245 @@ def test_generate_path_for_models_without_mrope(lively, processor, store: ImageS
         expected.usage,
         expected.image_tokens,
     )
+
+
+# --- streaming -----------------------------------------------------------------------------------------
+
+
+def same_reply(a: ChatReply, b: ChatReply) -> bool:
+    """Equal in everything but the wall-clock latency."""
+    return a.model_copy(update={"latency_s": 0.0}) == b.model_copy(update={"latency_s": 0.0})
+
+
+class Recorder:
+    """An ``on_text`` sink that notes how many model forwards had run when each piece arrived."""
+
+    def __init__(self) -> None:
+        self.forwards = 0
+        self.pieces: list[str] = []
+        self.seen_at: list[int] = []
+
+    def count(self, kw) -> None:
+        self.forwards += 1
+
+    def __call__(self, piece: str) -> None:
+        self.pieces.append(piece)
+        self.seen_at.append(self.forwards)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
+def test_the_backend_is_a_streaming_backend(backend: TransformersBackend):
+    assert isinstance(backend, StreamingChatBackend)
+
+
+def test_streamed_pieces_arrive_during_generation_and_join_to_the_reply(lively, processor, store):
+    _, messages = first_turn(store, 60)
+    expected = make(lively, processor, kv_reuse=False).complete(messages, images=store)
+    recorder = Recorder()
+    with hooks(lively, before=recorder.count):
+        reply = make(lively, processor).complete_stream(messages, images=store, on_text=recorder)
+    assert same_reply(reply, expected)
+    assert recorder.text == reply.text and all(recorder.pieces)
+    assert len(recorder.pieces) > 1
+    # In order, and as generated: the first piece came after the prefill, well before the last forward.
+    assert recorder.seen_at == sorted(recorder.seen_at)
+    assert recorder.seen_at[0] < recorder.forwards
+
+
+def test_a_streamed_tool_call_is_streamed_as_text_and_parsed_in_the_reply(backend, store):
+    # No reuse: a repeated prompt would prefill one token, which `scripted` does not take for a new reply.
+    backend = make(backend.model, backend.processor, max_new_tokens=64, kv_reuse=False)
+    _, messages = first_turn(store, 61)
+    call = '<tool_call>\n{"name": "get_crops", "arguments": {"crops": ["0", "5"]}}\n</tool_call>'
+    pieces: list[str] = []
+    with scripted(backend.model, backend.tokenizer, [call, call]):
+        streamed = backend.complete_stream(messages, images=store, tools=[CROP_TOOL], on_text=pieces.append)
+        plain = backend.complete(messages, images=store, tools=[CROP_TOOL])
+    assert "".join(pieces) == call and len(pieces) > 1
+    assert streamed.tool_calls == [ToolCall(id="call_0", name="get_crops", arguments='{"crops": ["0", "5"]}')]
+    assert streamed.text == ""
+    assert same_reply(streamed, plain)
+
+
+def test_a_streaming_call_batches_with_a_plain_one(lively, processor, store):
+    conversations = batch_conversations(store)[:2]
+    expected = [make(lively, processor, kv_reuse=False).complete(c, images=store) for c in conversations]
+    backend = make(lively, processor, max_batch_size=2, batch_wait_ms=2000)
+    barrier = threading.Barrier(2)
+    pieces: list[str] = []
+    results: dict[int, ChatReply] = {}
+
+    def ask(i: int) -> None:
+        barrier.wait()
+        if i == 0:
+            results[i] = backend.complete_stream(conversations[i], images=store, on_text=pieces.append)
+        else:
+            results[i] = backend.complete(conversations[i], images=store)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert backend.stats["batch_sizes"] == {2: 1}
+    assert all(same_reply(results[i], expected[i]) for i in range(2))
+    assert "".join(pieces) == results[0].text and len(pieces) > 1
+
+
+def test_a_raising_sink_is_dropped_and_its_batch_goes_on(lively, processor, store, caplog):
+    conversations = batch_conversations(store)[2:4]
+    expected = [make(lively, processor, kv_reuse=False).complete(c, images=store) for c in conversations]
+    backend = make(lively, processor, max_batch_size=2, batch_wait_ms=2000)
+    barrier = threading.Barrier(2)
+    calls: list[str] = []
+    pieces: list[str] = []
+    results: dict[int, ChatReply] = {}
+
+    def explode(piece: str) -> None:
+        calls.append(piece)
+        raise ValueError("the client went away")
+
+    def ask(i: int) -> None:
+        barrier.wait()
+        sink = explode if i == 0 else pieces.append
+        results[i] = backend.complete_stream(conversations[i], images=store, on_text=sink)
+
+    with caplog.at_level(logging.WARNING, logger="awares_agent.backends.hf_detokenize"):
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    assert backend.stats["batch_sizes"] == {2: 1}  # one batch: the error did not make it rerun
+    assert all(same_reply(results[i], expected[i]) for i in range(2))
+    assert len(calls) == 1  # called once, then never again
+    assert "".join(pieces) == results[1].text
+    warnings = [r for r in caplog.records if "on_text raised" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+
+
+def test_a_batch_rerun_after_a_failure_streams_each_piece_once(lively, processor, store):
+    """A batch that fails mid-decode is rerun one row at a time; the tokens start again, the text does not."""
+    conversations = batch_conversations(store)[:2]
+    expected = [make(lively, processor, kv_reuse=False).complete(c, images=store) for c in conversations]
+    backend = make(lively, processor, max_batch_size=2, batch_wait_ms=2000)
+    barrier = threading.Barrier(2)
+    pieces: dict[int, list[str]] = {0: [], 1: []}
+    before_failure: dict[int, int] = {0: 0, 1: 0}
+    results: dict[int, ChatReply] = {}
+    steps = {"batched": 0}
+
+    def sink(i: int):
+        def on_text(piece: str) -> None:
+            pieces[i].append(piece)
+            before_failure[i] += steps["batched"] < 8
+
+        return on_text
+
+    def fail_late(kw):
+        if kw["input_ids"].shape == (2, 1):
+            steps["batched"] += 1
+            if steps["batched"] == 8:
+                raise RuntimeError("boom")
+
+    def ask(i: int) -> None:
+        barrier.wait()
+        results[i] = backend.complete_stream(conversations[i], images=store, on_text=sink(i))
+
+    with hooks(lively, before=fail_late):
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    assert backend.stats["batch_sizes"] == {1: 2}  # the batch of two failed; each reran alone
+    for i in range(2):
+        assert same_reply(results[i], expected[i])
+        assert "".join(pieces[i]) == results[i].text
+        assert 0 < before_failure[i] < len(pieces[i])  # streamed both before the failure and after it
+
+
+def test_acomplete_stream(lively, processor, store):
+    _, messages = first_turn(store, 62)
+    expected = make(lively, processor, kv_reuse=False).complete(messages, images=store)
+    pieces: list[str] = []
+    reply = asyncio.run(
+        make(lively, processor, max_batch_size=4).acomplete_stream(
+            messages, images=store, on_text=pieces.append
+        )
+    )
+    assert same_reply(reply, expected)
+    assert "".join(pieces) == reply.text and len(pieces) > 1
+
+
+def test_the_generate_path_streams(lively, processor, store):
+    _, messages = first_turn(store, 63)
+    expected = make(lively, processor, kv_reuse=False).complete(messages, images=store)
+    backend = make(lively, processor, kv_reuse=False)
+    backend._mrope = False
+    recorder = Recorder()
+    with hooks(lively, before=recorder.count):
+        reply = backend.complete_stream(messages, images=store, on_text=recorder)
+    assert same_reply(reply, expected)
+    assert recorder.text == reply.text and len(recorder.pieces) > 1
+    assert recorder.seen_at == sorted(recorder.seen_at) and recorder.seen_at[0] < recorder.forwards
+
+
+def split_characters(tokenizer, text: str) -> list[int]:
+    """``text``'s token ids, checked to contain a prefix whose decode ends inside a multi-byte character."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    partial = [decode_text(tokenizer, ids[:k]) for k in range(1, len(ids))]
+    assert any(p.endswith("\ufffd") for p in partial)  # the byte-level tokenizer splits these characters
+    return ids
+
+
+def test_the_detokenizer_never_sends_half_a_character(processor):
+    tokenizer = processor.tokenizer
+    ids = split_characters(tokenizer, "Total: 日本語 🙂 ok")
+    ids = [*ids, tokenizer.convert_tokens_to_ids("<|im_end|>")]  # a special token adds no text
+    pieces: list[str] = []
+    stream = IncrementalDetokenizer(tokenizer, pieces.append)
+    for k in range(1, len(ids) + 1):
+        stream.update(ids[:k])
+    stream.finish(ids)
+    assert "".join(pieces) == decode_text(tokenizer, ids) == "Total: 日本語 🙂 ok"
+    assert all(pieces) and not any("\ufffd" in p for p in pieces)
+    assert len(pieces) < len(ids) - 1  # pieces that would have ended halfway were held back and merged
+
+
+def test_the_detokenizer_flushes_a_truncated_character_and_survives_a_restart(processor):
+    tokenizer = processor.tokenizer
+    ids = split_characters(tokenizer, "ok 🙂")[:-1]  # the turn ran out of tokens inside the emoji
+    pieces: list[str] = []
+    stream = IncrementalDetokenizer(tokenizer, pieces.append)
+    for k in range(1, len(ids) + 1):
+        stream.update(ids[:k])
+    held = "".join(pieces)
+    assert not held.endswith("\ufffd")
+    for k in range(1, len(ids) + 1):  # a rerun: the same tokens from the start
+        stream.update(ids[:k])
+    assert "".join(pieces) == held  # nothing sent twice
+    stream.finish(ids)
+    assert "".join(pieces) == decode_text(tokenizer, ids) and pieces[-1].endswith("\ufffd")
+
+
+def test_the_detokenizer_sends_nothing_a_diverging_rerun_contradicts(processor, caplog):
+    tokenizer = processor.tokenizer
+    first, second = (
+        tokenizer.encode(t, add_special_tokens=False) for t in ("the cat sat", "a dog ran far away")
+    )
+    pieces: list[str] = []
+    stream = IncrementalDetokenizer(tokenizer, pieces.append, name="tiny")
+    stream.update(first)
+    with caplog.at_level(logging.WARNING, logger="awares_agent.backends.hf_detokenize"):
+        for k in range(1, len(second) + 1):  # a sampled rerun generated something else
+            stream.update(second[:k])
+        stream.finish(second)
+    assert pieces == ["the cat sat"]
+    assert "not a prefix of the reply" in caplog.text
 
 
 # --- errors --------------------------------------------------------------------------------------------

@@ -13,8 +13,12 @@
   longest common token prefix whose images are the very same pictures (same ids, not merely the same token
   count). Cached tensors are never written in place (a turn copies what it reuses into its own cache), so one
   entry may serve several requests; an entry is dropped once a longer turn has fully extended it.
+* **Streaming.** A turn may carry an ``on_token`` callback (a :data:`TokenSink`): each time its row picks a
+  token, it is called with the row's tokens so far, so a streaming caller decodes its text as it is
+  generated while its row still batches with others.
 
-Models without ``get_rope_index`` go through :func:`generate_turn` (``model.generate()``, no reuse).
+Models without ``get_rope_index`` go through :func:`generate_turn` (``model.generate()``, no reuse; a
+``transformers`` streamer feeds ``on_token`` there).
 torch and transformers are imported inside the functions that need them (optional dependencies).
 """
 
@@ -23,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 MIN_REUSE_TOKENS = 16
 """A cached prefix shorter than this is not worth the bookkeeping; the prompt is prefilled in full."""
+
+TokenSink = Callable[[Sequence[int]], None]
+"""Called each time a turn generates a token, with the turn's tokens so far (the new one last; read it, do
+not keep or change it). A failed batch is rerun one turn at a time, so the tokens may start again."""
 
 
 @dataclass
@@ -52,6 +60,7 @@ class PreparedTurn:
         image_tokens: each image's visual tokens (``None``: the processor does not say).
         tools_offered: whether tools were offered (the reply's tool calls are then parsed).
         inputs: the processor's whole output, for the ``generate()`` path.
+        on_token: called with the turn's tokens so far each time it generates one (``None``: not streamed).
     """
 
     input_ids: torch.Tensor
@@ -65,6 +74,7 @@ class PreparedTurn:
     image_tokens: list[int] | None
     tools_offered: bool
     inputs: dict[str, Any] | None = None
+    on_token: TokenSink | None = None
 
     @property
     def length(self) -> int:
@@ -297,6 +307,7 @@ def decode_batch(
     """Prefill every row's uncached segment, then decode the batch one token per step.
 
     The caller holds the model (one generation at a time) and runs this under ``torch.inference_mode()``.
+    Each row's ``on_token``, if any, is called as the row picks each token, before the next step runs.
 
     Args:
         model: a Qwen-VL model (its forward takes ``position_ids`` of shape ``(3, batch, length)``).
@@ -377,6 +388,8 @@ def decode_batch(
             if alive[i]:
                 generated[i].append(token)
                 alive[i] = token not in stop
+                if requests[i].on_token is not None:
+                    requests[i].on_token(generated[i])
         if step == options.max_new_tokens - 1 or not any(alive):
             break
         # Finished rows are fed padding that nothing attends to, so the cache stays one tensor.
@@ -414,12 +427,15 @@ def decode_batch(
 def generate_turn(model: Any, request: PreparedTurn, options: DecodeOptions) -> TurnOutcome:
     """``model.generate()`` for models outside the Qwen-VL family (no reuse, one request at a time).
 
+    The turn's ``on_token``, if any, is fed by a streamer as ``generate()`` produces each token.
+
     Args:
         model: any image-text model.
         request: the prepared turn (with the processor's ``inputs``).
         options: the decoding options.
     """
     assert request.inputs is not None
+    streamer = token_streamer(request.on_token) if request.on_token is not None else None
     inputs = {k: v.to(model.device) for k, v in request.inputs.items()}
     sampling: dict[str, Any] = {"do_sample": options.do_sample}
     if options.do_sample:
@@ -430,6 +446,7 @@ def generate_turn(model: Any, request: PreparedTurn, options: DecodeOptions) -> 
         eos_token_id=options.stop_ids,
         pad_token_id=options.pad_id,
         suppress_tokens=options.suppress_ids or None,
+        streamer=streamer,
         **sampling,
     )
     tokens = out[0, request.length :].tolist()
@@ -437,3 +454,36 @@ def generate_turn(model: Any, request: PreparedTurn, options: DecodeOptions) -> 
         tokens.pop()
     finish = "stop" if tokens and tokens[-1] in options.stop_ids else "length"
     return TurnOutcome(tokens=tokens, finish_reason=finish, reused=0, prefilled=request.length)
+
+
+def token_streamer(on_token: TokenSink) -> Any:
+    """A ``generate()`` streamer that calls ``on_token`` with the tokens so far as each one is generated.
+
+    ``generate()`` first hands a streamer the prompt ids: they are skipped. Each later ``put`` holds the next
+    token of every row; :func:`generate_turn` runs one row.
+
+    Args:
+        on_token: the turn's token callback.
+
+    Returns:
+        A ``transformers`` ``BaseStreamer``.
+    """
+    from transformers.generation.streamers import BaseStreamer
+
+    class TokenStreamer(BaseStreamer):
+        def __init__(self) -> None:
+            self.tokens: list[int] = []
+            self.prompt_seen = False
+
+        def put(self, value: torch.Tensor) -> None:
+            if not self.prompt_seen:
+                self.prompt_seen = True
+                return
+            for token in value.reshape(-1).tolist():
+                self.tokens.append(int(token))
+                on_token(self.tokens)
+
+        def end(self) -> None:
+            pass  # the caller decodes the final tokens itself; nothing is held here
+
+    return TokenStreamer()

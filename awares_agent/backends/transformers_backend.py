@@ -41,9 +41,15 @@ What the backend does:
   (``AwaResAgent.ask_many``) are gathered by the micro-batcher: a request waits up to ``batch_wait_ms`` for
   others, up to ``max_batch_size``, and one batched generation serves them all. Batching and reuse combine
   per row, so a batch may mix first and second turns of different queries.
+* **Streaming.** :meth:`TransformersBackend.complete_stream` (the
+  :class:`~awares_agent.backends.base.StreamingChatBackend` contract) returns the reply :meth:`complete`
+  would, and along the way hands ``on_text`` each new piece of the generated text: the turn's row calls back
+  as each token is picked (batched with concurrent calls as usual) and
+  :class:`~awares_agent.backends.hf_detokenize.IncrementalDetokenizer` decodes the tokens so far exactly as
+  the reply is decoded, holding back a piece that ends inside a multi-byte character.
 
 Models outside the Qwen-VL family (no ``get_rope_index``) run through ``model.generate()`` one request at a
-time, without reuse or batching.
+time, without reuse or batching (a ``transformers`` streamer streams them).
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from awares_agent.backends.base import TextSink
 from awares_agent.backends.hf_batcher import MicroBatcher
 from awares_agent.backends.hf_chat import extract_tool_calls, hermes_history, to_hf_messages, with_tools_block
 from awares_agent.backends.hf_decode import (
@@ -69,6 +76,7 @@ from awares_agent.backends.hf_decode import (
     decode_batch,
     generate_turn,
 )
+from awares_agent.backends.hf_detokenize import IncrementalDetokenizer, decode_text
 from awares_agent.backends.hf_loading import (
     apply_pixel_bounds,
     config_token_id,
@@ -381,16 +389,7 @@ class TransformersBackend:
         Returns:
             The reply and the turn's :class:`~awares_agent.backends.hf_decode.GeneratedTurn`.
         """
-        t0 = time.perf_counter()
-        request = self._prepare(messages, images, tools)
-        outcome = self._run_alone(request) if self.max_batch_size == 1 else self._batcher.submit(request)
-        turn = GeneratedTurn(
-            prompt_ids=request.input_ids.tolist(),
-            completion_ids=list(outcome.tokens),
-            images=list(request.images),
-            finish_reason=outcome.finish_reason,
-        )
-        return self._reply(request, outcome, time.perf_counter() - t0), turn
+        return self._generate(messages, images, tools, None)
 
     async def acomplete(
         self,
@@ -401,6 +400,77 @@ class TransformersBackend:
     ) -> ChatReply:
         """Async :meth:`complete` (runs in a worker thread, so concurrent calls batch too)."""
         return await asyncio.to_thread(self.complete, messages, images=images, tools=tools)
+
+    # --- the StreamingChatBackend protocol ------------------------------------------------------------
+
+    def complete_stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        images: ImageStore,
+        tools: Sequence[ToolSpec] | None = None,
+        on_text: TextSink,
+    ) -> ChatReply:
+        """Generate one assistant turn, handing ``on_text`` each new piece of its text as it is generated.
+
+        Batched with concurrent calls like :meth:`complete`, streaming or not. ``on_text`` runs on the thread
+        that runs the batch (possibly another caller's) while the model is held, so it must be quick; one that
+        raises is dropped with a warning, and the turn and its batch go on.
+
+        Args:
+            messages: the conversation so far.
+            images: the store that resolves the messages' image references.
+            tools: functions to offer the model, as for :meth:`complete`.
+            on_text: receives the pieces of the generated text in order (never an empty one); joined, they
+                are the text as generated, hermes ``<tool_call>`` blocks included, before any tool-call
+                extraction.
+
+        Returns:
+            The reply :meth:`complete` returns for the same generation.
+
+        Raises:
+            MessageTranslationError: the conversation cannot be rendered (nothing is streamed then).
+            BackendError: generation failed (some text may have been streamed already).
+        """
+        return self._generate(messages, images, tools, on_text)[0]
+
+    async def acomplete_stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        images: ImageStore,
+        tools: Sequence[ToolSpec] | None = None,
+        on_text: TextSink,
+    ) -> ChatReply:
+        """Async :meth:`complete_stream` (runs in a worker thread; ``on_text`` is called on that thread)."""
+        return await asyncio.to_thread(
+            self.complete_stream, messages, images=images, tools=tools, on_text=on_text
+        )
+
+    def _generate(
+        self,
+        messages: Sequence[ChatMessage],
+        images: ImageStore,
+        tools: Sequence[ToolSpec] | None,
+        on_text: TextSink | None,
+    ) -> tuple[ChatReply, GeneratedTurn]:
+        """One turn through the micro-batcher (or alone), streamed to ``on_text`` when one is given."""
+        t0 = time.perf_counter()
+        request = self._prepare(messages, images, tools)
+        stream = None
+        if on_text is not None:
+            stream = IncrementalDetokenizer(self.tokenizer, on_text, name=self._name)
+            request.on_token = stream.update
+        outcome = self._run_alone(request) if self.max_batch_size == 1 else self._batcher.submit(request)
+        if stream is not None:
+            stream.finish(outcome.tokens)
+        turn = GeneratedTurn(
+            prompt_ids=request.input_ids.tolist(),
+            completion_ids=list(outcome.tokens),
+            images=list(request.images),
+            finish_reason=outcome.finish_reason,
+        )
+        return self._reply(request, outcome, time.perf_counter() - t0), turn
 
     def complete_batch(
         self,
@@ -630,7 +700,7 @@ class TransformersBackend:
         return out["pixel_values"]
 
     def _reply(self, request: PreparedTurn, outcome: TurnOutcome, latency_s: float) -> ChatReply:
-        text = self.tokenizer.decode(outcome.tokens, skip_special_tokens=True)
+        text = decode_text(self.tokenizer, outcome.tokens)
         calls = []
         if request.tools_offered:
             text, calls = extract_tool_calls(text)
