@@ -177,7 +177,8 @@ def lines(app: DemoApp) -> list[str]:
 
 
 def shown(app: DemoApp) -> str:
-    return "\n".join(lines(app))
+    """The conversation as one line of text (the log wraps long lines at spaces)."""
+    return " ".join(" ".join(lines(app)).split())
 
 
 def on_screen(widget: Widget) -> str:
