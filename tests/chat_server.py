@@ -17,8 +17,8 @@ Typical use (the ``chat_server`` fixture in ``tests/conftest.py`` yields a start
 
 Replies are consumed in order, one per ``POST /v1/chat/completions`` (a retried request consumes the next
 one). A reply is one of :class:`Completion`, :class:`HTTPError`, :class:`Delay`, :class:`Trickle`,
-:class:`Garbage`, :class:`RawJSON`, :class:`Echo`, or a callable taking the :class:`RecordedRequest` and
-returning one of those.
+:class:`Dropped`, :class:`Garbage`, :class:`RawJSON`, :class:`Echo`, or a callable taking the
+:class:`RecordedRequest` and returning one of those.
 When the script is empty the server answers HTTP 500 with ``x-should-retry: false`` and an error message
 saying so, so an under-scripted test fails at once and loudly instead of hanging in retries.
 
@@ -48,6 +48,7 @@ __all__ = [
     "FAST_RETRY",
     "Completion",
     "Delay",
+    "Dropped",
     "Echo",
     "Garbage",
     "HTTPError",
@@ -144,6 +145,21 @@ class Trickle:
 
 
 @dataclass
+class Dropped:
+    """Send the status, the headers (announcing the whole body) and the first ``after`` bytes of ``then``'s
+    body, then close the connection: a server or proxy that dies mid-reply.
+
+    Attributes:
+        then: the reply to cut (a plain one: not a :class:`Delay`, :class:`Trickle` or streamed
+            :class:`Completion`; a :class:`Garbage` body stands in for a stream).
+        after: body bytes sent before the connection closes.
+    """
+
+    then: Reply
+    after: int
+
+
+@dataclass
 class Garbage:
     """Raw bytes as the response body, e.g. a truncated or non-JSON body with a JSON content type.
 
@@ -185,7 +201,8 @@ class Echo:
 
 
 Reply: TypeAlias = (
-    "Completion | HTTPError | Delay | Trickle | Garbage | RawJSON | Echo | Callable[[RecordedRequest], Reply]"
+    "Completion | HTTPError | Delay | Trickle | Dropped | Garbage | RawJSON | Echo "
+    "| Callable[[RecordedRequest], Reply]"
 )
 
 
@@ -462,6 +479,12 @@ class ScriptedChatServer:
             self._send_reply(h, req, reply.then)
         elif isinstance(reply, Trickle):
             self._send_trickle(h, req, reply)
+        elif isinstance(reply, Dropped):
+            status, data, content_type, headers = self._render(req, reply.then)
+            h.close_connection = True
+            self._send_bytes(
+                h, status, data, content_type, {**headers, "Connection": "close"}, sent=reply.after
+            )
         elif isinstance(reply, Echo):
             self._send_reply(h, req, Completion(text=reply.prefix + _last_user_text(req.messages)))
         elif isinstance(reply, Completion) and req.json.get("stream"):
@@ -513,15 +536,22 @@ class ScriptedChatServer:
 
     @staticmethod
     def _send_bytes(
-        h: _Handler, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None
+        h: _Handler,
+        status: int,
+        data: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+        sent: int | None = None,
     ) -> None:
+        """Send a whole response; with ``sent``, only that many bytes of its body (the length announced is
+        still the whole body's)."""
         h.send_response(status)
         h.send_header("Content-Type", content_type)
         h.send_header("Content-Length", str(len(data)))
         for k, v in (headers or {}).items():
             h.send_header(k, v)
         h.end_headers()
-        h.wfile.write(data)
+        h.wfile.write(data if sent is None else data[:sent])
         h.wfile.flush()
 
     def _send_json(self, h: _Handler, status: int, body: Any, headers: dict[str, str] | None = None) -> None:

@@ -19,6 +19,7 @@ from chat_server import (
     FAST_RETRY,
     Completion,
     Delay,
+    Dropped,
     Garbage,
     HTTPError,
     RawJSON,
@@ -27,7 +28,7 @@ from chat_server import (
 )
 from PIL import Image
 
-from awares_agent.backends.base import ChatBackend
+from awares_agent.backends.base import ChatBackend, StreamingChatBackend
 from awares_agent.backends.openai_compat import (
     MessageTranslationError,
     OpenAIBackend,
@@ -1015,3 +1016,308 @@ def test_aclose_closes_the_async_client(chat_server: ScriptedChatServer, store: 
         return [first.text, second.text]
 
     assert asyncio.run(twice()) == ["a", "b"]
+
+
+# --- streaming -----------------------------------------------------------------------------------------
+
+
+def sse(*events: object, done: bool = True, end: str = "\n") -> bytes:
+    """A server-sent event stream: one ``data:`` event per item (JSON-encoded, a str sent as it is), then
+    ``[DONE]`` unless ``done`` is false; ``end`` is the line end."""
+    lines = [f"data: {e if isinstance(e, str) else json.dumps(e)}{end}{end}" for e in events]
+    if done:
+        lines.append(f"data: [DONE]{end}{end}")
+    return "".join(lines).encode()
+
+
+def delta(content: object = None, finish: str | None = None, **fields: object) -> dict[str, object]:
+    """A ``chat.completion.chunk`` whose one choice has ``content`` (and any other delta ``fields``)."""
+    return {
+        "object": "chat.completion.chunk",
+        "model": MODEL,
+        "choices": [{"index": 0, "delta": {"content": content, **fields}, "finish_reason": finish}],
+    }
+
+
+def streamed(body: bytes) -> Garbage:
+    """``body`` sent as it is, as ``text/event-stream``."""
+    return Garbage(body, content_type="text/event-stream")
+
+
+def stream_ask(
+    backend: OpenAIBackend,
+    store: ImageStore,
+    *,
+    asynchronous: bool = False,
+    tools: list[ToolSpec] | None = None,
+) -> tuple[ChatReply, list[str]]:
+    """``complete_stream`` (or ``acomplete_stream``) on :func:`ask`; returns the reply and the pieces."""
+    pieces: list[str] = []
+    if asynchronous:
+        coroutine = backend.acomplete_stream(ask(), images=store, tools=tools, on_text=pieces.append)
+        return asyncio.run(coroutine), pieces
+    return backend.complete_stream(ask(), images=store, tools=tools, on_text=pieces.append), pieces
+
+
+def test_stream_text_pieces_arrive_in_order(chat_server: ScriptedChatServer, store: ImageStore) -> None:
+    chat_server.enqueue(Completion(text="The sign says STOP.", prompt_tokens=42, completion_tokens=3))
+    backend = backend_for(chat_server)
+
+    reply, pieces = stream_ask(backend, store)
+
+    assert isinstance(backend, StreamingChatBackend)
+    assert pieces == ["The", " sign", " says", " STOP."]  # the server's word-sized deltas, in order
+    assert reply.text == "".join(pieces) == "The sign says STOP."
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (42, 3)  # from the last chunk
+    assert reply.finish_reason == "stop" and reply.model == MODEL and 0 < reply.latency_s < 5
+    req = chat_server.last_request
+    assert req.json["stream"] is True and req.json["stream_options"] == {"include_usage": True}
+    assert req.messages[-1] == {"role": "user", "content": "What does the sign say?"}
+
+
+def test_stream_text_is_passed_on_before_the_stream_ends(
+    chat_server: ScriptedChatServer, store: ImageStore
+) -> None:
+    first = sse(delta("Hello"), done=False)
+    body = first + sse(delta(" world", "stop"))
+    chat_server.enqueue(Trickle(streamed(body), interval=0.4, chunk=len(first)))
+    start = time.perf_counter()
+    seen: list[float] = []
+
+    reply = backend_for(chat_server).complete_stream(
+        ask(), images=store, on_text=lambda piece: seen.append(time.perf_counter() - start)
+    )
+
+    assert reply.text == "Hello world"
+    assert len(seen) == 2 and seen[1] - seen[0] > 0.3  # the first piece came while the server paused
+
+
+STREAMED_COMPLETIONS = {
+    "text": Completion(text="The sign says STOP.", prompt_tokens=42, completion_tokens=3),
+    "tool-calls": Completion(
+        tool_calls=[
+            ("request_crops", '{"crops": [0, 3] ,"why":"tiny text"}'),
+            ("request_crops", {"crops": [1]}),
+        ]
+    ),
+    "text-and-call": Completion(
+        text="Let me look closer.", tool_calls=[("request_crops", {"crops": [2]})], tool_call_ids=[None]
+    ),
+    "no-usage-length": Completion(
+        text="cut off", finish_reason="length", prompt_tokens=None, completion_tokens=None, model="served"
+    ),
+    "empty": Completion(text=None),
+}
+
+
+@pytest.mark.parametrize("scripted", list(STREAMED_COMPLETIONS.values()), ids=list(STREAMED_COMPLETIONS))
+def test_stream_reply_equals_complete(
+    chat_server: ScriptedChatServer, store: ImageStore, scripted: Completion
+) -> None:
+    chat_server.enqueue(scripted, scripted)
+    backend = backend_for(chat_server)
+
+    whole = backend.complete(ask(), images=store, tools=[CROP_TOOL])
+    reply, pieces = stream_ask(backend, store, tools=[CROP_TOOL])
+
+    assert reply.latency_s > 0
+    assert reply.model_copy(update={"latency_s": 0}) == whole.model_copy(update={"latency_s": 0})
+    assert "".join(pieces) == whole.text and all(pieces)  # never an empty piece
+    assert [r.json.get("stream") for r in chat_server.requests] == [None, True]
+
+
+def test_stream_native_tool_calls_in_pieces(chat_server: ScriptedChatServer, store: ImageStore) -> None:
+    """Two calls interleaved by index, their name and arguments in pieces; content as null, as a string
+    and as text parts; CRLF line ends, a comment, a raw U+2028 in the text; usage in a last choice-less
+    chunk."""
+
+    def call(index: int, **fields: object) -> dict[str, object]:
+        return {"tool_calls": [{"index": index, **fields}]}
+
+    body = sse(
+        delta(None, role="assistant"),
+        delta([{"type": "text", "text": "Looking"}, {"type": "image_url", "image_url": {"url": "x"}}]),
+        delta(" at\u2028both."),
+        delta(None, **call(0, id="call_a", type="function", function={"name": "request_", "arguments": ""})),
+        delta(None, **call(0, function={"name": "crops", "arguments": '{"cro'})),
+        delta(
+            None, **call(1, id="call_b", function={"name": "request_crops", "arguments": '{"crops": [5]}'})
+        ),
+        delta(None, **call(0, function={"arguments": 'ps": [1, 2]}'})),
+        delta(None, "tool_calls"),
+        {"object": "chat.completion.chunk", "model": MODEL, "choices": [], "usage": {"prompt_tokens": 9}},
+        end="\r\n",
+    )
+    chat_server.enqueue(streamed(b": keep-alive\r\n\r\n" + body))
+
+    reply, pieces = stream_ask(backend_for(chat_server), store, tools=[CROP_TOOL])
+
+    assert pieces == ["Looking", " at\u2028both."]
+    assert reply.text == "Looking at\u2028both."
+    assert reply.tool_calls == [
+        ToolCall(id="call_a", name="request_crops", arguments='{"crops": [1, 2]}'),
+        ToolCall(id="call_b", name="request_crops", arguments='{"crops": [5]}'),
+    ]
+    assert reply.finish_reason == "tool_calls"
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (9, 0)
+
+
+def test_acomplete_stream(chat_server: ScriptedChatServer, store: ImageStore) -> None:
+    scripted = Completion(text="One moment.", tool_calls=[("request_crops", {"crops": [0]})])
+    chat_server.enqueue(scripted, scripted, Completion(text="again"))
+    backend = backend_for(chat_server)
+
+    whole = backend.complete(ask(), images=store, tools=[CROP_TOOL])
+    reply, pieces = stream_ask(backend, store, asynchronous=True, tools=[CROP_TOOL])
+    # A second event loop: the backend must not reuse connections bound to the first (closed) loop.
+    again, more = stream_ask(backend, store, asynchronous=True)
+
+    assert pieces == ["One", " moment."]
+    assert reply.model_copy(update={"latency_s": 0}) == whole.model_copy(update={"latency_s": 0})
+    assert (again.text, more) == ("again", ["again"])
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_stream_retries_before_any_text(
+    chat_server: ScriptedChatServer, store: ImageStore, asynchronous: bool
+) -> None:
+    chat_server.enqueue(HTTPError(503, headers=FAST_RETRY), Completion(text="finally here"))
+
+    reply, pieces = stream_ask(backend_for(chat_server, max_retries=2), store, asynchronous=asynchronous)
+
+    assert pieces == ["finally", " here"] and reply.text == "finally here"
+    assert [r.headers["x-stainless-retry-count"] for r in chat_server.requests] == ["0", "1"]
+    assert all(r.json["stream"] is True for r in chat_server.requests)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_stream_broken_after_text_is_not_retried(
+    chat_server: ScriptedChatServer, store: ImageStore, asynchronous: bool
+) -> None:
+    """A stream that trickles 64 bytes every 50 ms never trips a per-read timeout; the attempt's timeout cuts
+    it after some text has been passed on, and then no retry may send that text again."""
+    body = sse(*[delta(f"w{i} ") for i in range(200)], delta(None, "stop"))
+    chat_server.enqueue(Trickle(streamed(body), interval=0.05, chunk=64), Completion(text="not asked for"))
+    backend = backend_for(chat_server, timeout=0.5, max_retries=2)
+    start = time.perf_counter()
+
+    pieces: list[str] = []
+    with pytest.raises(BackendTimeoutError) as info:
+        if asynchronous:
+            asyncio.run(backend.acomplete_stream(ask(), images=store, on_text=pieces.append))
+        else:
+            backend.complete_stream(ask(), images=store, on_text=pieces.append)
+
+    assert time.perf_counter() - start < 1.2
+    streamed_text = "".join(pieces)
+    assert streamed_text.startswith("w0 w1 ")
+    message = str(info.value)
+    assert "0.5 s timeout" in message and MODEL in message
+    assert (
+        f"the stream broke after {len(streamed_text)} chars of text" in message and "not retried" in message
+    )
+    assert len(chat_server.requests) == 1 and chat_server.pending == 1
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_stream_connection_dropped(
+    chat_server: ScriptedChatServer, store: ImageStore, asynchronous: bool
+) -> None:
+    """A connection that dies before any text is retried; one that dies after some text is not."""
+    body = sse(delta("Hello"), delta(" world", "stop"))
+    hello = len(sse(delta("Hello"), done=False))
+    chat_server.enqueue(
+        Dropped(streamed(body), after=10), Dropped(streamed(body), after=hello + 5), Completion(text="unused")
+    )
+    backend = backend_for(chat_server, max_retries=2)
+
+    pieces: list[str] = []
+    with pytest.raises(BackendConnectionError) as info:
+        if asynchronous:
+            asyncio.run(backend.acomplete_stream(ask(), images=store, on_text=pieces.append))
+        else:
+            backend.complete_stream(ask(), images=store, on_text=pieces.append)
+
+    assert pieces == ["Hello"]
+    message = str(info.value)
+    assert "(after 1 retry)" in message and "RemoteProtocolError" in message
+    assert "the stream broke after 5 chars of text had been passed on, so it was not retried" in message
+    assert len(chat_server.requests) == 2 and chat_server.pending == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (streamed(sse(delta("Hi"), "not json {")), r"stream event whose data is not JSON .*after 2 chars"),
+        (
+            streamed(sse(delta("Hi"), {"error": {"message": "model overloaded"}})),
+            r"reported an error mid-stream: model overloaded \(the stream broke after 2 chars of text\)",
+        ),
+        (streamed(b'event: error\ndata: {"message": "boom"}\n\n'), r"reported an error mid-stream: boom$"),
+        (streamed(sse(delta("Hi there"), done=False)), r"without \[DONE\] or a finish_reason.*after 8 chars"),
+        (
+            streamed(sse({"object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 1}})),
+            "without any choice",
+        ),
+        (streamed(sse(delta(5))), "invalid chat completion chunk: message content is an int"),
+        (streamed(sse(delta(None, tool_calls=[{"index": 0, "function": {}}]), delta(None, "stop"))),
+         "tool call 0 has no function name"),
+        (Garbage(b"<html>502</html>", content_type="text/html"), "no server-sent event and no JSON"),
+        (Garbage(b"", content_type="text/event-stream"), "not JSON"),
+    ],
+    ids=["garbage", "error-event", "error-typed-event", "truncated", "no-choices", "bad-content", "nameless",
+         "html", "empty"],
+)  # fmt: skip
+def test_stream_unusable_reply(
+    chat_server: ScriptedChatServer, store: ImageStore, reply: Garbage, expected: str
+) -> None:
+    chat_server.enqueue(reply)
+    with pytest.raises(BackendResponseError, match=expected) as info:
+        stream_ask(backend_for(chat_server, max_retries=2), store)
+    message = str(info.value)
+    assert chat_server.base_url in message and MODEL in message and len(message) < 800
+    assert len(chat_server.requests) == 1  # an unusable reply is not retried
+
+
+def test_stream_to_a_server_that_answers_plain_json(
+    chat_server: ScriptedChatServer, store: ImageStore
+) -> None:
+    body = completion_body(content="The sign says STOP.")
+    chat_server.enqueue(RawJSON(body), RawJSON(body))  # RawJSON ignores the request's stream=true
+    backend = backend_for(chat_server)
+
+    whole = backend.complete(ask(), images=store)
+    reply, pieces = stream_ask(backend, store)
+
+    assert pieces == ["The sign says STOP."]  # the whole text, once
+    assert reply.model_copy(update={"latency_s": 0}) == whole.model_copy(update={"latency_s": 0})
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (3, 2)
+
+
+def test_stream_http_error_before_the_stream(chat_server: ScriptedChatServer, store: ImageStore) -> None:
+    chat_server.enqueue(HTTPError(400, "image_url is not supported by this model"))
+    pieces: list[str] = []
+    with pytest.raises(BackendHTTPError, match="answered HTTP 400: image_url is not supported") as info:
+        backend_for(chat_server).complete_stream(ask(), images=store, on_text=pieces.append)
+    assert info.value.status_code == 400 and pieces == []
+    assert len(chat_server.requests) == 1
+
+
+STREAM_ECHOES = {
+    "error-event": lambda req: streamed(
+        sse(delta("Hi"), {"error": {"message": at_190("bad: ", req.headers["authorization"].split()[-1])}})
+    ),
+    "not-json": lambda req: streamed(sse(at_190("{", req.headers["authorization"].split()[-1]))),
+    "401": lambda req: HTTPError(401, at_190("no: ", req.headers["authorization"].split()[-1])),
+}
+
+
+@pytest.mark.parametrize("echo", list(STREAM_ECHOES), ids=list(STREAM_ECHOES))
+def test_an_echoed_key_never_shows_in_a_stream_error(
+    chat_server: ScriptedChatServer, store: ImageStore, key: str, echo: str
+) -> None:
+    chat_server.enqueue(STREAM_ECHOES[echo])
+    with pytest.raises(AwaresError) as info:
+        stream_ask(backend_for(chat_server, api_key=key, max_retries=0), store)
+    assert chat_server.last_request.headers["authorization"] == f"Bearer {key}"
+    assert leaked(all_texts(info.value)) == []

@@ -3,6 +3,11 @@
 Images travel as base64 ``data:`` URIs inside user messages; the crop tool is offered through native function
 calling (``tools``).
 
+:meth:`OpenAIBackend.complete_stream` asks for the same turn with ``stream: true`` and reads the server-sent
+events itself, leniently as :func:`parse_completion` reads a whole body (servers differ in the details the
+``openai`` client's typed chunks insist on); the chunks add up to the chat completion the server would have
+sent whole, which :func:`parse_completion` then reads, so a streamed turn and a whole one give the same reply.
+
 Time is bounded twice. ``timeout`` bounds each attempt as a whole (connecting, sending, and receiving the
 complete body), not each socket read: a server that trickles its reply a byte at a time is cut off when the
 attempt's time is up. ``deadline`` bounds one :meth:`OpenAIBackend.complete` call, every attempt and every
@@ -11,7 +16,7 @@ wait between them included. The retries are this module's own (the ``openai`` cl
 ``x-should-retry: true/false`` overrides), after an exponential backoff (0.5 s doubling, capped at 8 s, with
 a little jitter) or the wait a server asks for with a positive ``Retry-After`` (seconds or an HTTP date) or
 ``retry-after-ms``. A wait that would end past the deadline is not taken: the call gives up at once and says
-why.
+why. A streamed attempt is retried only until its first text has been passed on: text cannot be taken back.
 
 Every failure surfaces as a :class:`~awares_agent.errors.BackendError` subclass that names the server and the
 model. The API key is registered with :mod:`awares_agent.redact`, and every text an error carries (its
@@ -22,22 +27,27 @@ cut to an excerpt, so the key never appears in ``repr()``, log records or error 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
 import math
 import os
 import random
+import re
+import ssl
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, Literal
 
+import httpx2
 import openai
 
+from awares_agent.backends.base import TextSink
 from awares_agent.backends.http_deadline import ATTEMPT_END, DeadlineTransport, HttpClient
 from awares_agent.errors import (
     BackendAuthError,
@@ -328,6 +338,289 @@ def _error_text(body: object) -> str:
     return _excerpt(body if isinstance(body, str) else _dumps(body))
 
 
+# --- streamed replies ----------------------------------------------------------------------------------
+
+#: What a streamed request adds to the body: token usage comes in a last chunk (with ``choices: []``).
+_STREAM_FIELDS: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
+
+#: SSE ends lines at CRLF, LF or CR only (a lone CR at the end of a read may be the first half of a CRLF).
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+#: Bytes of the reply's start kept to show when it is neither server-sent events nor JSON.
+_HEAD_BYTES = 4096
+
+
+class _ChunkReader:
+    """Reads the reply to a ``stream: true`` request, fed its raw bytes, into the equivalent chat completion.
+
+    The events are split into lines here, not by httpx's ``iter_lines``: that splits on every line break
+    ``str.splitlines`` knows (U+2028, U+0085...), which a JSON string in a ``data:`` line may hold raw.
+
+    Each non-empty piece of content goes to ``on_text`` as it arrives; tool-call deltas are merged by their
+    ``index``. A server that ignores ``stream`` and answers one JSON body is accepted too: the body is kept
+    whole (see :attr:`plain_body`).
+
+    Args:
+        where: names the server and model in error messages.
+        on_text: receives each non-empty content delta.
+        redact: redacts an error message (the backend's key included).
+    """
+
+    def __init__(self, where: str, on_text: TextSink, redact: Callable[[str], str]) -> None:
+        self._where = where
+        self._on_text = on_text
+        self._redact = redact
+        #: Characters of text passed to ``on_text`` so far.
+        self.streamed = 0
+        #: Whether ``data: [DONE]`` arrived (anything after it is not read).
+        self.done = False
+        self._head = bytearray()
+        self._buffer = bytearray()
+        self._sse = False  # decided by the reply's first non-blank byte
+        self._plain: bytearray | None = None
+        self._data: list[str] = []  # the current event's data lines
+        self._event = ""  # the current event's type
+        self._events = 0  # data events, [DONE] included
+        self._chunks = 0  # data events but [DONE]
+        self._choices = False
+        self._text: list[str] = []
+        self._calls: dict[int, dict[str, str]] = {}
+        self._finish_reason: Any = None
+        self._model: Any = None
+        self._usage: Any = None
+
+    @property
+    def plain_body(self) -> bytes | None:
+        """The whole body when it was not server-sent events (JSON, or nothing but blanks); else ``None``."""
+        if self._plain is not None:
+            return bytes(self._plain)
+        return None if self._sse else bytes(self._buffer)
+
+    def feed(self, data: bytes) -> None:
+        """Read the next bytes of the reply.
+
+        Raises:
+            BackendResponseError: an event that is not JSON, is not a chunk, or reports an error.
+        """
+        if len(self._head) < _HEAD_BYTES:
+            self._head += data[: _HEAD_BYTES - len(self._head)]
+        if self._plain is not None:
+            self._plain += data
+            return
+        if not self._sse:
+            start = data.lstrip()
+            if not start:
+                self._buffer += data
+                return
+            if start[:1] in (b"{", b"["):  # a JSON body: this server ignored stream=True
+                self._plain = self._buffer + data
+                self._buffer = bytearray()
+                return
+            self._sse = True
+        self._buffer += data
+        used = 0
+        for cut in _LINE_END.finditer(self._buffer):
+            if cut.group() == b"\r" and cut.end() == len(self._buffer):
+                break
+            self._line(bytes(self._buffer[used : cut.start()]))
+            used = cut.end()
+            if self.done:
+                return
+        del self._buffer[:used]
+
+    def finish(self) -> dict[str, Any]:
+        """The chat completion the events add up to, once the reply has ended (not for a plain body).
+
+        Raises:
+            BackendResponseError: the reply held no events, was cut short (no ``[DONE]`` and no
+                ``finish_reason``), or held no choices.
+        """
+        if not self.done:
+            if self._buffer:  # a last line without its line end still counts
+                self._line(bytes(self._buffer.removesuffix(b"\r")))
+                self._buffer.clear()
+            self._dispatch()
+        if not self._events:
+            raise self._fail(
+                "returned a reply with no server-sent event and no JSON body",
+                fix="is base_url the API root of an OpenAI-compatible server?",
+                shown=self._head.decode("utf-8", "replace"),
+                label="body",
+            )
+        if not self.done and self._finish_reason is None:
+            raise self._fail(
+                f"ended the stream after {self._chunks} chunk(s) without [DONE] or a finish_reason: it was "
+                f"cut short (by the server or a proxy)",
+                fix="try again, or check the server's log",
+            )
+        if not self._choices:
+            raise self._fail(
+                f"sent a stream of {self._chunks} chunk(s) without any choice; it is not a chat completion "
+                f"stream"
+            )
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self._text)}
+        if self._calls:
+            message["tool_calls"] = [
+                {"type": "function", **({"id": c["id"]} if "id" in c else {}), "function": _function(c)}
+                for _, c in sorted(self._calls.items())
+            ]
+        return {
+            "object": "chat.completion",
+            "model": self._model,
+            "choices": [{"index": 0, "message": message, "finish_reason": self._finish_reason}],
+            "usage": self._usage,
+        }
+
+    # -- internals --
+
+    def _fail(
+        self, what: str, *, fix: str = "", shown: str | None = None, label: str = "data"
+    ) -> BackendResponseError:
+        broke = f" (the stream broke after {self.streamed} chars of text)" if self.streamed else ""
+        fix = f"; {fix}" if fix else ""
+        body = f"; {label}: {_excerpt(shown) or '(empty)'}" if shown is not None else ""
+        return BackendResponseError(self._redact(f"{self._where} {what}{broke}{fix}{body}"))
+
+    def _line(self, raw: bytes) -> None:
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise self._fail(f"sent a stream line that is not UTF-8 ({err})", shown=repr(raw)) from None
+        if not line:
+            self._dispatch()
+            return
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "data":
+            self._data.append(value)
+        elif field == "event":
+            self._event = value
+        # Comments (": keep-alive"), id and retry lines carry nothing a chat turn needs.
+
+    def _dispatch(self) -> None:
+        """Handle the event whose lines were read (a blank line ends an event)."""
+        data, event = "\n".join(self._data), self._event
+        has_data = bool(self._data)
+        self._data, self._event = [], ""
+        if not has_data:
+            return
+        self._events += 1
+        if data.strip() == "[DONE]":
+            self.done = True
+            return
+        self._chunks += 1
+        try:
+            chunk = json.loads(data)
+        except ValueError as err:
+            raise self._fail(f"sent a stream event whose data is not JSON ({err})", shown=data) from None
+        except RecursionError:
+            raise self._fail("sent a stream event nested too deeply to decode") from None
+        if event == "error" or (isinstance(chunk, dict) and chunk.get("error") is not None):
+            raise self._fail(f"reported an error mid-stream: {_error_text(chunk)}")
+        self._chunk(chunk, data)
+
+    def _chunk(self, chunk: Any, data: str) -> None:
+        def bad(what: str) -> BackendResponseError:
+            return self._fail(f"sent an invalid chat completion chunk: {what}", shown=data)
+
+        if not isinstance(chunk, dict):
+            raise bad(f"expected a JSON object, got {_kind(chunk)}")
+        if isinstance(chunk.get("model"), str) and chunk["model"]:
+            self._model = chunk["model"]
+        if chunk.get("usage") is not None:  # the last one wins: some servers report it on every chunk
+            self._usage = chunk["usage"]
+        choices = chunk.get("choices")
+        if choices is None:
+            return
+        if not isinstance(choices, list):
+            raise bad(f"'choices' is {_kind(choices)}, not a list")
+        for choice in choices:
+            if not isinstance(choice, dict):
+                raise bad(f"a choice is {_kind(choice)}, not an object")
+            if choice.get("index") not in (0, None):  # only one choice is asked for; the first is the reply
+                continue
+            self._choices = True
+            delta = choice.get("delta")
+            if delta is None:
+                delta = {}
+            if not isinstance(delta, dict):
+                raise bad(f"'delta' is {_kind(delta)}, not an object")
+            piece = _message_text(delta.get("content"), bad)
+            if piece:
+                self._text.append(piece)
+                self.streamed += len(piece)
+                self._on_text(piece)
+            self._tool_calls(delta.get("tool_calls"), bad)
+            if choice.get("finish_reason") is not None:
+                self._finish_reason = choice["finish_reason"]
+
+    def _tool_calls(self, calls: Any, bad: Callable[[str], BackendResponseError]) -> None:
+        if calls is None:
+            return
+        if not isinstance(calls, list):
+            raise bad(f"'tool_calls' is {_kind(calls)}, not a list")
+        for n, call in enumerate(calls):
+            if not isinstance(call, dict):
+                raise bad(f"tool call delta {n} is {_kind(call)}, not an object")
+            call_id = call.get("id")
+            if isinstance(call_id, int) and not isinstance(call_id, bool):
+                call_id = str(call_id)
+            index = call.get("index")
+            if index is None:
+                index = self._unindexed(call_id)
+            elif not isinstance(index, int) or isinstance(index, bool):
+                raise bad(f"tool call delta {n} has an index that is {_kind(index)}, not an int")
+            merged = self._calls.setdefault(index, {})
+            if isinstance(call_id, str):
+                _merge_piece(merged, "id", call_id)
+            function = call.get("function")
+            if function is None:
+                continue
+            if not isinstance(function, dict):
+                raise bad(f"tool call delta {n} has a 'function' that is {_kind(function)}, not an object")
+            name = function.get("name")
+            if name is not None and not isinstance(name, str):
+                raise bad(f"tool call {index} has a function name that is {_kind(name)}, not a string")
+            _merge_piece(merged, "name", name)
+            arguments = function.get("arguments")
+            if arguments is None:
+                continue
+            if not isinstance(arguments, str):  # a JSON value, as parse_completion accepts it
+                try:
+                    arguments = json.dumps(arguments)
+                except (TypeError, ValueError, RecursionError):
+                    raise bad(f"tool call {index} has arguments that cannot be encoded as JSON") from None
+            merged["arguments"] = merged.get("arguments", "") + arguments
+
+    def _unindexed(self, call_id: Any) -> int:
+        """The index of a tool-call delta that has none. Some servers send each call whole and without an
+        index: a delta with a new id starts a new call; one without continues the last."""
+        last = max(self._calls, default=None)
+        if last is None:
+            return 0
+        if isinstance(call_id, str) and call_id and call_id != self._calls[last].get("id"):
+            return last + 1
+        return last
+
+
+def _merge_piece(merged: dict[str, str], key: str, piece: str | None) -> None:
+    """Add a piece of a tool call's id or name. Servers send these once, in pieces, or (some) again on every
+    delta: a piece equal to what is there already is such a repeat, not more of it."""
+    if not piece:
+        return
+    current = merged.get(key)
+    if current is None:
+        merged[key] = piece
+    elif piece != current:
+        merged[key] = current + piece
+
+
+def _function(call: dict[str, str]) -> dict[str, str]:
+    """A merged tool call's ``function`` object; what the server never sent stays out (parse_completion then
+    judges it as it would in a whole body: no name is an error, no arguments are ``"{}"``)."""
+    return {key: call[key] for key in ("name", "arguments") if key in call}
+
+
 # --- retries and the deadline ------------------------------------------------------------------------------
 
 #: Seconds a call may spend waiting between attempts when no deadline is given (see ``OpenAIBackend``).
@@ -425,7 +718,8 @@ async def _close_with_the_loop(client: openai.AsyncOpenAI) -> AsyncGenerator[Non
 
 
 class OpenAIBackend:
-    """A :class:`~awares_agent.backends.base.ChatBackend` for OpenAI-compatible chat-completions servers.
+    """A :class:`~awares_agent.backends.base.StreamingChatBackend` for OpenAI-compatible chat-completions
+    servers.
 
     Args:
         model: the model name sent with every request.
@@ -630,6 +924,109 @@ class OpenAIBackend:
                 return self._reply(body, time.perf_counter() - start)
             await asyncio.sleep(wait)
 
+    def complete_stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        images: ImageStore,
+        tools: Sequence[ToolSpec] | None = None,
+        on_text: TextSink,
+    ) -> ChatReply:
+        """Run one chat turn as a stream, passing its text to ``on_text`` as it arrives.
+
+        The request is :meth:`complete`'s with ``stream: true`` (and usage asked for in the last chunk); the
+        reply is the one :meth:`complete` would return for the same generation. A server that ignores
+        ``stream`` and answers one JSON body is accepted: its text goes to ``on_text`` in one piece.
+        Timeouts, the deadline and retries are :meth:`complete`'s, except that an attempt that fails once
+        text has been passed on is not retried (the text cannot be taken back).
+
+        Args:
+            messages: the conversation; image parts are resolved through ``images``.
+            images: the image store holding every referenced image.
+            tools: functions offered to the model (their calls arrive as structured deltas: none of their
+                text goes to ``on_text``).
+            on_text: receives each new, non-empty piece of the reply's text, in order; it must be quick and
+                must not raise.
+
+        Returns:
+            The model's reply, with token usage and the wall-clock latency (retries included).
+
+        Raises:
+            BackendError: a subclass, as for :meth:`complete`; also a :class:`BackendResponseError` for a
+                stream that cannot be read (an event that is not JSON, an error event, a stream cut short, no
+                choices), and one saying how many characters had streamed when the stream broke.
+            MessageTranslationError: the messages cannot be expressed in the OpenAI format.
+        """
+        request = {**self._request(messages, images, tools), **_STREAM_FIELDS}
+        client = self._sync_client()
+        start = time.perf_counter()
+        call = _Call(end=time.monotonic() + self._deadline)
+        while True:
+            allowance = self._allowance(call)
+            reader = _ChunkReader(self._where, on_text, self._redact)
+            # The transport caps every socket read at the attempt's end, so the whole stream is bounded.
+            token = ATTEMPT_END.set(time.monotonic() + allowance)
+            try:
+                with (
+                    client.chat.completions.with_streaming_response.create(
+                        **request, timeout=allowance, extra_headers=self._retry_header(call)
+                    ) as raw,
+                    _read_errors(raw.http_response),
+                ):
+                    for data in raw.iter_bytes():
+                        reader.feed(data)
+                        if reader.done:
+                            break
+            except openai.OpenAIError as err:
+                wait = self._stream_wait(err, call, reader.streamed)
+            else:
+                return self._streamed_reply(reader, on_text, time.perf_counter() - start)
+            finally:
+                ATTEMPT_END.reset(token)
+            time.sleep(wait)
+
+    async def acomplete_stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        images: ImageStore,
+        tools: Sequence[ToolSpec] | None = None,
+        on_text: TextSink,
+    ) -> ChatReply:
+        """Run one chat turn as a stream, asynchronously (same contract as :meth:`complete_stream`).
+
+        Args:
+            messages: the conversation; image parts are resolved through ``images``.
+            images: the image store holding every referenced image.
+            tools: functions offered to the model.
+            on_text: receives each new, non-empty piece of the reply's text, in order (on the event loop).
+        """
+        request = {**self._request(messages, images, tools), **_STREAM_FIELDS}
+        client = await self._async_client_for_loop()
+        start = time.perf_counter()
+        call = _Call(end=time.monotonic() + self._deadline)
+        while True:
+            allowance = self._allowance(call)
+            reader = _ChunkReader(self._where, on_text, self._redact)
+            try:
+                async with (
+                    asyncio.timeout(allowance),
+                    client.chat.completions.with_streaming_response.create(
+                        **request, timeout=allowance, extra_headers=self._retry_header(call)
+                    ) as raw,
+                ):
+                    with _read_errors(raw.http_response):
+                        async with contextlib.aclosing(raw.iter_bytes()) as pieces:
+                            async for data in pieces:
+                                reader.feed(data)
+                                if reader.done:
+                                    break
+            except (openai.OpenAIError, TimeoutError) as err:
+                wait = self._stream_wait(err, call, reader.streamed)
+            else:
+                return self._streamed_reply(reader, on_text, time.perf_counter() - start)
+            await asyncio.sleep(wait)
+
     def close(self) -> None:
         """Close the synchronous HTTP client (the backend reopens one if used again).
 
@@ -741,6 +1138,29 @@ class OpenAIBackend:
         call.retries += 1
         return wait
 
+    def _stream_wait(self, err: openai.OpenAIError | TimeoutError, call: _Call, streamed: int) -> float:
+        """:meth:`_next_wait` for a streamed attempt, which is not retried once text has been passed on (a
+        retry would send it again); the error then says how far the stream got."""
+        if not streamed:
+            return self._next_wait(err, call)
+        failed = self._translate(err, call)
+        message = (
+            f"{failed} (the stream broke after {streamed} chars of text had been passed on, so it was not "
+            f"retried)"
+        )
+        if isinstance(failed, BackendHTTPError):
+            raise type(failed)(message, status_code=failed.status_code) from err
+        raise type(failed)(message) from err
+
+    def _streamed_reply(self, reader: _ChunkReader, on_text: TextSink, latency_s: float) -> ChatReply:
+        body = reader.plain_body
+        if body is not None:  # the server ignored stream=True and sent one JSON body
+            reply = self._reply(body, latency_s)
+            if reply.text:
+                on_text(reply.text)
+            return reply
+        return self._parsed(reader.finish(), latency_s)
+
     def _request(
         self, messages: Sequence[ChatMessage], images: ImageStore, tools: Sequence[ToolSpec] | None
     ) -> dict[str, Any]:
@@ -774,6 +1194,10 @@ class OpenAIBackend:
                 f"{self._where} returned a JSON body nested too deeply to decode ({len(body)} bytes); it is "
                 f"not a chat completion"
             ) from None
+        return self._parsed(data, latency_s)
+
+    def _parsed(self, data: Any, latency_s: float) -> ChatReply:
+        """The reply in a decoded chat completion (a body, or what a stream's chunks add up to)."""
         try:
             reply = parse_completion(data, where=self._where)
         except BackendResponseError as err:
@@ -883,6 +1307,18 @@ class OpenAIBackend:
         return BackendError(
             self._redact(f"{where}: the openai client failed: {type(err).__name__}: {_excerpt(str(err))}")
         )
+
+
+@contextlib.contextmanager
+def _read_errors(response: httpx2.Response) -> Iterator[None]:
+    """Raise the openai client's errors for a failure while reading a streamed body (the client maps the
+    transport's errors only while it sends the request and reads the headers)."""
+    try:
+        yield
+    except httpx2.TimeoutException as err:
+        raise openai.APITimeoutError(request=response.request) from err
+    except (httpx2.RequestError, ssl.SSLError) as err:
+        raise openai.APIConnectionError(request=response.request) from err
 
 
 def _positive_seconds(value: object) -> bool:
