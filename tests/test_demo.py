@@ -215,7 +215,7 @@ def test_app_answers_a_sample_on_the_reader(tmp_path: Path, samples: list[Sample
         text = shown(app)
         assert f"you: {samples[0].question}" in text
         assert "model asks for crops" in text
-        assert f"answer: {samples[0].answer}  (matches the page)" in text
+        assert f"answer: {samples[0].answer} (matches the page)" in text
         panel = app.query_one("#view", ImagePanel)
         crops = app.session.record().result.crops
         assert panel.lit == {c.region_id for c in crops}
@@ -224,7 +224,7 @@ def test_app_answers_a_sample_on_the_reader(tmp_path: Path, samples: list[Sample
 
         await submit(app, pilot, "/sample 2")  # large print: answered from the view
         await submit(app, pilot)
-        assert f"answer: {samples[1].answer}  (matches the page)" in shown(app)
+        assert f"answer: {samples[1].answer} (matches the page)" in shown(app)
         assert "RTR 0.25" in status(app) and "1 model call" in status(app)
         assert app.query_one("#view", ImagePanel).lit == set()
 
@@ -299,7 +299,7 @@ def test_app_shows_what_goes_wrong_and_carries_on(
         assert "error (ImageDecodeError)" in text and "missing.png" in text and "corrupt.png" in text
         assert "unknown command /frobnicate" in text
         assert "/budget takes a retained token ratio" in text
-        assert "error (ConfigError): invalid agent configuration" in text
+        assert "error (ConfigError): unknown crop set 'hexagons'" in text
 
         down = f"http://127.0.0.1:{_closed_port()}/v1"
         await submit(app, pilot, f"/server {down} m")
@@ -308,7 +308,7 @@ def test_app_shows_what_goes_wrong_and_carries_on(
 
         await submit(app, pilot, f"/server {chat_server.base_url} scripted-model")
         await submit(app, pilot, "What is it?")
-        assert "error (BackendResponseError)" in shown(app) and "not JSON" in shown(app)
+        assert "error (BackendResponseError)" in shown(app) and "is base_url the API root" in shown(app)
         await submit(app, pilot, "What is it?")
         text = shown(app)
         assert "model made an invalid tool call" in text
