@@ -16,6 +16,11 @@ from the store raises :class:`~awares_agent.image_store.UnknownImageError` (an
 :class:`~awares_agent.errors.AwaresError`) before anything is sent; and ``AwaResAgent(backend).ask`` returns
 an :class:`AskResult` whose trajectory survives a JSON round trip and matches the committed schema, whatever
 the answer. Backends whose replies are scripted also check that the scripted reply is what comes back.
+
+A backend that streams (:class:`~awares_agent.backends.base.StreamingChatBackend`: the OpenAI-compatible and
+transformers ones) also returns from ``complete_stream`` / ``acomplete_stream`` the reply ``complete`` gives,
+its text handed over in non-empty pieces that join to it, and the agent's ``stream`` carries those pieces as
+``token`` events.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from langchain_openai import ChatOpenAI
 from PIL import Image, ImageDraw
 
 from awares_agent import AskResult, AwaResAgent, OpenAIBackend, Trajectory
-from awares_agent.backends.base import ChatBackend
+from awares_agent.backends.base import ChatBackend, StreamingChatBackend
 from awares_agent.backends.langchain_backend import LangChainBackend
 from awares_agent.backends.reader import ReaderBackend
 from awares_agent.backends.transformers_backend import TransformersBackend
@@ -285,6 +290,54 @@ def test_the_agent_answers_and_its_trajectory_round_trips(harness: Harness) -> N
     assert "base64" not in text  # images are references, never pixels
     if harness.server is not None:
         assert (result.answer, [c.region_id for c in result.crops]) == ("4821", ["0"])
+
+
+def _same_reply(a: ChatReply, b: ChatReply) -> bool:
+    keep = {"latency_s"}
+    return a.model_dump(exclude=keep) == b.model_dump(exclude=keep)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["complete_stream", "acomplete_stream"])
+@pytest.mark.parametrize("turn", ["view-with-tool", "with-crops"])
+def test_a_streamed_turn_is_the_same_reply_in_pieces(harness: Harness, turn: str, asynchronous: bool) -> None:
+    backend = harness.backend
+    if not isinstance(backend, StreamingChatBackend):
+        pytest.skip(f"{type(backend).__name__} does not stream")
+    build, offer_tool, scripted = TURNS[turn]
+    store = ImageStore()
+    messages = build(store)
+    tools = list(CROP_TOOL) if offer_tool else None
+    harness.script(scripted, scripted)
+    whole = backend.complete(messages, images=store, tools=tools)
+    pieces: list[str] = []
+    if asynchronous:
+        streamed = asyncio.run(
+            backend.acomplete_stream(messages, images=store, tools=tools, on_text=pieces.append)
+        )
+    else:
+        streamed = backend.complete_stream(messages, images=store, tools=tools, on_text=pieces.append)
+    assert type(streamed) is ChatReply and _same_reply(streamed, whole)
+    assert all(type(p) is str and p for p in pieces)
+    if not whole.tool_calls:
+        assert "".join(pieces) == whole.text
+    if harness.server is not None:
+        assert [r.json.get("stream") for r in harness.server.chat_requests] == [None, True]
+
+
+def test_the_agents_stream_carries_the_text_as_it_is_generated(harness: Harness) -> None:
+    harness.script(Completion(tool_calls=[("get_crops", {"crops": ["0"]})]), Completion(text="it is 4821"))
+    events = list(AwaResAgent(harness.backend).stream(invoice(), QUESTION))
+    tokens = [e.data for e in events if e.type == "token"]
+    if not isinstance(harness.backend, StreamingChatBackend):
+        assert tokens == []
+        return
+    assert tokens and all(t["text"] for t in tokens)
+    rounds = [t["round"] for t in tokens]
+    assert rounds == sorted(rounds)
+    result = events[-1].result
+    assert result is not None and events[-1].type == "result"
+    if harness.server is not None:
+        assert "".join(t["text"] for t in tokens) == "it is 4821" == result.answer
 
 
 @pytest.fixture(autouse=True)
