@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup main test lint bench ask clean
+.PHONY: setup main test lint bench ask demo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,10 @@ main: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The console demo: offline on the embedded reader with bundled sample pages (IMAGE=..., ARGS="--base-url ...").
+demo: setup
+	$(BIN)/awares demo $(IMAGE) $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -108,11 +108,12 @@ class DemoApp(App[None]):
     #status { height: 1; background: $boost; padding: 0 1; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+r", "compare", "compare"),
-        Binding("ctrl+s", "save", "save trajectory"),
-        Binding("ctrl+k", "save_crops", "save crops"),
-        Binding("ctrl+o", "prompt('/open ')", "open image"),
+        # Function keys and ctrl+o: the input box, which has the focus, binds most other ctrl keys itself.
         Binding("f1", "help", "help"),
+        Binding("f2", "compare", "compare"),
+        Binding("f3", "save", "save trajectory"),
+        Binding("f4", "save_crops", "save crops"),
+        Binding("ctrl+o", "prompt('/open ')", "open image"),
     ]
 
     def __init__(

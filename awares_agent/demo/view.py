@@ -132,15 +132,19 @@ class RegionView:
                 for y in range(y0, min(y1, px_rows)):
                     for x in range(x0, min(x1, cols)):
                         grid[y][x] = _blend(grid[y][x], LIT, 0.35)
-        for region, (x0, y0, x1, y1) in sorted(boxes, key=lambda rb: rb[0].id in self.lit):
-            colour, weight = (LIT, 1.0) if region.id in self.lit else (OUTLINE, 0.45)
+        # Each outline pixel is drawn once (regions share edges), a lit region's over the others'; the
+        # picture's own border is left alone: every region would outline it.
+        outline: dict[tuple[int, int], bool] = {}
+        for region, (x0, y0, x1, y1) in boxes:
+            lit = region.id in self.lit
             right, bottom = min(x1, cols) - 1, min(y1, px_rows) - 1
-            for x in range(x0, right + 1):
-                for y in (y0, bottom):
-                    grid[y][x] = _blend(grid[y][x], colour, weight)
-            for y in range(y0, bottom + 1):
-                for x in (x0, right):
-                    grid[y][x] = _blend(grid[y][x], colour, weight)
+            edge = [(x, y) for x in range(x0, right + 1) for y in (y0, bottom)]
+            edge += [(x, y) for y in range(y0, bottom + 1) for x in (x0, right)]
+            for x, y in edge:
+                if lit or (0 < x < cols - 1 and 0 < y < px_rows - 1):
+                    outline[(x, y)] = outline.get((x, y), False) or lit
+        for (x, y), lit in outline.items():
+            grid[y][x] = _blend(grid[y][x], LIT, 1.0) if lit else _blend(grid[y][x], OUTLINE, 0.45)
         return grid
 
     def _labels(self, cols: int, rows: int) -> dict[tuple[int, int], tuple[str, Style]]:
