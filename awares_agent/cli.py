@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     add_backend_options(ask)
     add_agent_options(ask)
     ask.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    ask.add_argument(
+        "--no-stream",
+        action="store_true",
+        help="take each model turn whole instead of showing its text as it is generated (for a server that "
+        "cannot stream)",
+    )
 
     ev = sub.add_parser(
         "eval",
@@ -145,8 +151,12 @@ def _ask(args: argparse.Namespace, console: Console) -> int:
 
     result = None
     with console.status("looking at the low-resolution view...") as status:
-        for event in agent.stream(args.image, args.question):
-            if event.type == "view":
+        streamed = ""
+        for event in agent.stream(args.image, args.question, tokens=not args.no_stream):
+            if event.type == "token":  # the turn's text so far, on the status line, as it is generated
+                streamed += event.data["text"]
+                status.update(f"model: {escape(' '.join(streamed.split())[-70:])}")
+            elif event.type == "view":
                 view = event.data["view"]
                 console.print(
                     f"[dim]view[/] {view['width']}x{view['height']} px, "
@@ -154,6 +164,7 @@ def _ask(args: argparse.Namespace, console: Console) -> int:
                 )
                 status.update("asking the model...")
             elif event.type == "model":
+                streamed = ""
                 _show_turn(console, event.data)
             elif event.type == "crops":
                 shown = ", ".join(f"{c['region_id']} ({c['name']})" for c in event.data["crops"])

@@ -41,6 +41,16 @@ def test_human_output(
     assert "RTR" in out
 
 
+@pytest.mark.parametrize("flag", [[], ["--no-stream"]], ids=["streamed", "whole"])
+def test_ask_streams_unless_told_not_to(
+    chat_server: ScriptedChatServer, sign: Path, capsys: pytest.CaptureFixture[str], flag: list[str]
+) -> None:
+    chat_server.enqueue(Completion(tool_calls=[("get_crops", {"crops": ["3"]})]), Completion(text="gate B7"))
+    assert main([*run(chat_server, str(sign), "Which gate?"), *flag]) == 0
+    assert "Answer: gate B7" in capsys.readouterr().out
+    assert [bool(r.json.get("stream")) for r in chat_server.chat_requests] == [not flag, not flag]
+
+
 def test_json_output_is_one_object(
     chat_server: ScriptedChatServer, sign: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -59,7 +69,7 @@ def test_json_output_is_one_object(
     [
         (HTTPError(500, headers={"x-should-retry": "false"}), 1, "500"),
         (HTTPError(429, headers={"x-should-retry": "false"}), 1, "429"),
-        (Garbage(b"<html>oops"), 1, "not JSON"),
+        (Garbage(b"<html>oops"), 1, "no JSON body"),
         (Delay(2.0), 1, "timeout"),
         (HTTPError(401), 1, "OPENAI_API_KEY"),
     ],

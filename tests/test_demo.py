@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from chat_server import Completion, Garbage, ScriptedChatServer
+from bad_images import png_claiming
+from chat_server import Completion, Delay, Garbage, ScriptedChatServer
 from PIL import Image
 from rich.console import Console
 from textual.geometry import Region
@@ -283,6 +284,8 @@ def test_app_shows_what_goes_wrong_and_carries_on(
 ) -> None:
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(bytes(range(256)) * 8)
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(png_claiming(200_000, 200_000))  # a decompression bomb's header
     chat_server.enqueue(
         Garbage(b"<html>this is not an API</html>"),  # a server that answers garbage
         Completion(tool_calls=[("get_crops", "{not json")]),  # a malformed call: shown back to the model
@@ -292,11 +295,13 @@ def test_app_shows_what_goes_wrong_and_carries_on(
     async def body(app: DemoApp, pilot) -> None:
         await submit(app, pilot, f"/open {tmp_path / 'missing.png'}")
         await submit(app, pilot, f"/open {corrupt}")
+        await submit(app, pilot, f"/open {huge}")
         await submit(app, pilot, "/frobnicate")
         await submit(app, pilot, "/budget lots")
         await submit(app, pilot, "/crop-set hexagons")
         text = shown(app)
         assert "error (ImageDecodeError)" in text and "missing.png" in text and "corrupt.png" in text
+        assert "error (ImageTooLargeError)" in text and "huge.png" in text
         assert "unknown command /frobnicate" in text
         assert "/budget takes a retained token ratio" in text
         assert "error (ConfigError): unknown crop set 'hexagons'" in text
@@ -318,6 +323,42 @@ def test_app_shows_what_goes_wrong_and_carries_on(
     # No retries, so that the server that is down fails at once (/server keeps these settings).
     session = DemoSession(backend=BackendOptions(max_retries=0, timeout=5))
     run_app(DemoApp(session, samples=samples), body)
+
+
+def test_app_switches_to_a_local_model_and_streams_it(tiny_vlm_dir: Path, samples: list[SamplePage]) -> None:
+    async def body(app: DemoApp, pilot) -> None:
+        await submit(app, pilot, f"/model {tiny_vlm_dir}")
+        assert f"backend: transformers {tiny_vlm_dir}" in shown(app)
+        await submit(app, pilot, "What value is given for Reference?")
+        assert "(streamed in" in shown(app) and "answer:" in shown(app)
+        record = app.session.record()
+        assert record.backend.startswith("transformers") and record.result.trajectory.calls >= 1
+        assert f"transformers {tiny_vlm_dir}" in status(app)
+
+    session = DemoSession(backend=BackendOptions(max_new_tokens=8, offline=True))
+    run_app(DemoApp(session, samples=samples), body)
+
+
+def test_app_refuses_a_second_question_while_answering(
+    chat_server: ScriptedChatServer, samples: list[SamplePage]
+) -> None:
+    chat_server.enqueue(Delay(1.0, Completion(text="slow 1")))
+
+    async def body(app: DemoApp, pilot) -> None:
+        await submit(app, pilot, f"/server {chat_server.base_url} scripted-model")
+        app.query_one("#ask").value = "first?"
+        await pilot.press("enter")
+        await pilot.pause()
+        app.query_one("#ask").value = "second?"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "busy answering: wait for it to finish" in shown(app)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert "answer: slow 1" in shown(app) and len(app.session.history) == 1
+        assert len(chat_server.chat_requests) == 1
+
+    run_app(DemoApp(samples=samples), body)
 
 
 def test_app_budget_and_protocol_switches(samples: list[SamplePage]) -> None:
@@ -343,6 +384,44 @@ def test_cli_demo_help() -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "--help"])
     assert exit_info.value.code == 0
+
+
+def test_cli_demo_opens_your_image_on_your_server(
+    chat_server: ScriptedChatServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``awares demo IMAGE --base-url URL --model NAME`` as typed; the app runs under the pilot, not a tty."""
+    page = tmp_path / "page.png"
+    Image.new("RGB", (900, 700), "white").save(page)
+    chat_server.enqueue(Completion(text="nothing written here"))
+    seen: dict[str, object] = {}
+
+    async def body(app: DemoApp, pilot) -> None:
+        assert app.current is not None and app.current.label == str(page)
+        await submit(app, pilot, "What does it say?")
+        seen["text"], seen["status"] = shown(app), status(app)
+
+    def headless(self: DemoApp) -> None:
+        run_app(self, body)
+
+    monkeypatch.setattr(DemoApp, "run", headless)
+    code = main(
+        [
+            "demo",
+            str(page),
+            "--base-url",
+            chat_server.base_url,
+            "--model",
+            "scripted-model",
+            "--protocol",
+            "awares-text",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 0
+    assert "answer: nothing written here" in str(seen["text"])
+    assert "openai scripted-model" in str(seen["status"]) and "protocol awares-text" in str(seen["status"])
+    assert chat_server.chat_requests[0].json["stream"] is True
 
 
 def test_trajectory_json_is_the_shared_schema(tmp_path: Path, samples: list[SamplePage]) -> None:

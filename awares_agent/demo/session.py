@@ -23,7 +23,7 @@ from typing import Any
 from PIL import Image
 
 from awares_agent.agent import AgentEvent, AskResult, AwaResAgent
-from awares_agent.backends.base import ChatBackend, StreamingChatBackend
+from awares_agent.backends.base import ChatBackend
 from awares_agent.backends.factory import BackendOptions, make_backend
 from awares_agent.config import AgentConfig
 from awares_agent.errors import AwaresError, ConfigError
@@ -148,11 +148,6 @@ class DemoSession:
             return "reader (offline OCR)"
         where = f" at {self.backend.base_url}" if kind == "openai" and self.backend.base_url else ""
         return f"{kind} {self.backend.model}{where}"
-
-    @property
-    def streams(self) -> bool:
-        """Whether the backend streams its text (``token`` events); ``None`` until it is built."""
-        return isinstance(self._backend, StreamingChatBackend)
 
     def use_backend(self, options: BackendOptions) -> None:
         """Switch to the backend ``options`` name, building it now (a local model is loaded here).
