@@ -13,6 +13,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps "lmms-eval==0.7.3"  # its deps are in .[lmms] (see pyproject.toml)
 	touch $@
 
 setup: $(VENV)/.installed

@@ -4,7 +4,10 @@
   model, or the offline reader) and shows the answer, the crops and what they cost in visual tokens;
   ``--json`` prints the result as one JSON object instead.
 * ``awares eval --bench NAME_OR_PATH --policy awares,low-res,full-res --out DIR`` evaluates policies.
-* ``awares report DIR...`` renders a markdown table and an accuracy-vs-RTR plot over runs.
+* ``awares report DIR...`` renders a markdown table and an accuracy-vs-RTR plot over runs (``awares eval``
+  runs, and ``lmms_eval --model awares`` output folders).
+* ``awares lmms-task --bench NAME --out DIR`` writes a benchmark as a local lmms-eval task
+  (:mod:`awares_agent.evals.lmms_task`).
 * ``awares collect label|rollout|merge|export`` builds training data (:mod:`awares_agent.collect.command`).
 * ``awares train sft|grpo|eval`` fine-tunes a VLM on it and scores the trained policy
   (:mod:`awares_agent.training.cli`).
@@ -115,6 +118,21 @@ def _parser() -> argparse.ArgumentParser:
         "--markdown", help="write the table here (default: report.md in the first run directory)"
     )
     rep.add_argument("--plot", help="write the plot here (default: accuracy_vs_rtr.png beside the table)")
+
+    task = sub.add_parser(
+        "lmms-task",
+        help="write a benchmark as a local lmms-eval task (for lmms_eval --model awares)",
+        description=(
+            "Write a benchmark (its data, a task YAML and its hooks) as a local lmms-eval task folder; run "
+            "it with `lmms_eval --model awares --tasks awares_NAME --include_path DIR`, scored with the same "
+            "metric as `awares eval`."
+        ),
+    )
+    task.add_argument("--bench", required=True, help="'synthetic', a paper benchmark, or a path to your data")
+    task.add_argument("--split", help="dataset split (default: the benchmark's standard one)")
+    task.add_argument("--limit", type=int, help="the first N samples (synthetic: how many to generate)")
+    task.add_argument("--seed", type=int, default=0, help="seed of the synthetic benchmark")
+    task.add_argument("--out", required=True, help="the task folder to write")
 
     add_collect_parser(sub, READER_NOTE)
     add_train_parser(sub)
@@ -276,6 +294,29 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _lmms_task(args: argparse.Namespace, console: Console) -> int:
+    from pathlib import Path
+
+    import datasets
+
+    from awares_agent.evals.benchmarks import load_benchmark
+    from awares_agent.evals.lmms_task import write_lmms_task
+
+    datasets.disable_progress_bars()  # the status line says what is happening
+    with console.status(f"loading {args.bench}..."):
+        samples = load_benchmark(args.bench, split=args.split, limit=args.limit, seed=args.seed)
+        name = Path(args.bench).name if Path(args.bench).exists() else args.bench
+        task = write_lmms_task(list(samples), args.out, benchmark=name)
+    console.print(
+        f"{len(samples)} samples -> {task}\nrun: lmms_eval --model awares --model_args backend=reader,"
+        f"trajectories={Path(args.out) / 'trajectories.jsonl'} --tasks {task.stem} "
+        f"--include_path {task.parent} --output_path {Path(args.out) / 'results'}",
+        soft_wrap=True,
+        highlight=False,
+    )
+    return EXIT_OK
+
+
 def _show_turn(console: Console, data: dict[str, Any]) -> None:
     if data["kind"] == "crop":
         console.print(f"[dim]model[/] requests crops {escape(', '.join(data['crops']))}")
@@ -328,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_train(args, console)
         if args.command == "demo":
             return _demo(args, console)
+        if args.command == "lmms-task":
+            return _lmms_task(args, console)
     except BackendError as exc:
         errors.print(f"[red]error:[/] {escape(redact(str(exc)))}", highlight=False)
         return EXIT_BACKEND

@@ -11,12 +11,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from awares_agent.errors import ConfigError
+from awares_agent.evals.lmms_results import lmms_summaries
 from awares_agent.evals.runner import SUMMARY_FILE, Summary
 from awares_agent.policies import POLICIES
 
 
 def load_summaries(dirs: Iterable[str | os.PathLike[str]]) -> list[Summary]:
-    """Every ``summary.json`` under the given run directories.
+    """Every ``summary.json`` under the given run directories, and every ``lmms_eval --model awares`` run's
+    results (:mod:`awares_agent.evals.lmms_results`).
 
     Raises:
         ConfigError: a directory does not exist, or none holds a summary.
@@ -27,8 +29,12 @@ def load_summaries(dirs: Iterable[str | os.PathLike[str]]) -> list[Summary]:
         if not root.exists():
             raise ConfigError(f"no such run directory: {root}")
         summaries += [Summary.model_validate_json(p.read_text()) for p in sorted(root.rglob(SUMMARY_FILE))]
+        summaries += lmms_summaries(root)
     if not summaries:
-        raise ConfigError("no summary.json found: run `awares eval ... --out DIR` first, then report on DIR")
+        raise ConfigError(
+            "no summary.json and no lmms-eval results of --model awares found: run `awares eval ... --out "
+            "DIR` (or lmms_eval --model awares ... --output_path DIR) first, then report on DIR"
+        )
     return summaries
 
 
