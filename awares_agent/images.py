@@ -315,6 +315,23 @@ class SourceImage:
             source=self.label,
         )
 
+    def _check_png_rows(self, data: bytes) -> None:
+        """Refuse a PNG whose pixel data is shorter than its header promises.
+
+        PIL decodes such a file without an error when its compressed stream is complete but short (a header
+        that claims more rows than were written, or data cut at a clean boundary), and leaves the missing
+        rows black: a model would be shown a picture that is not the file's.
+        """
+        found = png_pixel_bytes(data)
+        if found is not None and found[0] < found[1]:
+            have, want = found
+            raise ImageDecodeError(
+                f"{self.label} holds {have:,} bytes of pixel data where its header "
+                f"({self.width}x{self.height}) promises {want:,}: the file is truncated, or its header lies; "
+                "re-export the image",
+                source=self.label,
+            )
+
     def _open(self, data: bytes, *, pixels: int | None) -> Image.Image:
         """A lazily-loaded PIL image of ``data`` (header read only)."""
         try:
@@ -362,6 +379,8 @@ class SourceImage:
             with _pil_limit_lifted(pixels):
                 im = self._open(self.encoded, pixels=pixels)
                 im.load()
+                if im.format == "PNG":
+                    self._check_png_rows(self.encoded)
                 return _orient(to_rgb(im), self.orientation)
         except Image.DecompressionBombError as exc:
             raise ImageTooLargeError(f"{self.label}: {exc}", source=self.label) from exc
@@ -471,6 +490,61 @@ def validate_box(
             f"0 <= left < right <= {width} and 0 <= top < bottom <= {height}"
         )
     return left, top, right, bottom
+
+
+#: Samples per pixel of each PNG colour type (grey, RGB, palette, grey + alpha, RGBA).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+#: Adam7 passes: (first column, first row, column step, row step).
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def png_pixel_bytes(data: bytes) -> tuple[int, int] | None:
+    """``(decompressed IDAT bytes, the bytes the IHDR implies)`` of a PNG, or ``None`` if it cannot say.
+
+    Decompression stops once the expected size is reached, so a small file that inflates hugely costs no
+    more than a valid one. ``None`` for data that is not a PNG with a well-formed IHDR and IDAT chunks (PIL
+    reports what is wrong with those).
+
+    Args:
+        data: the encoded file.
+    """
+    import zlib
+
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 33 or data[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    channels = _PNG_CHANNELS.get(colour)
+    if channels is None or depth not in (1, 2, 4, 8, 16) or interlace not in (0, 1):
+        return None
+
+    def row_bytes(w: int) -> int:
+        return 1 + (w * channels * depth + 7) // 8 if w else 0
+
+    if interlace:
+        passes = [
+            (max(0, (width - x0 + dx - 1) // dx), max(0, (height - y0 + dy - 1) // dy))
+            for x0, y0, dx, dy in _ADAM7
+        ]
+        want = sum(row_bytes(w) * h for w, h in passes if w and h)
+    else:
+        want = row_bytes(width) * height
+    inflate = zlib.decompressobj()
+    have, at = 0, 8
+    try:
+        while at + 8 <= len(data) and have < want:
+            length, kind = struct.unpack(">I4s", data[at : at + 8])
+            chunk = data[at + 8 : at + 8 + length]
+            at += 12 + length
+            if kind == b"IDAT":
+                have += len(inflate.decompress(chunk, want - have + 1))
+                while inflate.unconsumed_tail and have < want:
+                    have += len(inflate.decompress(inflate.unconsumed_tail, want - have + 1))
+            elif kind == b"IEND":
+                break
+    except zlib.error:
+        return None  # corrupt compressed data: PIL says so itself
+    return have, want
 
 
 def open_image(src: ImageInput, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> SourceImage:

@@ -23,6 +23,7 @@ from awares_agent.images import (
     SourceImage,
     ViewSpec,
     open_image,
+    png_pixel_bytes,
     to_rgb,
 )
 
@@ -615,3 +616,57 @@ def test_an_endless_or_oversized_file_is_read_only_up_to_the_cap(
         open_image(path)
     with pytest.raises(ImageTooLargeError):
         open_image("/dev/zero")  # endless: only cap + 1 bytes are read
+
+
+# --- PNG pixel data against its header -----------------------------------------------------------------
+
+
+def _chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
+def _adam7_rgb_png(image: Image.Image) -> bytes:
+    """An interlaced (Adam7) 8-bit RGB PNG of ``image``, written by hand: PIL writes no interlaced PNG."""
+    import numpy as np
+
+    pixels = np.asarray(image.convert("RGB"))
+    h, w = pixels.shape[:2]
+    raw = b""
+    for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+                           (0, 1, 1, 2)):  # fmt: skip
+        part = pixels[y0::dy, x0::dx]
+        if part.size:
+            raw += b"".join(b"\x00" + row.tobytes() for row in part)
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(raw))
+        + _chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "I;16"])
+@pytest.mark.parametrize("size", [(1, 1), (13, 7), (64, 48)])
+def test_png_pixel_data_matches_its_header_for_every_mode(mode: str, size: tuple[int, int]) -> None:
+    data = encode(quadrants(*size).convert(mode if mode != "I;16" else "I").convert(mode), "PNG")
+    have, want = png_pixel_bytes(data)
+    assert have == want
+    assert open_image(data).full().size == size
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 3), (9, 9), (33, 17)])
+def test_an_interlaced_png_is_read_whole(size: tuple[int, int]) -> None:
+    image = quadrants(*size)
+    data = _adam7_rgb_png(image)
+    have, want = png_pixel_bytes(data)
+    assert have == want
+    assert ImageChops.difference(open_image(data).full(), image.convert("RGB")).getbbox() is None
+
+
+def test_a_png_whose_header_claims_more_rows_than_it_holds_is_refused() -> None:
+    data = bytearray(encode(quadrants(40, 30), "PNG"))
+    struct.pack_into(">I", data, 20, 60)  # IHDR height: 30 -> 60 rows claimed
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    with pytest.raises(ImageDecodeError, match=r"where its header \(40x60\) promises"):
+        open_image(bytes(data)).full()
