@@ -21,6 +21,7 @@ This module has no dependency on ``transformers``; the tests check it against tr
 
 from __future__ import annotations
 
+import logging
 import math
 import operator
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ from typing import Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict
 
 from awares_agent.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "QWEN2_5_VL",
@@ -278,7 +281,18 @@ def _infer_rule(model_name: str | None) -> TokenRule:
         return QWEN2_5_VL
     if "qwen2" in name and "vl" in name:
         return QWEN2_VL
+    if model_name and model_name not in _GUESSED:
+        _GUESSED.add(model_name)
+        logger.warning(
+            "no visual-token rule is known for model %r: counting one token per 28x28 pixels; if it is a "
+            "Qwen-VL model under another name, pass token_rule= (--token-rule qwen2.5-vl, qwen3-vl...)",
+            model_name,
+        )
     return PixelTokenRule()
+
+
+#: Model names already warned about by :func:`_infer_rule` (once per name and process).
+_GUESSED: set[str] = set()
 
 
 def token_rule(spec: str | TokenRule | None = None, *, model_name: str | None = None) -> TokenRule:

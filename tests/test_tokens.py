@@ -453,3 +453,13 @@ def test_backend_token_rule_prefers_the_backends_own() -> None:
     assert backend_token_rule(None, _Backend("Qwen/Qwen2.5-VL-7B-Instruct")) is QWEN2_5_VL
     assert isinstance(backend_token_rule(None, _Backend("/models/checkpoint-7")), PixelTokenRule)
     assert isinstance(backend_token_rule(None, _Backend("m", rule="not a rule")), PixelTokenRule)
+
+
+def test_an_unknown_model_name_counts_pixels_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    from awares_agent.tokens import PixelTokenRule, token_rule
+
+    with caplog.at_level("WARNING", logger="awares_agent.tokens"):
+        assert isinstance(token_rule(model_name="my-local-vlm-7b"), PixelTokenRule)
+        assert isinstance(token_rule(model_name="my-local-vlm-7b"), PixelTokenRule)
+    warned = [r for r in caplog.records if "my-local-vlm-7b" in r.getMessage()]
+    assert len(warned) == 1 and "--token-rule" in warned[0].getMessage()
