@@ -61,6 +61,19 @@ def render(capture: str, out: Path) -> None:
     image.save(out)
 
 
+def _wait_for(session: str, text: str, seconds: float) -> str:
+    """Poll the pane until ``text`` shows; exit with the screen if it does not within ``seconds``."""
+    capture = ""
+    for _ in range(int(seconds * 2)):
+        time.sleep(0.5)
+        capture = subprocess.run(
+            ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+        ).stdout
+        if text in capture:
+            return capture
+    sys.exit(f"{text!r} did not show on the screen in {seconds:g} s:\n{capture}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
@@ -78,24 +91,9 @@ def main() -> int:
         check=True,
     )
     try:
-        capture = ""
-        for _ in range(int(args.wait * 2)):  # the app starts, then the first sample's question is ready
-            time.sleep(0.5)
-            capture = subprocess.run(
-                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
-            ).stdout
-            if "press Enter" in capture:
-                break
+        _wait_for(session, "press Enter", args.wait)  # the app is up, the first sample's question ready
         subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
-        for _ in range(int(args.wait * 2)):
-            time.sleep(0.5)
-            capture = subprocess.run(
-                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
-            ).stdout
-            if "answer:" in capture:
-                break
-        else:
-            sys.exit("no answer on the screen in time:\n" + capture)
+        _wait_for(session, "answer:", args.wait)
         time.sleep(1.0)
         colour = subprocess.run(
             ["tmux", "capture-pane", "-e", "-p", "-t", session], capture_output=True, text=True
