@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from PIL import Image
+from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -462,11 +463,13 @@ class DemoApp(App[None]):
             self.call_from_thread(self._idle)
 
     def _compared(self, rows: list[CompareRow]) -> None:
-        table = Table(title="same question, three policies", expand=True)
-        for column in ("policy", "answer", "crops", "visual tokens", "RTR", "latency"):
-            table.add_column(
-                column, justify="right" if column in ("visual tokens", "RTR", "latency") else "left"
-            )
+        # Narrow by design: it is drawn in the conversation column.
+        table = Table(title="same question, three policies", box=box.SIMPLE_HEAD, padding=(0, 1), expand=True)
+        table.add_column("policy")
+        table.add_column("answer", overflow="fold")
+        table.add_column("crops")
+        for column in ("tokens", "RTR", "s"):
+            table.add_column(column, justify="right")
         for row in rows:
             if row.result is None:
                 table.add_row(row.policy, Text(row.error or "failed", style="red"), "", "", "", "")
@@ -476,10 +479,10 @@ class DemoApp(App[None]):
             table.add_row(
                 row.policy,
                 f"{r.answer}{mark}",
-                ", ".join(c.region_id for c in r.crops) or "-",
+                ",".join(c.region_id for c in r.crops) or "-",
                 f"{r.visual_tokens}/{r.full_tokens}",
                 f"{r.rtr:.2f}",
-                f"{r.latency_s:.2f} s",
+                f"{r.latency_s:.2f}",
             )
         self.query_one("#log", RichLog).write(table)
 
