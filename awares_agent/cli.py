@@ -5,7 +5,7 @@
   ``--json`` prints the result as one JSON object instead.
 * ``awares eval --bench NAME_OR_PATH --policy awares,low-res,full-res --out DIR`` evaluates policies.
 * ``awares report DIR...`` renders a markdown table and an accuracy-vs-RTR plot over runs (``awares eval``
-  runs, and ``lmms_eval --model awares`` output folders).
+  runs, and ``lmms-eval --model awares`` output folders).
 * ``awares lmms-task --bench NAME --out DIR`` writes a benchmark as a local lmms-eval task
   (:mod:`awares_agent.evals.lmms_task`).
 * ``awares collect label|rollout|merge|export`` builds training data (:mod:`awares_agent.collect.command`).
@@ -121,10 +121,10 @@ def _parser() -> argparse.ArgumentParser:
 
     task = sub.add_parser(
         "lmms-task",
-        help="write a benchmark as a local lmms-eval task (for lmms_eval --model awares)",
+        help="write a benchmark as a local lmms-eval task (for lmms-eval --model awares)",
         description=(
             "Write a benchmark (its data, a task YAML and its hooks) as a local lmms-eval task folder; run "
-            "it with `lmms_eval --model awares --tasks awares_NAME --include_path DIR`, scored with the same "
+            "it with `lmms-eval --model awares --tasks awares_NAME --include_path DIR`, scored with the same "
             "metric as `awares eval`."
         ),
     )
@@ -308,7 +308,7 @@ def _lmms_task(args: argparse.Namespace, console: Console) -> int:
         name = Path(args.bench).name if Path(args.bench).exists() else args.bench
         task = write_lmms_task(list(samples), args.out, benchmark=name)
     console.print(
-        f"{len(samples)} samples -> {task}\nrun: lmms_eval --model awares --model_args backend=reader,"
+        f"{len(samples)} samples -> {task}\nrun: lmms-eval --model awares --model_args backend=reader,"
         f"trajectories={Path(args.out) / 'trajectories.jsonl'} --tasks {task.stem} "
         f"--include_path {task.parent} --output_path {Path(args.out) / 'results'}",
         soft_wrap=True,

@@ -1,4 +1,4 @@
-"""The lmms-eval plugin: ``lmms_eval --model awares`` runs each request through an AwaRes agent.
+"""The lmms-eval plugin: ``lmms-eval --model awares`` runs each request through an AwaRes agent.
 
 lmms-eval (0.7) finds third-party models through the ``lmms_eval.models`` entry-point group; awares
 registers :func:`manifest` there (``pyproject.toml``), so no fork of lmms-eval is needed. Each

@@ -1,7 +1,7 @@
 """lmms-eval output folders, read into the :class:`~awares_agent.evals.runner.Summary` rows that
 ``awares report`` tabulates.
 
-An ``lmms_eval --model awares`` run writes ``<time>_results.json`` under its ``--output_path``. Its accuracy
+An ``lmms-eval --model awares`` run writes ``<time>_results.json`` under its ``--output_path``. Its accuracy
 is lmms-eval's own (the task's first metric); what the answers cost comes from the plugin's side file
 (``trajectories=PATH`` in the run's ``model_args``: one line per sample, so every figure is per task, as
 ``awares eval`` gives them), or, without one, from lmms-eval's throughput summary of the run (means over all

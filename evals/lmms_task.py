@@ -5,7 +5,7 @@ lmms-eval reads a task from a YAML file in an ``--include_path`` folder; the tas
 both, and a ``utils.py`` whose functions give lmms-eval the image, the question and the score, so that::
 
     awares lmms-task --bench synthetic --limit 40 --out runs/lmms-task
-    lmms_eval --model awares --model_args backend=reader,trajectories=runs/lmms/traj.jsonl \\
+    lmms-eval --model awares --model_args backend=reader,trajectories=runs/lmms/traj.jsonl \\
         --tasks awares_synthetic --include_path runs/lmms-task --output_path runs/lmms
 
 runs the benchmark offline in lmms-eval, scored with the metric awares itself uses for each sample
@@ -80,7 +80,7 @@ def write_lmms_task(samples: list[EvalSample], folder: str | Path, *, benchmark:
         benchmark: the benchmark's name, for the task's name (:func:`task_name`).
 
     Returns:
-        The task YAML's path; pass its folder to ``lmms_eval --include_path``.
+        The task YAML's path; pass its folder to ``lmms-eval --include_path``.
 
     Raises:
         ConfigError: no samples.

@@ -17,7 +17,7 @@ from awares_agent.policies import POLICIES
 
 
 def load_summaries(dirs: Iterable[str | os.PathLike[str]]) -> list[Summary]:
-    """Every ``summary.json`` under the given run directories, and every ``lmms_eval --model awares`` run's
+    """Every ``summary.json`` under the given run directories, and every ``lmms-eval --model awares`` run's
     results (:mod:`awares_agent.evals.lmms_results`).
 
     Raises:
@@ -33,7 +33,7 @@ def load_summaries(dirs: Iterable[str | os.PathLike[str]]) -> list[Summary]:
     if not summaries:
         raise ConfigError(
             "no summary.json and no lmms-eval results of --model awares found: run `awares eval ... --out "
-            "DIR` (or lmms_eval --model awares ... --output_path DIR) first, then report on DIR"
+            "DIR` (or lmms-eval --model awares ... --output_path DIR) first, then report on DIR"
         )
     return summaries
 

@@ -1,4 +1,4 @@
-"""The lmms-eval plugin: ``lmms_eval --model awares`` through lmms-eval's own CLI, on a local task.
+"""The lmms-eval plugin: ``lmms-eval --model awares`` through lmms-eval's own CLI, on a local task.
 
 The end-to-end test runs lmms-eval as a user would (``python -m lmms_eval --model awares ... --include_path``)
 on a task folder written by ``awares lmms-task``, then reads its output with ``awares report``. The others
