@@ -265,6 +265,13 @@ def test_app_streams_from_a_server_and_switches_back(
         assert app.query_one("#view", ImagePanel).lit == {"3"}
         assert "openai scripted-model" in status(app) and "2 model calls" in status(app)
 
+        chat_server.enqueue(Completion(text="from the other model"))
+        await submit(app, pilot, "/model other-model")  # another model on the same server
+        assert f"backend: openai other-model at {chat_server.base_url}" in shown(app)
+        await submit(app, pilot, "What is the total?")
+        assert chat_server.chat_requests[-1].json["model"] == "other-model"
+        assert "answer: from the other model" in shown(app)
+
         await submit(app, pilot, "/reader")
         await submit(app, pilot, "/sample 2")
         await submit(app, pilot)
