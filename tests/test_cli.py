@@ -51,6 +51,15 @@ def test_ask_streams_unless_told_not_to(
     assert [bool(r.json.get("stream")) for r in chat_server.chat_requests] == [not flag, not flag]
 
 
+@pytest.mark.parametrize("flag", [[], ["--max-new-tokens", "7"]], ids=["server-default", "capped"])
+def test_max_new_tokens_reaches_a_server_only_when_given(
+    chat_server: ScriptedChatServer, sign: Path, flag: list[str]
+) -> None:
+    chat_server.enqueue(Completion(text="B7"))
+    assert main([*run(chat_server, str(sign), "Which gate?"), *flag]) == 0
+    assert chat_server.chat_requests[0].json.get("max_tokens") == (7 if flag else None)
+
+
 def test_json_output_is_one_object(
     chat_server: ScriptedChatServer, sign: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

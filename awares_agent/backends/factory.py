@@ -18,6 +18,9 @@ from awares_agent.errors import ConfigError
 
 BackendKind = Literal["auto", "reader", "openai", "transformers"]
 
+#: A local model's tokens per turn when ``max_new_tokens`` is not given.
+LOCAL_MAX_NEW_TOKENS = 256
+
 
 @dataclass(frozen=True)
 class BackendOptions:
@@ -36,7 +39,8 @@ class BackendOptions:
         image_detail: OpenAI's image detail; ``high`` on api.openai.com keeps crops at their resolution.
         device: where a local model runs.
         dtype: a local model's weights' type.
-        max_new_tokens: a local model's tokens per turn.
+        max_new_tokens: the most tokens a model turn may generate: a local model's (256 when not given), or
+            sent to a server as ``max_tokens`` (when not given, the server's own limit applies).
         offline: never contact the Hugging Face hub for a local model.
     """
 
@@ -96,7 +100,14 @@ class BackendOptions:
     dtype: str = field(
         default="auto", metadata={"group": "local", "help": "auto, bfloat16, float16, float32"}
     )
-    max_new_tokens: int = field(default=256, metadata={"group": "local", "help": "per model turn"})
+    max_new_tokens: int | None = field(
+        default=None,
+        metadata={
+            "metavar": "N",
+            "help": "the most tokens a model turn may generate (default: 256 for a local model; a server's "
+            "own limit, unless given)",
+        },
+    )
     offline: bool = field(
         default=False, metadata={"group": "local", "help": "never contact the Hugging Face hub"}
     )
@@ -152,6 +163,7 @@ def make_backend(options: BackendOptions, *, crop_set: str = "paper") -> ChatBac
             deadline=options.deadline,
             image_format=options.image_format,
             image_detail=options.image_detail,
+            max_tokens=options.max_new_tokens,
         )
     from awares_agent.backends.transformers_backend import TransformersBackend
 
@@ -159,6 +171,6 @@ def make_backend(options: BackendOptions, *, crop_set: str = "paper") -> ChatBac
         options.model,
         device=options.device,
         dtype=options.dtype,
-        max_new_tokens=options.max_new_tokens,
+        max_new_tokens=options.max_new_tokens if options.max_new_tokens is not None else LOCAL_MAX_NEW_TOKENS,
         local_files_only=options.offline,
     )

@@ -517,6 +517,7 @@ class DemoApp(App[None]):
                 timeout=old.timeout,
                 max_retries=old.max_retries,
                 api_key_env=old.api_key_env,
+                max_new_tokens=old.max_new_tokens,
             )
         elif old.kind == "openai":
             options = old.server(model=command.arg(), base_url=old.base_url)
@@ -527,6 +528,7 @@ class DemoApp(App[None]):
                 device=old.device,
                 dtype=old.dtype,
                 offline=old.offline,
+                max_new_tokens=old.max_new_tokens,
             )
         self.busy = "switching backend"
         self._status(f"loading {options.model or 'the reader'}...")
