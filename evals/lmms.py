@@ -45,6 +45,7 @@ from lmms_eval.api.instance import GenerationResult, TokenCounts
 from lmms_eval.api.model import lmms
 from lmms_eval.models.model_utils.gen_metrics import log_metrics
 from loguru import logger
+from PIL import Image
 from tqdm import tqdm
 
 from awares_agent.agent import AskResult, AwaResAgent
@@ -240,9 +241,11 @@ def _flat(visuals: Any) -> list[Any]:
 
 
 def _size(image: Any) -> tuple[int, int]:
+    if isinstance(image, Image.Image):  # what lmms-eval tasks give: its size is known, no copy needed
+        return image.size
     from awares_agent.images import open_image
 
-    source = open_image(image)
+    source = open_image(image)  # a path or bytes: the header only
     return source.width, source.height
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from awares_agent.errors import ConfigError
-from awares_agent.evals.runner import Summary
+from awares_agent.evals.runner import Summary, percentile
 
 #: The plugin's lmms-eval model name (:data:`awares_agent.evals.lmms.MODEL_ID`, which needs lmms-eval).
 LMMS_MODEL = "awares"
@@ -131,16 +131,9 @@ def _mean(values: list[float]) -> float:
     return round(sum(values) / len(values), 4) if values else 0.0
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
 def _from_records(head: dict[str, Any], records: list[dict[str, Any]], samples: int) -> Summary:
     ok = [r for r in records if "error" not in r]
-    latencies = [float(r.get("latency_s") or 0.0) for r in ok]
+    latencies = sorted(float(r.get("latency_s") or 0.0) for r in ok)
     pixel = [float(((r.get("trajectory") or {}).get("cost") or {}).get("pixel_rtr") or 0.0) for r in ok]
     return Summary(
         **head,
@@ -153,8 +146,8 @@ def _from_records(head: dict[str, Any], records: list[dict[str, Any]], samples: 
         tool_call_rate=_mean([1.0 if r.get("crops") else 0.0 for r in ok]),
         mean_crops=_mean([float(len(r.get("crops") or [])) for r in ok]),
         crop_histogram=dict(sorted(Counter(c for r in ok for c in r.get("crops") or []).items())),
-        latency_p50=round(_percentile(latencies, 50), 4),
-        latency_p95=round(_percentile(latencies, 95), 4),
+        latency_p50=round(percentile(latencies, 50), 4),
+        latency_p95=round(percentile(latencies, 95), 4),
     )
 
 

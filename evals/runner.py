@@ -393,14 +393,15 @@ def summarize(
         tool_call_rate=mean([1.0 if r.crops else 0.0 for r in scored]),
         mean_crops=mean([float(len(r.crops)) for r in scored]),
         crop_histogram=dict(sorted(histogram.items())),
-        latency_p50=round(_percentile(latencies, 50), 4),
-        latency_p95=round(_percentile(latencies, 95), 4),
+        latency_p50=round(percentile(latencies, 50), 4),
+        latency_p95=round(percentile(latencies, 95), 4),
         by_category={c: accuracy([r for r in scored if r.category == c]) for c in categories},
         by_needs_hr={k: accuracy(v) for k, v in by_hr.items() if v},
     )
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile of ``sorted_values`` (0.0 for none)."""
     if not sorted_values:
         return 0.0
     rank = max(0, math.ceil(q / 100 * len(sorted_values)) - 1)

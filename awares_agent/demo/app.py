@@ -14,7 +14,7 @@ conversation in red and the app carries on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from PIL import Image
@@ -338,14 +338,21 @@ class DemoApp(App[None]):
         self._query(self.current, question)
 
     @work(thread=True, group="agent")
-    def _query(self, image: LoadedImage, question: str) -> None:
+    def _background(self, job: Callable[[], None]) -> None:
+        """Run ``job`` off the screen's thread: whatever it raises is shown, and the app is idle after."""
         try:
-            for event in self.session.stream(image, question):
-                self.call_from_thread(self._on_event, image, event)
-        except Exception as exc:  # shown in the app: a demo never dies of a query
+            job()
+        except Exception as exc:  # shown in the app: a demo never dies of a query, a switch or a comparison
             self.call_from_thread(self._error, exc)
         finally:
             self.call_from_thread(self._idle)
+
+    def _query(self, image: LoadedImage, question: str) -> None:
+        def job() -> None:
+            for event in self.session.stream(image, question):
+                self.call_from_thread(self._on_event, image, event)
+
+        self._background(job)
 
     def _on_event(self, image: LoadedImage, event: AgentEvent) -> None:
         data = event.data
@@ -452,15 +459,8 @@ class DemoApp(App[None]):
         self._status("comparing...")
         self._run_compare(image, question)
 
-    @work(thread=True, group="agent")
     def _run_compare(self, image: LoadedImage, question: str) -> None:
-        try:
-            rows = self.session.compare(image, question)
-            self.call_from_thread(self._compared, rows)
-        except Exception as exc:
-            self.call_from_thread(self._error, exc)
-        finally:
-            self.call_from_thread(self._idle)
+        self._background(lambda: self.call_from_thread(self._compared, self.session.compare(image, question)))
 
     def _compared(self, rows: list[CompareRow]) -> None:
         # Narrow by design: it is drawn in the conversation column.
@@ -534,15 +534,12 @@ class DemoApp(App[None]):
         self._status(f"loading {options.model or 'the reader'}...")
         self._load_backend(options)
 
-    @work(thread=True, group="agent")
     def _load_backend(self, options: BackendOptions) -> None:
-        try:
+        def job() -> None:
             self.session.use_backend(options)
             self.call_from_thread(self._switched)
-        except Exception as exc:
-            self.call_from_thread(self._error, exc)
-        finally:
-            self.call_from_thread(self._idle)
+
+        self._background(job)
 
     def _switched(self) -> None:
         self.sub_title = self.session.backend_label

@@ -60,6 +60,12 @@ class LoadedImage:
         """``(width, height)`` of the original."""
         return self.source.width, self.source.height
 
+    def check(self, question: str, answer: str | None) -> bool | None:
+        """Whether ``answer`` matches the page's known answer (``None``: another question, or none known)."""
+        if self.expected is None or question != self.question:
+            return None
+        return exact(answer, [self.expected]) == 1.0
+
 
 @dataclass
 class QueryRecord:
@@ -82,9 +88,7 @@ class QueryRecord:
     @property
     def correct(self) -> bool | None:
         """Whether the answer matches a sample page's known answer (``None``: no known answer)."""
-        if self.image.expected is None or self.question != self.image.question:
-            return None
-        return exact(self.result.answer, [self.image.expected]) == 1.0
+        return self.image.check(self.question, self.result.answer)
 
 
 @dataclass(frozen=True)
@@ -236,10 +240,7 @@ class DemoSession:
             except AwaresError as exc:
                 rows.append(CompareRow(policy, error=f"{type(exc).__name__}: {exc}"))
                 continue
-            correct = None
-            if image.expected is not None and question == image.question:
-                correct = exact(result.answer, [image.expected]) == 1.0
-            rows.append(CompareRow(policy, result=result, correct=correct))
+            rows.append(CompareRow(policy, result=result, correct=image.check(question, result.answer)))
         return rows
 
     # --- saving --------------------------------------------------------------------------------------
