@@ -407,15 +407,15 @@ def test_a_killed_training_run_resumes_from_its_last_checkpoint(
 
 
 @pytest.mark.slow
-def test_a_tiny_qwen3_vl_trains_with_the_same_command(
+def test_a_tiny_qwen2_5_vl_trains_with_the_same_command(
     exports: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "q3"
-    code = main(["train", "sft", "--data", str(exports["json"]), "--model", "tiny-qwen3-vl",
+    code = main(["train", "sft", "--data", str(exports["json"]), "--model", "tiny-qwen2.5-vl",
                  "--out", str(out), "--max-steps", "2", "--save_strategy", "no",
                  "--report_to", "none"])  # fmt: skip
     assert code == 0, capsys.readouterr()
-    assert json.loads((out / "config.json").read_text())["model_type"] == "qwen3_vl"
+    assert json.loads((out / "config.json").read_text())["model_type"] == "qwen2_5_vl"
     before, after = _weights(out / "tiny-base"), _weights(out)
     assert any(not torch.equal(before[k], after[k]) for k in before)
     capsys.readouterr()
@@ -423,7 +423,7 @@ def test_a_tiny_qwen3_vl_trains_with_the_same_command(
     code = main(["ask", str(tmp_path / "page.png"), "What is the code?", "--model", str(out), "--json",
                  "--max-new-tokens", "4", "--offline"])  # fmt: skip
     trajectory = json.loads(capsys.readouterr().out)["trajectory"]
-    assert code == 0 and trajectory["protocol"] == "json" and trajectory["cost"]["rule"] == "qwen3-vl"
+    assert code == 0 and trajectory["protocol"] == "json" and trajectory["cost"]["rule"] == "qwen2.5-vl"
 
 
 @pytest.mark.slow

@@ -47,7 +47,14 @@ USAGE = (
 
 # Defaults for `--model tiny` only (a flag or the YAML file still wins): a tiny random model trains on a CPU,
 # from scratch, so no checkpointing, fp32 and a from-scratch learning rate.
-TINY_DEFAULTS = {"activation_checkpointing": False, "bf16": False, "use_cpu": True, "learning_rate": 3e-3}
+# The tiny model's positions start meaningful (sinusoidal); a frozen vision tower and a moderate rate keep them.
+TINY_DEFAULTS = {
+    "activation_checkpointing": False,
+    "bf16": False,
+    "use_cpu": True,
+    "learning_rate": 1e-3,
+    "freeze_vision_tower": True,
+}
 
 
 def add_parser(sub: Any) -> None:
@@ -131,10 +138,10 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
 
 
 def _wants_tiny(argv: Sequence[str]) -> bool:
-    """Whether the command line names a tiny model (``--model tiny`` or ``--model tiny-qwen3-vl``)."""
-    from awares_agent.training.config import TINY_MODEL, TINY_QWEN3_MODEL
+    """Whether the command line names a tiny model (``--model tiny`` or ``--model tiny-qwen2.5-vl``)."""
+    from awares_agent.training.config import TINY_MODELS
 
-    tiny = (TINY_MODEL, TINY_QWEN3_MODEL)
+    tiny = TINY_MODELS
     pairs = zip(argv, [*argv[1:], ""], strict=True)
     return any(a in {f"--model={t}" for t in tiny} or (a == "--model" and b in tiny) for a, b in pairs)
 

@@ -16,16 +16,21 @@ from trl import GRPOConfig, SFTConfig
 
 from awares_agent.errors import ConfigError
 
-__all__ = ["TINY_MODEL", "TINY_QWEN3_MODEL", "AwaresGRPOConfig", "AwaresSFTConfig"]
+__all__ = ["TINY_MODEL", "TINY_MODELS", "TINY_QWEN25_MODEL", "AwaresGRPOConfig", "AwaresSFTConfig"]
 
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 """The default LoRA targets (a peft regex): the language model's linear layers, none of the vision tower's."""
 
 TINY_MODEL = "tiny"
-"""The ``model`` value that builds a fresh tiny local Qwen2.5-VL (random weights; smoke runs, benchmarks)."""
+"""The ``model`` value that builds a fresh tiny local Qwen3-VL whose vision positions start as 2-D sinusoids,
+so that it can learn *where* (:func:`~awares_agent.testing.build_tiny_qwen3_vl`; smoke runs, benchmarks)."""
 
-TINY_QWEN3_MODEL = "tiny-qwen3-vl"
-"""The ``model`` value that builds a fresh tiny local Qwen3-VL."""
+TINY_QWEN25_MODEL = "tiny-qwen2.5-vl"
+"""The ``model`` value that builds a fresh tiny local Qwen2.5-VL (:func:`~awares_agent.testing.build_tiny_vlm`:
+no usable absolute image position, so it can learn when to crop but not where)."""
+
+TINY_MODELS = (TINY_MODEL, TINY_QWEN25_MODEL)
+"""Every ``model`` value that builds a fresh tiny model."""
 
 
 @dataclass
@@ -40,6 +45,12 @@ class _AwaresArgs:
         default=None, metadata={"help": "evaluate at most this many held-out rows"}
     )
     tiny_seed: int = field(default=0, metadata={"help": "seed of the weights of --model tiny"})
+    freeze_vision_tower: bool = field(
+        default=False,
+        metadata={
+            "help": "keep the vision encoder's weights fixed (its projector into the language model trains)"
+        },
+    )
     output_dir: str | None = field(
         default=None,
         metadata={
@@ -79,7 +90,8 @@ class AwaresSFTConfig(_AwaresArgs, SFTConfig):
         data: the training trajectories: an ``awares collect`` export folder (or its ``dataset`` folder), a
             collection run folder, or a ``trajectories.jsonl``.
         model: the model to fine-tune: a local checkpoint directory or a hub id (Qwen2.5-VL, Qwen3-VL...), or
-            ``"tiny"`` for a fresh tiny local Qwen2.5-VL.
+            ``"tiny"`` for a fresh tiny local Qwen3-VL that can learn where (``"tiny-qwen2.5-vl"``: a tiny
+            Qwen2.5-VL).
         eval_data: held-out trajectories to evaluate the trained policy on, through the real agent.
         eval_limit: evaluate at most this many held-out rows.
         tool_call_weight: the loss weight of the crop-request turn's tokens (paper: 5); every other assistant
@@ -102,8 +114,8 @@ class AwaresSFTConfig(_AwaresArgs, SFTConfig):
     model: str | None = field(
         default=None,
         metadata={
-            "help": "the VLM to fine-tune: a checkpoint directory or hub id, or 'tiny' / 'tiny-qwen3-vl' (a "
-            "fresh tiny local Qwen2.5-VL / Qwen3-VL)"
+            "help": "the VLM to fine-tune: a checkpoint directory or hub id, or 'tiny' / 'tiny-qwen2.5-vl' (a "
+            "fresh tiny local Qwen3-VL that can learn where / a tiny Qwen2.5-VL)"
         },
     )
     tool_call_weight: float = field(
@@ -117,12 +129,6 @@ class AwaresSFTConfig(_AwaresArgs, SFTConfig):
     lora_target_modules: list[str] | None = field(
         default=None,
         metadata={"help": "modules LoRA adapts (default: every linear layer of the language model)"},
-    )
-    freeze_vision_tower: bool = field(
-        default=False,
-        metadata={
-            "help": "keep the vision encoder's weights fixed (its projector into the language model trains)"
-        },
     )
     assistant_only_loss: bool = field(
         default=True, metadata={"help": "loss on assistant tokens only (AwaRes: always)"}
@@ -175,7 +181,7 @@ class AwaresGRPOConfig(_AwaresArgs, GRPOConfig):
             ``needs_crop`` labels; the trajectories themselves are not used).
         model: the policy to start from, also the KL reference: a checkpoint of ``awares train sft`` (its
             recorded protocol, crop set and system prompt are used), another checkpoint or hub id, or
-            ``"tiny"`` (a fresh tiny local Qwen2.5-VL, for smoke runs).
+            ``"tiny"`` (a fresh tiny local Qwen3-VL, for smoke runs).
         eval_data / eval_limit: held-out trajectories to evaluate the trained policy on, through the agent.
         alpha_miss: the cost of answering without crops where they were needed.
         alpha_use: the fixed cost of any crop request.
@@ -187,6 +193,7 @@ class AwaresGRPOConfig(_AwaresArgs, GRPOConfig):
         guard_low / guard_high / guard_action / guard_patience: the call-rate guard
             (:class:`~awares_agent.training.guards.CallRateGuard`): warn, or stop and keep the best
             checkpoint, when the share of rollouts that request crops leaves ``[low, high]``.
+        freeze_vision_tower: keep the vision encoder fixed; its merger and the language model train.
         tiny_seed: the random seed of the weights of ``--model tiny``.
 
     Defaults that differ from TRL's: ``beta=0.04`` (TRL's 0.0 turns the KL penalty to the reference off),

@@ -43,6 +43,7 @@ from awares_agent.training.config import AwaresGRPOConfig
 from awares_agent.training.guards import CallRateGuard
 from awares_agent.training.rewards import AnswerSimilarity, CropCost, make_similarity
 from awares_agent.training.rollouts import Episode, RolloutError, RolloutRunner, VLLMTurnBackend
+from awares_agent.training.sft import freeze_vision_tower
 
 __all__ = ["CROP_TOOL", "AwaresGRPOTrainer", "grpo_dataset", "reward_functions"]
 
@@ -135,6 +136,8 @@ class AwaresGRPOTrainer(GRPOTrainer):
         self._samples = {"train": list(samples), "eval": list(eval_samples or [])}
         cost = CropCost(args.alpha_miss, args.alpha_use, args.crop_cost)
         similarity = similarity or make_similarity(args.similarity)
+        if args.freeze_vision_tower:
+            freeze_vision_tower(model)
         self.guard = CallRateGuard(
             low=args.guard_low, high=args.guard_high, action=args.guard_action, patience=args.guard_patience
         )

@@ -3,7 +3,8 @@
 :func:`load_for_training` loads a checkpoint directory or hub id (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, or any
 ``AutoModelForImageTextToText`` model with a processor), through the same loaders the transformers backend
 uses, with the paper's visual-token bounds on the image processor so the model trains on the images it sees
-at inference. ``"tiny"`` builds a fresh tiny Qwen2.5-VL first (:mod:`awares_agent.testing.tiny_vlm`).
+at inference. ``"tiny"`` builds a fresh tiny Qwen3-VL first, ``"tiny-qwen2.5-vl"`` a tiny Qwen2.5-VL
+(:mod:`awares_agent.testing.tiny_vlm`).
 
 :func:`save_trained` writes the output directory: the weights (LoRA adapters merged in), the processor under
 its stock class name, and :data:`~awares_agent.config.CHECKPOINT_FILE` (the protocol, crop set and system
@@ -20,7 +21,7 @@ from typing import Any
 from awares_agent.backends.hf_loading import apply_pixel_bounds, load_model, resolve_dtype
 from awares_agent.backends.hf_processors import load_processor, save_processor
 from awares_agent.config import AgentConfig, write_checkpoint_options
-from awares_agent.training.config import TINY_MODEL, TINY_QWEN3_MODEL
+from awares_agent.training.config import TINY_MODEL, TINY_MODELS
 
 __all__ = ["keep_checkpoint", "load_for_training", "save_trained"]
 
@@ -38,7 +39,8 @@ def load_for_training(
     """Load ``model`` and its processor for training.
 
     Args:
-        model: a checkpoint directory, a hub id, ``"tiny"`` (a fresh tiny Qwen2.5-VL) or ``"tiny-qwen3-vl"``.
+        model: a checkpoint directory, a hub id, ``"tiny"`` (a fresh tiny Qwen3-VL that can learn
+            where) or ``"tiny-qwen2.5-vl"``.
         work_dir: where ``"tiny"`` is built (``work_dir/tiny-base``).
         model_init_kwargs: ``from_pretrained`` keyword arguments (``dtype``, ``attn_implementation``...).
         local_files_only: never contact the Hugging Face hub.
@@ -51,10 +53,10 @@ def load_for_training(
         ConfigError: the model or its processor cannot be loaded (the message says why).
     """
     source = model
-    if model in (TINY_MODEL, TINY_QWEN3_MODEL):
+    if model in TINY_MODELS:
         from awares_agent.testing import build_tiny_qwen3_vl, build_tiny_vlm
 
-        build = build_tiny_vlm if model == TINY_MODEL else build_tiny_qwen3_vl
+        build = build_tiny_qwen3_vl if model == TINY_MODEL else build_tiny_vlm
         source = str(build(Path(work_dir) / "tiny-base", seed=tiny_seed))
         local_files_only = True
     kwargs = dict(model_init_kwargs or {})

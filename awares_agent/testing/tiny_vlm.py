@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from awares_agent.backends.hf_processors import image_only_processor_class, save_processor
 from awares_agent.tools.crop_sets import PaperCropSet
@@ -172,10 +172,42 @@ def _vision_token_ids(ids: dict[str, int]) -> dict[str, int]:
     }
 
 
+def sinusoidal_grid(side: int, dim: int) -> Any:
+    """A 2-D sinusoidal position table, ``(side * side, dim)`` in row-major order (row, then column).
+
+    Half the channels encode the row, half the column; each half is sine and cosine over ``dim // 4``
+    geometric frequencies from half a period across the grid (pi / side) to one period every two cells (pi),
+    so every cell's pair of coordinates is linearly recoverable from its vector.
+    """
+    import math
+
+    import torch
+
+    if dim % 4:
+        raise ValueError(f"a 2-D sinusoidal table needs a width divisible by 4, not {dim}")
+    n = dim // 4
+    omega = math.pi / side * torch.pow(torch.tensor(float(side)), torch.arange(n) / max(n - 1, 1))
+    coords = torch.arange(side, dtype=torch.float32)
+    axis = torch.cat([torch.sin(coords[:, None] * omega), torch.cos(coords[:, None] * omega)], dim=1)
+    rows = axis[:, None, :].expand(side, side, 2 * n)
+    cols = axis[None, :, :].expand(side, side, 2 * n)
+    return torch.cat([rows, cols], dim=2).reshape(side * side, dim)
+
+
 def _build(
-    out: Path, *, seed: int, model_type: str, make_config: Any, model_class: Any, image_processor: Any
+    out: Path,
+    *,
+    seed: int,
+    model_type: str,
+    make_config: Any,
+    model_class: Any,
+    image_processor: Any,
+    init: Any = None,
 ) -> Path:
-    """Build the model ``make_config(tokenizer, ids)`` describes, seeded, and save it with its processor."""
+    """Build the model ``make_config(tokenizer, ids)`` describes, seeded, and save it with its processor.
+
+    ``init(model)``, when given, sets weights after the seeded random initialisation.
+    """
     import torch
 
     out.mkdir(parents=True, exist_ok=True)
@@ -183,6 +215,8 @@ def _build(
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     torch.manual_seed(seed)
     model = model_class(make_config(len(tokenizer), ids))
+    if init is not None:
+        init(model)
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.save_pretrained(out)
@@ -238,22 +272,37 @@ def build_tiny_vlm(path: str | Path, *, seed: int = 0) -> Path:
     )
 
 
-def build_tiny_qwen3_vl(path: str | Path, *, seed: int = 0) -> Path:
-    """Build a randomly initialised tiny Qwen3-VL and save it as a checkpoint directory.
+def build_tiny_qwen3_vl(
+    path: str | Path, *, seed: int = 0, positions: Literal["sinusoidal", "random"] = "sinusoidal"
+) -> Path:
+    """Build a tiny Qwen3-VL that can tell where things are in an image, and save it as a checkpoint directory.
 
     The same tokenizer and chat template as :func:`build_tiny_vlm`, with Qwen3-VL's own architecture: a
     vision tower of 16 px patches (32 px per visual token after merging) with learned absolute position
     embeddings, and an interleaved 3-D rotary position in the language model (about 0.66 M parameters).
 
+    A tiny model trained from random weights cannot learn *where* something is on its own: the vision
+    tower's rotary positions are relative, and over a few visual tokens the language model's rotary
+    phases barely differ. So the absolute position table (16 x 16, resampled by Qwen3-VL to each image's
+    grid, so it is relative to the image's extent) starts as 2-D sinusoids (:func:`sinusoidal_grid`) instead
+    of noise: the quadrant of a black square is then linearly readable from the pooled vision output before
+    any training (``benchmarks/bench_location_probe.py``). Train such a model with its vision tower frozen
+    (``--freeze-vision-tower``) or at a low rate, or the positions are washed out before the language model
+    learns to read them.
+
     Args:
         path: the directory to write (created if needed).
         seed: the seed of the random weights.
+        positions: ``"sinusoidal"`` (default) or ``"random"`` (the stock initialisation, no usable position).
 
     Returns:
         ``path``, loadable offline like ``Qwen/Qwen3-VL-2B-Instruct``.
     """
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    if positions not in ("sinusoidal", "random"):
+        raise ValueError(f"positions must be 'sinusoidal' or 'random', not {positions!r}")
 
     def config(vocab_size: int, ids: dict[str, int]) -> Any:
         # 16 rotary pairs over (time, height, width), interleaved as in Qwen3-VL ([24, 20, 20] of 64).
@@ -277,6 +326,14 @@ def build_tiny_qwen3_vl(path: str | Path, *, seed: int = 0) -> Path:
             **_vision_token_ids(ids),
         )
 
+    def init(model: Any) -> None:
+        import torch
+
+        table = model.model.visual.pos_embed
+        side = int(table.num_embeddings**0.5)
+        with torch.no_grad():
+            table.weight.copy_(sinusoidal_grid(side, table.embedding_dim))
+
     unit = 32 * 32  # one visual token's pixels: 16 px patches, merged 2x2
     image_processor = Qwen2VLImageProcessorPil(
         patch_size=16,
@@ -294,4 +351,5 @@ def build_tiny_qwen3_vl(path: str | Path, *, seed: int = 0) -> Path:
         make_config=config,
         model_class=Qwen3VLForConditionalGeneration,
         image_processor=image_processor,
+        init=init if positions == "sinusoidal" else None,
     )
