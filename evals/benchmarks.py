@@ -54,6 +54,7 @@ from awares_agent.evals.metrics import parse_options
 from awares_agent.evals.schema import EvalSample
 from awares_agent.evals.synthetic import generate
 from awares_agent.evals.synthetic.decision import generate_decision
+from awares_agent.evals.synthetic.stripes import TINTED, generate_stripes
 
 __all__ = ["BENCHMARKS", "Benchmark", "load_benchmark"]
 
@@ -334,7 +335,8 @@ def load_benchmark(
 
     Args:
         name_or_path: a name from :data:`BENCHMARKS` (or its Hub id), ``"synthetic"``, ``"crop-decision"``
-            (:mod:`awares_agent.evals.synthetic.decision`), or a path to custom
+            (:mod:`awares_agent.evals.synthetic.decision`), ``"stripes"`` / ``"stripes-tinted"``
+            (:mod:`awares_agent.evals.synthetic.stripes`), or a path to custom
             data (anything :func:`awares_agent.evals.dataset.load_samples` reads). A known name wins over a
             directory of
             the same name; write ``./chartqa`` for the directory.
@@ -369,11 +371,15 @@ def load_benchmark(
             return _load_synthetic(limit, seed)
         if key.lower() == "crop-decision":  # the same question on every page: only the pixels decide
             return LoadedSamples(generate_decision(limit or SYNTHETIC_DEFAULT_SIZE, seed=seed))
+        if key.lower() == "stripes":  # 1-px lines the half-size view averages to grey
+            return LoadedSamples(generate_stripes(limit or SYNTHETIC_DEFAULT_SIZE, seed=seed))
+        if key.lower() == "stripes-tinted":  # the same task in another look
+            return LoadedSamples(generate_stripes(limit or SYNTHETIC_DEFAULT_SIZE, seed=seed, spec=TINTED))
         if _looks_like_path(key):
             return load_samples(key, split=split, limit=limit)
         raise ConfigError(
             f"unknown benchmark {key!r} (and no file or directory of that name); the known benchmarks are "
-            f"{', '.join(BENCHMARKS)} (and 'synthetic', 'crop-decision'). A path to custom data (a saved "
+            f"{', '.join(BENCHMARKS)} (and 'synthetic', 'crop-decision', 'stripes', 'stripes-tinted'). A path to custom data (a saved "
             "dataset directory or a JSONL file) is accepted too."
         )
     cache = os.fspath(cache_dir) if cache_dir is not None else None

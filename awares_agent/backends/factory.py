@@ -5,7 +5,9 @@ derived from its fields (:mod:`awares_agent.cli_options`). :func:`make_backend` 
 
 * ``reader``: the embedded offline OCR reader (no model, no download), the default with no model named;
 * ``openai``: an OpenAI-compatible server (vLLM, SGLang, Ollama, OpenAI...), the default with a ``base_url``;
-* ``transformers``: a local Hugging Face model (a path or hub id), the default with a ``model`` only.
+* ``transformers``: a local Hugging Face model (a path or hub id), the default with a ``model`` only;
+* ``pattern-reader``: the ``stripes`` benchmark's honest teacher (which way lines run, read from the pixels
+  sent; :mod:`awares_agent.backends.pattern_reader`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Literal
 from awares_agent.backends.base import ChatBackend
 from awares_agent.errors import ConfigError
 
-BackendKind = Literal["auto", "reader", "openai", "transformers"]
+BackendKind = Literal["auto", "reader", "pattern-reader", "openai", "transformers"]
 
 #: A local model's tokens per turn when ``max_new_tokens`` is not given.
 LOCAL_MAX_NEW_TOKENS = 256
@@ -55,7 +57,8 @@ class BackendOptions:
         default="auto",
         metadata={
             "help": "auto (default): a server if --base-url is given, a local model if --model is, else the "
-            "reader; 'openai' with no --base-url talks to the OpenAI API",
+            "reader; 'openai' with no --base-url talks to the OpenAI API; 'pattern-reader' is the stripes "
+            "benchmark's teacher",
         },
     )
     base_url: str | None = field(
@@ -113,7 +116,7 @@ class BackendOptions:
     )
 
     @property
-    def kind(self) -> Literal["reader", "openai", "transformers"]:
+    def kind(self) -> Literal["reader", "pattern-reader", "openai", "transformers"]:
         """The backend ``auto`` stands for with these options (any other choice as it is)."""
         if self.backend != "auto":
             return self.backend
@@ -149,6 +152,10 @@ def make_backend(options: BackendOptions, *, crop_set: str = "paper") -> ChatBac
         from awares_agent.backends.reader import ReaderBackend
 
         return ReaderBackend(crop_set=crop_set)
+    if kind == "pattern-reader":
+        from awares_agent.backends.pattern_reader import PatternReader
+
+        return PatternReader()
     if not options.model:
         raise ConfigError(f"--backend {kind} needs --model")
     if kind == "openai":
