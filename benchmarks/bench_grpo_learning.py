@@ -4,7 +4,8 @@ The whole pipeline, offline on a CPU, with nothing scripted (extends ``bench_sft
 
 1. **Collect** ``crop-decision`` pages with the offline teacher and export them (training seed 1, held-out
    seed 2; shared with the SFT benchmark's folder, so a finished collection is reused).
-2. **SFT** a fresh tiny Qwen2.5-VL with the paper's crop-call weight 5, vision encoder frozen: the SFT
+2. **SFT** a fresh tiny Qwen2.5-VL (``tiny-qwen2.5-vl``) with the paper's crop-call weight 5, vision encoder
+   frozen: the SFT
    benchmark's run (cosine schedule over 300 steps), stopped at ``--sft-steps``. Short of convergence it
    **over-calls**: it crops on every page that needs it and on most that do
    not, the paper's post-SFT symptom. (This starting point, and GRPO's steps and learning rate, were chosen
@@ -109,7 +110,7 @@ def sft(data: Any, run: Path, steps: int, schedule: int) -> Path:
     """The over-calling starting point: the SFT benchmark's weight-5, frozen-encoder run (a cosine schedule
     over ``schedule`` steps, fresh tiny model, seed 0), stopped after ``steps`` steps."""
     shutil.rmtree(run, ignore_errors=True)
-    model, processor, _ = load_for_training("tiny", work_dir=run)
+    model, processor, _ = load_for_training("tiny-qwen2.5-vl", work_dir=run)
     config = AwaresSFTConfig(
         output_dir=str(run),
         tool_call_weight=5.0,

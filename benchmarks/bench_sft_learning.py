@@ -7,7 +7,8 @@ The whole pipeline, offline on a CPU, with nothing scripted:
    teacher (the OCR reader answers on the low-res view and on the full image, the metric judge compares,
    the dataset grounder maps the evidence to the crop set) and exported, for a training seed and a
    held-out seed.
-2. **Train**: a fresh tiny Qwen2.5-VL (random weights) with :class:`~awares_agent.training.AwaresSFTTrainer`,
+2. **Train**: a fresh tiny model (``--model``: ``tiny-qwen2.5-vl``, as in the README, or ``tiny``) with
+   :class:`~awares_agent.training.AwaresSFTTrainer`,
    once per crop-call weight of ``--weights`` (the paper's 5, and 1: plain SFT), on the same rows.
 3. **Evaluate**: at each of ``--eval-at`` steps the model is saved and run as an AwaRes agent on the held-out
    pages (:func:`~awares_agent.training.evaluate.evaluate_policy`): well-formed replies, decision accuracy,
@@ -115,7 +116,7 @@ def train_curve(
 ) -> tuple[list[dict[str, Any]], int]:
     """Train a fresh tiny model with crop-call weight ``weight``: the policy's curve, the parameter count."""
     shutil.rmtree(run, ignore_errors=True)
-    model, processor, _ = load_for_training("tiny", work_dir=run)
+    model, processor, _ = load_for_training(args.model, work_dir=run)
     config = AwaresSFTConfig(
         output_dir=str(run),
         tool_call_weight=weight,
@@ -157,6 +158,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3, help="learning rate (default: 3e-3)")
     parser.add_argument("--batch", type=int, default=4, help="rows per step (default: 4)")
     parser.add_argument("--freeze-vision", action="store_true", help="keep the vision encoder fixed")
+    parser.add_argument(
+        "--model", default="tiny-qwen2.5-vl", help="the tiny model (default: tiny-qwen2.5-vl, as the README)"
+    )
     parser.add_argument("--protocol", default="awares-text", choices=["awares-text", "json"])
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     parser.add_argument("--out", default="runs/bench-sft", help="working folder (default: runs/bench-sft)")
@@ -198,7 +202,7 @@ def main() -> None:
         points, params = train_curve(data, heldout_samples, run, args, weight)
         record["curves"][f"{weight:g}"] = points
         vision = "vision encoder frozen" if args.freeze_vision else "every weight trained"
-        table = Table(title=f"tiny Qwen2.5-VL, crop-call weight w={weight:g}, {vision}: the policy on "
+        table = Table(title=f"{args.model}, crop-call weight w={weight:g}, {vision}: the policy on "
                       f"{len(held_out)} held-out pages, through the agent")  # fmt: skip
         for column in ("step", "train s", "loss", "well-formed", "decision", "crops when needed",
                        "direct when not", "region", "answer", "RTR"):  # fmt: skip

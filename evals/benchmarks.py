@@ -379,8 +379,8 @@ def load_benchmark(
             return load_samples(key, split=split, limit=limit)
         raise ConfigError(
             f"unknown benchmark {key!r} (and no file or directory of that name); the known benchmarks are "
-            f"{', '.join(BENCHMARKS)} (and 'synthetic', 'crop-decision', 'stripes', 'stripes-tinted'). A path to custom data (a saved "
-            "dataset directory or a JSONL file) is accepted too."
+            f"{', '.join(BENCHMARKS)} (and 'synthetic', 'crop-decision', 'stripes', 'stripes-tinted')."
+            " A path to custom data (a saved dataset directory or a JSONL file) is accepted too."
         )
     cache = os.fspath(cache_dir) if cache_dir is not None else None
     if local_path is not None:

@@ -47,7 +47,7 @@ USAGE = (
 
 # Defaults for `--model tiny` only (a flag or the YAML file still wins): a tiny random model trains on a CPU,
 # from scratch, so no checkpointing, fp32 and a from-scratch learning rate.
-# The tiny model's positions start meaningful (sinusoidal); a frozen vision tower and a moderate rate keep them.
+# Its positions start meaningful (sinusoidal): a frozen vision tower and a moderate rate keep them.
 TINY_DEFAULTS = {
     "activation_checkpointing": False,
     "bf16": False,

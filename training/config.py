@@ -26,8 +26,9 @@ TINY_MODEL = "tiny"
 so that it can learn *where* (:func:`~awares_agent.testing.build_tiny_qwen3_vl`; smoke runs, benchmarks)."""
 
 TINY_QWEN25_MODEL = "tiny-qwen2.5-vl"
-"""The ``model`` value that builds a fresh tiny local Qwen2.5-VL (:func:`~awares_agent.testing.build_tiny_vlm`:
-no usable absolute image position, so it can learn when to crop but not where)."""
+"""The ``model`` value that builds a fresh tiny local Qwen2.5-VL
+(:func:`~awares_agent.testing.build_tiny_vlm`: no usable absolute image position, so it can learn when to crop
+but not where)."""
 
 TINY_MODELS = (TINY_MODEL, TINY_QWEN25_MODEL)
 """Every ``model`` value that builds a fresh tiny model."""
@@ -114,8 +115,8 @@ class AwaresSFTConfig(_AwaresArgs, SFTConfig):
     model: str | None = field(
         default=None,
         metadata={
-            "help": "the VLM to fine-tune: a checkpoint directory or hub id, or 'tiny' / 'tiny-qwen2.5-vl' (a "
-            "fresh tiny local Qwen3-VL that can learn where / a tiny Qwen2.5-VL)"
+            "help": "the VLM to fine-tune: a checkpoint directory or hub id, or 'tiny' / 'tiny-qwen2.5-vl' "
+            "(a fresh tiny local Qwen3-VL that can learn where / a tiny Qwen2.5-VL)"
         },
     )
     tool_call_weight: float = field(

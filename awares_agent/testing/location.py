@@ -31,7 +31,7 @@ QUESTION = "Where is the square?"
 
 
 def square_pages(n: int, *, seed: int, size: int = 224, square: int = 48) -> list[tuple[Image.Image, int]]:
-    """``n`` white ``size`` px images with a black ``square`` px square inside one quadrant: (image, quadrant).
+    """``n`` white ``size`` px images with a black ``square`` px square in one quadrant: (image, quadrant).
 
     Quadrants are balanced exactly (``n // 4`` each, the rest spread) and shuffled; the square lies wholly
     inside its quadrant at a random place.
@@ -64,9 +64,10 @@ def _pooled_vision(model: Any, processor: Any, images: Sequence[Image.Image]) ->
     return torch.stack(rows)
 
 
-def linear_probe(
-    model: Any, processor: Any, train: Sequence[tuple[Image.Image, int]], test: Sequence[tuple[Image.Image, int]]
-) -> float:
+Pages = Sequence[tuple[Image.Image, int]]
+
+
+def linear_probe(model: Any, processor: Any, train: Pages, test: Pages) -> float:
     """Held-out accuracy of a 4-way logistic regression on the pooled vision output (the model untouched).
 
     Args:

@@ -275,7 +275,7 @@ def build_tiny_vlm(path: str | Path, *, seed: int = 0) -> Path:
 def build_tiny_qwen3_vl(
     path: str | Path, *, seed: int = 0, positions: Literal["sinusoidal", "random"] = "sinusoidal"
 ) -> Path:
-    """Build a tiny Qwen3-VL that can tell where things are in an image, and save it as a checkpoint directory.
+    """Build a tiny Qwen3-VL that can tell where things are in an image; save it as a checkpoint directory.
 
     The same tokenizer and chat template as :func:`build_tiny_vlm`, with Qwen3-VL's own architecture: a
     vision tower of 16 px patches (32 px per visual token after merging) with learned absolute position

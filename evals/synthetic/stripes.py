@@ -26,7 +26,7 @@ import random
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from awares_agent.boxes import Box
 from awares_agent.evals.schema import EvalSample
@@ -95,7 +95,7 @@ def draw_stripes(
     light: RGB = (255, 255, 255),
     soft: int = 0,
 ) -> Image.Image:
-    """A page of ``paper`` with one patch ``box`` of stripes: ``ink`` and ``light`` lines, ``period`` px apart.
+    """A page of ``paper`` with one patch ``box`` of stripes: ``ink`` and ``light`` lines, ``period`` apart.
 
     Args:
         spec: the page size.
@@ -117,7 +117,8 @@ def draw_stripes(
     x0, y0, x1, y1 = box
     ys, xs = np.mgrid[y0:y1, x0:x1]
     along = ys if orientation == "horizontal" else xs
-    sign = np.where(((along - (y0 if orientation == "horizontal" else x0) - phase) % period) < period // 2, -1, 1)
+    start = y0 if orientation == "horizontal" else x0
+    sign = np.where(((along - start - phase) % period) < period // 2, -1, 1)
     amp = np.ones(sign.shape)
     if soft > 0:
 
@@ -153,7 +154,7 @@ def _place(rng: random.Random, spec: StripesSpec, fine: bool) -> tuple[int, int,
         x0 = rng.randint(rx0 + margin, rx1 - margin - side)
         y0 = rng.randint(ry0 + margin, ry1 - margin - side)
         box = (x0, y0, x0 + side, y0 + side)
-        # A fine patch's region must be the one answer: a patch that also fits the centre crop is placed again.
+        # A fine patch's region must be the one answer: one that also fits the centre crop is placed again.
         if fine and crops_covering(tuple(float(v) for v in box), _CROPS, w, h) != [region]:
             continue
         return (*box, region)
@@ -215,8 +216,10 @@ def view_difference(
     import numpy as np
 
     views = [
-        np.asarray(open_image(draw_stripes(spec, box, o, period, phase=phase, soft=soft)).low_res(ViewSpec()),
-                   dtype=np.int16)
+        np.asarray(
+            open_image(draw_stripes(spec, box, o, period, phase=phase, soft=soft)).low_res(ViewSpec()),
+            dtype=np.int16,
+        )
         for o in STRIPES_ANSWERS
     ]
     return float(np.abs(views[0] - views[1]).max())
