@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup main test lint bench ask demo clean
+.PHONY: setup main test lint bench miniature ask demo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,7 +39,13 @@ ask: setup
 	  { echo 'usage: make ask IMAGE=page.png QUESTION="..." MODEL=name [BASE_URL=http://localhost:8000/v1]'; exit 2; }
 	$(BIN)/awares ask "$(IMAGE)" "$(QUESTION)" --model "$(MODEL)" $(if $(BASE_URL),--base-url "$(BASE_URL)")
 
+# The AwaRes miniature: label, SFT, GRPO and evaluate a tiny VLM through the CLI, offline on CPU (~13 min).
+miniature: setup
+	$(BIN)/python benchmarks/bench_miniature.py
+
 bench: setup
+	$(BIN)/python benchmarks/bench_location_probe.py
+	$(BIN)/python benchmarks/bench_miniature.py
 	$(BIN)/python benchmarks/bench_transformers_backend.py
 	$(BIN)/python benchmarks/bench_streaming.py
 	$(BIN)/python benchmarks/bench_agent_overhead.py

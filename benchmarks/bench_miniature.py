@@ -214,7 +214,7 @@ def main() -> None:
             evals[f"{bench}/{name}"] = (folder, bench, policies)
     plots = Path(args.plots)
     plots.mkdir(parents=True, exist_ok=True)
-    run.run("report", ["report", *(str(out / f"eval-stripes-{m}") for m in ("sft", "grpo")),
+    run.run("report", ["report", *(str(out / f"eval-stripes-{m}") for m in ("teacher", "sft", "grpo")),
                        "--plot", str(plots / "miniature.png")], out / "never")  # fmt: skip
 
     record: dict[str, Any] = {"args": vars(args), "seconds": run.seconds, "tables": {}}

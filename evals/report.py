@@ -79,12 +79,18 @@ def plot(summaries: Sequence[Summary], path: str | os.PathLike[str]) -> Path:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     markers = "osD^vP*X"
+    several_models = len({s.model for s in summaries}) > 1
+
+    def label(s: Summary) -> str:
+        # Runs of several models on one plot: name the model too (a checkpoint path by its folder name).
+        return f"{s.policy} ({Path(s.model).name or s.model})" if several_models else s.policy
+
     for i, benchmark in enumerate(sorted({s.benchmark for s in summaries})):
         points = [s for s in summaries if s.benchmark == benchmark]
         marker = markers[i % len(markers)]
         ax.scatter([s.rtr for s in points], [s.accuracy for s in points], marker=marker, label=benchmark)
         for s in points:
-            ax.annotate(s.policy, (s.rtr, s.accuracy), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            ax.annotate(label(s), (s.rtr, s.accuracy), textcoords="offset points", xytext=(5, 4), fontsize=7)
     ax.set_xlabel("retained token ratio (RTR, lower is cheaper)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Accuracy vs visual-token cost")

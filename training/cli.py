@@ -257,6 +257,7 @@ def _train(config: Any, console: Console) -> int:
     )
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     save_trained(trainer, out, data.agent_config())
+    trainer.save_state()  # OUT/trainer_state.json: every logged step's loss, for curves
     console.print(
         f"[bold]trained[/] {result.global_step} steps, final loss {result.training_loss:.4f} -> "
         f"{escape(str(out))}"
