@@ -352,7 +352,7 @@ def test_bad_grpo_options_are_clear_errors(
         ([*base, "--num-generations", "1"], "--num-generations must be >= 2"),
         ([*base, "--beta", "-1"], "--beta must be >= 0"),
         ([*base, "--alpha-miss", "-1"], "alpha_miss must be a finite number >= 0"),
-        ([*base, "--similarity", "cosine"], "--similarity must be 'lexical' or 'st:PATH'"),
+        ([*base, "--similarity", "cosine"], "--similarity must be 'lexical', 'metric' or 'st:PATH'"),
         ([*base, "--guard-low", "0.9", "--guard-high", "0.1"], "band must satisfy"),
         ([*base, "--guard-action", "panic"], "'warn' or 'stop'"),
         ([*base, "--per_device_train_batch_size", "3", "--num-generations", "2"], "invalid training options"),

@@ -12,6 +12,7 @@ from awares_agent.training.rewards import (
     CropCost,
     JudgeSimilarity,
     LexicalSimilarity,
+    MetricSimilarity,
     awares_reward,
     make_similarity,
 )
@@ -62,6 +63,21 @@ def test_answer_similarities() -> None:
     assert judge.name == "judge:metric"
     with pytest.raises(ConfigError, match="unknown answer similarity"):
         make_similarity("cosine")
+
+
+def test_the_metric_similarity_pays_no_blend_of_two_answers() -> None:
+    # Seen in a GRPO run with the lexical reward on a two-answer task: the policy learned to answer a blend.
+    lexical, metric = make_similarity("lexical"), make_similarity("metric")
+    assert isinstance(metric, MetricSimilarity) and metric.name == "metric"
+    blend = "vertizontal"
+    assert lexical(blend, ["vertical"]) > 0.5 and lexical(blend, ["horizontal"]) > 0.5
+    assert metric(blend, ["vertical"], metric="exact") == 0.0 and metric(blend, ["horizontal"]) == 0.0
+    assert metric("Vertical.", ["vertical"], metric="exact") == 1.0
+    # The sample's own metric is used unless one is fixed: "relaxed" accepts a number within 5%.
+    assert metric("103", ["100"], metric="relaxed") == 1.0 and metric("103", ["100"], metric="exact") == 0.0
+    assert MetricSimilarity("exact")("103", ["100"], metric="relaxed") == 0.0
+    parts = awares_reward(blend, ["vertical"], needs_crop=True, crops=1, similarity=metric, metric="exact")
+    assert parts.answer == 0.0 and parts.total == pytest.approx(-0.15)
 
 
 def test_embedding_similarity_runs_a_local_sentence_transformers_model(tmp_path: Path) -> None:

@@ -187,8 +187,9 @@ class AwaresGRPOConfig(_AwaresArgs, GRPOConfig):
         alpha_miss: the cost of answering without crops where they were needed.
         alpha_use: the fixed cost of any crop request.
         crop_cost: the cost of each crop requested (the paper's lambda).
-        similarity: ``R_ans``: ``lexical`` (offline edit similarity) or ``st:PATH`` (cosine similarity of a
-            local sentence-transformers model's embeddings, the paper's choice).
+        similarity: ``R_ans``: ``lexical`` (offline edit similarity), ``metric`` (each sample's benchmark
+            metric: right or wrong for a closed answer set) or ``st:PATH`` (cosine similarity of a local
+            sentence-transformers model's embeddings, the paper's choice).
         crop_rounds: crop rounds a rollout may use (inference's default: 1).
         rollout_batch: rollouts generated together (the backend's batch size).
         guard_low / guard_high / guard_action / guard_patience: the call-rate guard
@@ -218,7 +219,8 @@ class AwaresGRPOConfig(_AwaresArgs, GRPOConfig):
     similarity: str = field(
         default="lexical",
         metadata={
-            "help": "answer reward: 'lexical' (offline) or 'st:PATH' (a local sentence-transformers model)"
+            "help": "answer reward: 'lexical' (offline), 'metric' (each sample's benchmark metric) or "
+            "'st:PATH' (a local sentence-transformers model)"
         },
     )
     crop_rounds: int = field(default=1, metadata={"help": "crop rounds a rollout may use (inference: 1)"})
@@ -252,8 +254,8 @@ class AwaresGRPOConfig(_AwaresArgs, GRPOConfig):
         CallRateGuard(
             low=self.guard_low, high=self.guard_high, action=self.guard_action, patience=self.guard_patience
         )  # checks the band
-        if not (self.similarity == "lexical" or self.similarity.startswith("st:")):
-            raise ConfigError(f"--similarity must be 'lexical' or 'st:PATH', got {self.similarity!r}")
+        if not (self.similarity in ("lexical", "metric") or self.similarity.startswith("st:")):
+            raise ConfigError(f"--similarity must be 'lexical', 'metric' or 'st:PATH', got {self.similarity!r}")
         if self.beta < 0:
             raise ConfigError(f"--beta must be >= 0, got {self.beta}")
         if not 0 <= self.crop_rounds <= 8:

@@ -91,7 +91,7 @@ def reward_functions(similarity: AnswerSimilarity, cost: CropCost) -> list[Any]:
 
     def answer(*, episode: list[Episode], rollout_sample: list[EvalSample], **_: Any) -> list[float]:
         return [
-            similarity(e.result.answer, s.answers, question=s.question)
+            similarity(e.result.answer, s.answers, question=s.question, metric=s.metric)
             for e, s in zip(episode, rollout_sample, strict=True)
         ]
 

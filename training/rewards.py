@@ -3,8 +3,9 @@
 * ``R_ans`` compares the predicted answer with the accepted ones (best over them), by one of:
   :class:`LexicalSimilarity` (offline, the default: ANLS's normalised edit similarity with no threshold),
   :class:`EmbeddingSimilarity` (cosine similarity of sentence-transformers embeddings, the paper's choice,
-  from a local model directory), or :class:`JudgeSimilarity` (a judge of ``awares collect``: its verdict's
-  score).
+  from a local model directory), :class:`MetricSimilarity` (the sample's own benchmark metric: right or wrong
+  for a closed answer set, where partial credit for spelling invites blends of two answers), or
+  :class:`JudgeSimilarity` (a judge of ``awares collect``: its verdict's score).
 * ``C_tool`` (:class:`CropCost`): ``alpha_miss`` when crops were needed (the sample's label) and none were
   requested; ``alpha_use + crop_cost * |C|`` whenever ``|C| > 0`` crops were requested; 0 for a direct answer
   where none were needed. Missing a needed crop costs more than an unneeded request. The paper prints no
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from awares_agent.errors import ConfigError
-from awares_agent.evals.metrics import anls
+from awares_agent.evals.metrics import anls, score
 
 __all__ = [
     "AnswerSimilarity",
@@ -30,6 +31,7 @@ __all__ = [
     "EmbeddingSimilarity",
     "JudgeSimilarity",
     "LexicalSimilarity",
+    "MetricSimilarity",
     "RewardParts",
     "awares_reward",
     "make_similarity",
@@ -37,11 +39,16 @@ __all__ = [
 
 
 class AnswerSimilarity(Protocol):
-    """How close a predicted answer is to the accepted ones, in ``[0, 1]`` (``None`` or empty: 0)."""
+    """How close a predicted answer is to the accepted ones, in ``[0, 1]`` (``None`` or empty: 0).
+
+    ``metric`` is the sample's benchmark metric, for the similarities that score by it.
+    """
 
     name: str
 
-    def __call__(self, prediction: str | None, answers: Sequence[str], *, question: str = "") -> float: ...
+    def __call__(
+        self, prediction: str | None, answers: Sequence[str], *, question: str = "", metric: str | None = None
+    ) -> float: ...
 
 
 class LexicalSimilarity:
@@ -52,7 +59,9 @@ class LexicalSimilarity:
 
     name = "lexical"
 
-    def __call__(self, prediction: str | None, answers: Sequence[str], *, question: str = "") -> float:
+    def __call__(
+        self, prediction: str | None, answers: Sequence[str], *, question: str = "", metric: str | None = None
+    ) -> float:
         return anls(prediction, answers, threshold=0.0)
 
 
@@ -84,7 +93,9 @@ class EmbeddingSimilarity:
             raise ConfigError(f"cannot load a sentence-transformers model from {str(path)!r}: {exc}") from exc
         self.name = f"embedding:{folder.name}"
 
-    def __call__(self, prediction: str | None, answers: Sequence[str], *, question: str = "") -> float:
+    def __call__(
+        self, prediction: str | None, answers: Sequence[str], *, question: str = "", metric: str | None = None
+    ) -> float:
         if not prediction or not prediction.strip() or not answers:
             return 0.0
         vectors = self.model.encode([prediction, *answers], normalize_embeddings=True)
@@ -104,21 +115,47 @@ class JudgeSimilarity:
         self.judge, self.metric = judge, metric
         self.name = f"judge:{judge.name}"
 
-    def __call__(self, prediction: str | None, answers: Sequence[str], *, question: str = "") -> float:
+    def __call__(
+        self, prediction: str | None, answers: Sequence[str], *, question: str = "", metric: str | None = None
+    ) -> float:
         return float(self.judge.judge(question, prediction, list(answers), metric=self.metric).score)
 
 
+class MetricSimilarity:
+    """The sample's own benchmark metric (:func:`~awares_agent.evals.metrics.score`) as the answer reward.
+
+    For a closed answer set ("horizontal" / "vertical") the metric is right or wrong: a lexical similarity
+    pays a blend such as "vertizontal" more than an honest guess, and GRPO finds it.
+
+    Args:
+        metric: a metric of :data:`~awares_agent.evals.schema.METRICS` to use for every sample (default:
+            each sample's own, ``exact`` where none is given).
+    """
+
+    def __init__(self, metric: str | None = None) -> None:
+        self.metric = metric
+        self.name = f"metric:{metric}" if metric else "metric"
+
+    def __call__(
+        self, prediction: str | None, answers: Sequence[str], *, question: str = "", metric: str | None = None
+    ) -> float:
+        return float(score(self.metric or metric or "exact", prediction, answers, question=question))
+
+
 def make_similarity(spec: str) -> AnswerSimilarity:
-    """``lexical`` or ``st:PATH`` (a local sentence-transformers model) as an :class:`AnswerSimilarity`.
+    """``lexical``, ``metric`` (each sample's benchmark metric) or ``st:PATH`` (a local sentence-transformers
+    model) as an :class:`AnswerSimilarity`.
 
     Raises:
         ConfigError: an unknown spec.
     """
     if spec == "lexical":
         return LexicalSimilarity()
+    if spec == "metric":
+        return MetricSimilarity()
     if spec.startswith("st:") and spec[3:]:
         return EmbeddingSimilarity(spec[3:])
-    raise ConfigError(f"unknown answer similarity {spec!r}; use lexical or st:PATH")
+    raise ConfigError(f"unknown answer similarity {spec!r}; use lexical, metric or st:PATH")
 
 
 @dataclass(frozen=True)
@@ -169,6 +206,7 @@ def awares_reward(
     similarity: AnswerSimilarity | None = None,
     cost: CropCost | None = None,
     question: str = "",
+    metric: str | None = None,
 ) -> RewardParts:
     """``R = R_ans - C_tool`` for one rollout.
 
@@ -180,10 +218,11 @@ def awares_reward(
         similarity: ``R_ans`` (default: :class:`LexicalSimilarity`).
         cost: ``C_tool`` (default: :class:`CropCost` defaults).
         question: the question, for a judge.
+        metric: the sample's benchmark metric, for :class:`MetricSimilarity`.
     """
     similarity = similarity or LexicalSimilarity()
     cost = cost or CropCost()
     return RewardParts(
-        answer=similarity(prediction, answers, question=question),
+        answer=similarity(prediction, answers, question=question, metric=metric),
         cost=cost(needs_crop=needs_crop, crops=crops),
     )
