@@ -10,8 +10,9 @@ grounder's box, as in the paper:
    answers with the ground truth; the dataset grounder maps the patch to the crop set.
 2. **SFT**: ``awares train sft --model tiny`` (a fresh tiny Qwen3-VL whose vision positions start as 2-D
    sinusoids, its vision tower frozen), crop-call weight w = 5, scored on the choice pages.
-3. **GRPO**: ``awares train grpo`` from the SFT model with the AwaRes reward (answer similarity minus the
-   crop cost), G = 8 rollouts for each of 4 pages a step, the call-rate guard on.
+3. **GRPO**: ``awares train grpo`` from the SFT model with the AwaRes reward (the benchmark's own metric,
+   exact match, minus the crop cost: a lexical similarity paid a blend of the two answers), G = 8 rollouts
+   for each of 4 pages a step, the call-rate guard on.
 4. **Evaluate**: ``awares eval --bench stripes --seed 3`` (held out, for reporting only) with the low-res,
    full-res, all-crops, oracle and awares policies, for the teacher, the SFT and the GRPO model; and on the
    ``stripes-tinted`` look (seed 3), which no choice was made on. ``awares report`` draws accuracy against
@@ -192,7 +193,8 @@ def main() -> None:
                      "--out", str(grpo), "--max_steps", str(args.grpo_steps), "--num_generations", "8",
                      "--per_device_train_batch_size", "32", "--rollout_batch", "32",
                      "--learning_rate", "3e-4",
-                     "--beta", "0.04", "--max_completion_length", "32", "--freeze_vision_tower", "true",
+                     "--beta", "0.04", "--similarity", "metric", "--max_completion_length", "32",
+                     "--freeze_vision_tower", "true",
                      "--guard_action", "stop", "--guard_patience", "5",
                      "--save_strategy", "steps", "--save_steps", "25", "--save_only_model", "true",
                      "--report_to", "none", "--eval_data", str(out / "label-choice" / "export")],

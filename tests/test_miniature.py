@@ -147,7 +147,7 @@ def test_the_miniature_pipeline_through_the_cli(tmp_path: Path) -> None:
                  "--max_steps", "250", "--per_device_train_batch_size", "4", "--lr_scheduler_type", "cosine",
                  "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true"]) == 0  # fmt: skip
     assert main(["train", "grpo", "--data", str(tmp_path / "train" / "export"), "--model", str(sft),
-                 "--out", str(grpo), "--max_steps", "2", "--num_generations", "4",
+                 "--out", str(grpo), "--max_steps", "2", "--num_generations", "4", "--similarity", "metric",
                  "--per_device_train_batch_size", "4", "--learning_rate", "1e-4", "--save_strategy", "no",
                  "--report_to", "none", "--disable_tqdm", "true"]) == 0  # fmt: skip
     state = json.loads((grpo / "trainer_state.json").read_text())
