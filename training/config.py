@@ -255,7 +255,9 @@ class AwaresGRPOConfig(_AwaresArgs, GRPOConfig):
             low=self.guard_low, high=self.guard_high, action=self.guard_action, patience=self.guard_patience
         )  # checks the band
         if not (self.similarity in ("lexical", "metric") or self.similarity.startswith("st:")):
-            raise ConfigError(f"--similarity must be 'lexical', 'metric' or 'st:PATH', got {self.similarity!r}")
+            raise ConfigError(
+                f"--similarity must be 'lexical', 'metric' or 'st:PATH', got {self.similarity!r}"
+            )
         if self.beta < 0:
             raise ConfigError(f"--beta must be >= 0, got {self.beta}")
         if not 0 <= self.crop_rounds <= 8:
