@@ -18,19 +18,135 @@ Pages: 224 px, a 48 px black square wholly inside one quadrant; training seed 1,
 from __future__ import annotations
 
 import argparse
+import random
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
+from PIL import Image
 from rich.console import Console
 from rich.table import Table
 from transformers import AutoModelForImageTextToText
 
 from awares_agent.backends.hf_processors import load_processor
 from awares_agent.testing import build_tiny_qwen3_vl, build_tiny_vlm
-from awares_agent.testing.location import linear_probe, square_pages, train_quadrant
+from awares_agent.testing.location import QUADRANTS, QUESTION, linear_probe, square_pages
+from awares_agent.training.sft import freeze_vision_tower
+
+
+@dataclass(frozen=True)
+class QuadrantPoint:
+    """One point of a training curve: held-out accuracy after ``step`` steps and ``seconds`` of training."""
+
+    step: int
+    accuracy: float
+    seconds: float
+    loss: float | None
+
+
+def _encode(processor: Any, image: Image.Image, answer: str | None) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}
+    ]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    text = prompt + (f"{answer}<|im_end|>" if answer is not None else "")
+    batch = processor(text=[text], images=[image], return_tensors="pt")
+    if answer is not None:
+        prompt_len = processor(text=[prompt], images=[image], return_tensors="pt")["input_ids"].shape[1]
+        labels = batch["input_ids"].clone()
+        labels[:, :prompt_len] = -100
+        batch["labels"] = labels
+    return dict(batch)
+
+
+def _accuracy(model: Any, processor: Any, pages: Sequence[tuple[Image.Image, int]]) -> float:
+    """Share of pages whose greedy answer starts with their quadrant's name."""
+    tokenizer = processor.tokenizer
+    right = 0
+    model.eval()
+    with torch.no_grad():
+        for image, q in pages:
+            batch = _encode(processor, image, None)
+            out = model.generate(**batch, max_new_tokens=6, do_sample=False)
+            text = tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+            right += text.strip().startswith(QUADRANTS[q])
+    model.train()
+    return right / len(pages)
+
+
+def train_quadrant(
+    model: Any,
+    processor: Any,
+    train: Sequence[tuple[Image.Image, int]],
+    test: Sequence[tuple[Image.Image, int]],
+    *,
+    steps: int,
+    eval_at: Sequence[int],
+    lr: float = 1e-3,
+    batch: int = 8,
+    freeze_vision: bool = True,
+    seed: int = 0,
+    on_point: Callable[[QuadrantPoint], None] | None = None,
+) -> list[QuadrantPoint]:
+    """Train ``model`` to answer "Where is the square?" with its quadrant; score it through ``generate``.
+
+    A plain loop (AdamW, constant ``lr``, loss on the answer tokens only) over pages drawn with replacement.
+
+    Args:
+        model: a loaded VLM with ``model.model.visual``.
+        processor: its processor.
+        train: training pages.
+        test: held-out pages (greedy decoding, the answer must start with the quadrant's name).
+        steps: optimisation steps.
+        eval_at: the steps to score at (0 scores the untrained model).
+        lr: learning rate.
+        batch: pages per step (gradients accumulated one page at a time).
+        freeze_vision: keep the vision tower fixed, its merger excepted.
+        seed: the page order.
+        on_point: called with each point as it is measured.
+
+    Returns:
+        The curve, one :class:`QuadrantPoint` per step of ``eval_at``.
+    """
+    if freeze_vision:
+        freeze_vision_tower(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    encoded = [_encode(processor, img, QUADRANTS[q]) for img, q in train]
+    rng = random.Random(seed)
+    points: list[QuadrantPoint] = []
+    seconds, last_loss = 0.0, None
+    wanted = set(eval_at)
+
+    def record(step: int) -> None:
+        point = QuadrantPoint(step, _accuracy(model, processor, test), seconds, last_loss)
+        points.append(point)
+        if on_point is not None:
+            on_point(point)
+
+    model.train()
+    if 0 in wanted:
+        record(0)
+    for step in range(1, steps + 1):
+        started = time.perf_counter()
+        optim.zero_grad()
+        total = 0.0
+        for item in rng.choices(encoded, k=batch):
+            loss = model(**item).loss / batch
+            loss.backward()
+            total += float(loss)
+        optim.step()
+        seconds += time.perf_counter() - started
+        last_loss = total
+        if step in wanted:
+            record(step)
+    return points
+
 
 BUILDERS = {
     "tiny (Qwen3-VL, sinusoidal positions)": lambda p: build_tiny_qwen3_vl(p),
