@@ -90,8 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--bench",
         required=True,
-        help="'synthetic', a paper benchmark (chartqa, docvqa, ocrbench, pope, realworldqa, vstar) or a path "
-        "to your own data (a datasets directory or JSONL + images)",
+        help="'synthetic', 'crop-decision', 'stripes' / 'stripes-tinted' (generated), a paper benchmark "
+        "(chartqa, docvqa, ocrbench, pope, realworldqa, vstar) or a path to your own data (a datasets "
+        "directory or JSONL + images)",
     )
     ev.add_argument("--split", help="dataset split (default: the benchmark's standard one)")
     ev.add_argument(
@@ -128,7 +129,9 @@ def _parser() -> argparse.ArgumentParser:
             "metric as `awares eval`."
         ),
     )
-    task.add_argument("--bench", required=True, help="'synthetic', a paper benchmark, or a path to your data")
+    task.add_argument(
+        "--bench", required=True, help="'synthetic', 'stripes', a paper benchmark, or a path to your data"
+    )
     task.add_argument("--split", help="dataset split (default: the benchmark's standard one)")
     task.add_argument("--limit", type=int, help="the first N samples (synthetic: how many to generate)")
     task.add_argument("--seed", type=int, default=0, help="seed of the synthetic benchmark")

@@ -57,7 +57,8 @@ def policies(exports: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
         code = main(
             ["train", "sft", "--data", str(export), "--model", "tiny", "--out", str(out[protocol]),
              "--max-steps", "60", "--per_device_train_batch_size", "4", "--save_strategy", "no",
-             "--report_to", "none", "--logging_steps", "60", "--disable_tqdm", "True"]
+             "--report_to", "none", "--logging_steps", "60", "--disable_tqdm", "True",
+             "--learning_rate", "3e-3"]  # a quick over-fit that sometimes crops, not tiny's 1e-3 recipe
         )  # fmt: skip
         assert code == 0
     return out
@@ -263,7 +264,7 @@ def _episode(answer: str | None, crops: int) -> Any:
 def test_the_reward_functions_sum_to_r_ans_minus_c_tool(
     needed: bool | None, answer: str | None, crops: int, expected: float
 ) -> None:
-    sample = SimpleNamespace(answers=["C01"], question="What is the code?", needs_hr=needed)
+    sample = SimpleNamespace(answers=["C01"], question="What is the code?", needs_hr=needed, metric="exact")
     funcs = reward_functions(LexicalSimilarity(), CropCost())
     parts = [f(episode=[_episode(answer, crops)], rollout_sample=[sample])[0] for f in funcs]
     assert [f.__name__ for f in funcs] == ["answer", "crop_cost"]  # TRL logs rewards/<name>/mean

@@ -101,7 +101,8 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bench",
         required=True,
-        help="'synthetic', a paper benchmark id, or your own data (a datasets directory or JSONL + images)",
+        help="'synthetic', 'crop-decision', 'stripes' (generated), a paper benchmark id, or your own data (a "
+        "datasets directory or JSONL + images)",
     )
     parser.add_argument("--split", help="dataset split (default: the benchmark's standard one)")
     parser.add_argument("--limit", type=int, help="the first N samples (synthetic: how many to generate)")
