@@ -71,31 +71,42 @@ def markdown_table(summaries: Sequence[Summary]) -> str:
 
 
 def plot(summaries: Sequence[Summary], path: str | os.PathLike[str]) -> Path:
-    """Save an accuracy-vs-RTR scatter plot (one point per run, labelled by policy) as a PNG."""
+    """Save an accuracy-vs-RTR scatter plot as a PNG: one point per run, labelled by policy.
+
+    Each benchmark (and each model, when the runs are of several) is one series with its own marker and
+    legend entry; runs that land on the same point share one label.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # no display: render to a file
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.6, 4.8), dpi=120)
     markers = "osD^vP*X"
     several_models = len({s.model for s in summaries}) > 1
 
-    def label(s: Summary) -> str:
-        # Runs of several models on one plot: name the model too (a checkpoint path by its folder name).
-        return f"{s.policy} ({Path(s.model).name or s.model})" if several_models else s.policy
+    def series_of(s: Summary) -> str:
+        # A checkpoint path is named by its folder.
+        return f"{s.benchmark}, {Path(s.model).name or s.model}" if several_models else s.benchmark
 
-    for i, benchmark in enumerate(sorted({s.benchmark for s in summaries})):
-        points = [s for s in summaries if s.benchmark == benchmark]
+    labels: dict[tuple[float, float], list[str]] = {}
+    for i, series in enumerate(sorted({series_of(s) for s in summaries})):
+        points = [s for s in summaries if series_of(s) == series]
         marker = markers[i % len(markers)]
-        ax.scatter([s.rtr for s in points], [s.accuracy for s in points], marker=marker, label=benchmark)
+        xs, ys = [s.rtr for s in points], [s.accuracy for s in points]
+        ax.scatter(xs, ys, marker=marker, label=series, alpha=0.8)
         for s in points:
-            ax.annotate(label(s), (s.rtr, s.accuracy), textcoords="offset points", xytext=(5, 4), fontsize=7)
+            names = labels.setdefault((round(s.rtr, 2), round(s.accuracy, 0)), [])
+            if s.policy not in names:
+                names.append(s.policy)
+    for (rtr, accuracy), names in labels.items():
+        ax.annotate(", ".join(names), (rtr, accuracy), textcoords="offset points", xytext=(6, 4), fontsize=7)
     ax.set_xlabel("retained token ratio (RTR, lower is cheaper)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Accuracy vs visual-token cost")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.margins(x=0.12, y=0.08)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out)
