@@ -139,7 +139,7 @@ def train_quadrant(
         for item in rng.choices(encoded, k=batch):
             loss = model(**item).loss / batch
             loss.backward()
-            total += float(loss)
+            total += float(loss.detach())
         optim.step()
         seconds += time.perf_counter() - started
         last_loss = total
