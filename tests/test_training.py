@@ -354,6 +354,8 @@ def test_train_sft_then_ask_and_eval_the_trained_model(
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained
     assert json.loads((out / CHECKPOINT_FILE).read_text())["protocol"] == "awares-text"
+    state = json.loads((out / "trainer_state.json").read_text())  # the loss curve, saved with no checkpoint
+    assert state["global_step"] == 3 and any("train_loss" in h for h in state["log_history"])
     capsys.readouterr()
     page("C01", large=False, where=0).save(tmp_path / "page.png")
     code = main(["ask", str(tmp_path / "page.png"), "What is the code?", "--model", str(out), "--json",
