@@ -150,6 +150,8 @@ class DemoSession:
         kind = self.backend.kind
         if kind == "reader":
             return "reader (offline OCR)"
+        if not self.backend.model:  # a backend that needs no model (the pattern reader)
+            return kind
         where = f" at {self.backend.base_url}" if kind == "openai" and self.backend.base_url else ""
         return f"{kind} {self.backend.model}{where}"
 
