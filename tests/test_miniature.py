@@ -166,3 +166,16 @@ def test_the_miniature_pipeline_through_the_cli(tmp_path: Path) -> None:
     assert main(["report", str(tmp_path / "eval-sft"), str(tmp_path / "eval-grpo"), "--plot",
                  str(tmp_path / "plot.png")]) == 0  # fmt: skip
     assert (tmp_path / "plot.png").stat().st_size > 0
+
+
+def test_awares_eval_shows_the_view_cannot_answer_a_fine_page(tmp_path: Path) -> None:
+    from awares_agent.evals.runner import Summary
+
+    out = tmp_path / "eval"
+    assert main(["eval", "--bench", "stripes", "--limit", "12", "--seed", "5", "--backend", "pattern-reader",
+                 "--policy", "low-res,full-res,oracle", "--out", str(out)]) == 0  # fmt: skip
+    summary = {p: Summary.model_validate_json((out / p / "summary.json").read_text()) for p in
+               ("low-res", "full-res", "oracle")}  # fmt: skip
+    assert summary["low-res"].by_category == {"coarse": 100.0, "fine": 0.0}
+    assert summary["full-res"].accuracy == summary["oracle"].accuracy == 100.0
+    assert summary["low-res"].rtr < summary["oracle"].rtr < summary["full-res"].rtr
