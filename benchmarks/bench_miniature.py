@@ -44,6 +44,7 @@ from rich.table import Table
 from awares_agent.evals.benchmarks import load_benchmark
 from awares_agent.evals.decisions import score_decisions
 from awares_agent.evals.runner import Summary, read_results
+from awares_agent.evals.schema import EvalSample
 
 TRAIN_SEED, CHOICE_SEED, REPORT_SEED = 1, 2, 3
 BASELINES = ("low-res", "full-res", "all-crops", "oracle")
@@ -82,10 +83,9 @@ def _pct(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.1f}"
 
 
-def _row(run: Path, policy: str, bench: str, seed: int, limit: int) -> dict[str, Any]:
+def _row(run: Path, policy: str, samples: list[EvalSample]) -> dict[str, Any]:
     """One policy's figures: accuracy overall and on fine / coarse pages, RTR, decision and region."""
     summary = Summary.model_validate_json((run / policy / "summary.json").read_text())
-    samples = load_benchmark(bench, limit=limit, seed=seed)
     report = score_decisions(read_results(run / policy), samples)
     return {
         "policy": policy,
@@ -134,18 +134,19 @@ def _curves(sft: Path, grpo: Path, path: Path) -> dict[str, Any]:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=110)
     axes[0].plot(*zip(*loss, strict=True))
     axes[0].set(title="SFT (w = 5): training loss", xlabel="step", yscale="log")
-    for key, label in (("grpo_reward", "reward"), ("grpo_decision", "decision accuracy")):
-        points = [(s, v) for s, v in series[key] if v is not None]
-        if points:
-            axes[1].plot(*zip(*points, strict=True), label=label, alpha=0.8)
-    axes[1].set(title="GRPO: per-step reward and decisions", xlabel="step")
-    axes[1].legend(fontsize=8)
-    for key, label in (("grpo_call_rate", "crop-call rate"), ("grpo_rtr", "RTR")):
-        points = [(s, v) for s, v in series[key] if v is not None]
-        if points:
-            axes[2].plot(*zip(*points, strict=True), label=label, alpha=0.8)
-    axes[2].set(title="GRPO: crop calls and cost per step", xlabel="step")
-    axes[2].legend(fontsize=8)
+    panels = (
+        (axes[1], "GRPO: per-step reward and decisions", (("grpo_reward", "reward"),
+                                                          ("grpo_decision", "decision accuracy"))),
+        (axes[2], "GRPO: crop calls and cost per step", (("grpo_call_rate", "crop-call rate"),
+                                                         ("grpo_rtr", "RTR"))),
+    )  # fmt: skip
+    for ax, title, lines in panels:
+        for key, label in lines:
+            points = [(s, v) for s, v in series[key] if v is not None]
+            if points:
+                ax.plot(*zip(*points, strict=True), label=label, alpha=0.8)
+        ax.set(title=title, xlabel="step")
+        ax.legend(fontsize=8)
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -223,10 +224,11 @@ def main() -> None:
     names = {"teacher": "teacher (pattern reader)", "sft": "SFT", "grpo": "SFT + GRPO"}
     for bench in ("stripes", "stripes-tinted"):
         rows = []
+        samples = list(load_benchmark(bench, limit=args.test, seed=REPORT_SEED))  # drawn once, for every row
         for who in ("teacher", "sft", "grpo"):
             folder, _, policies = evals[f"{bench}/{who}"]
             for policy in policies.split(","):
-                rows.append((names[who], _row(folder, policy, bench, REPORT_SEED, args.test)))
+                rows.append((names[who], _row(folder, policy, samples)))
         record["tables"][bench] = [{"model": m, **r} for m, r in rows]
         seen = "the look the recipe was chosen on" if bench == "stripes" else "a look no choice was made on"
         console.print(_table(f"{bench}, seed {REPORT_SEED} ({args.test} held-out pages; {seen})", rows))

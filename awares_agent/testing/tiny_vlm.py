@@ -281,14 +281,14 @@ def build_tiny_qwen3_vl(
     vision tower of 16 px patches (32 px per visual token after merging) with learned absolute position
     embeddings, and an interleaved 3-D rotary position in the language model (about 0.66 M parameters).
 
-    A tiny model trained from random weights cannot learn *where* something is on its own: the vision
-    tower's rotary positions are relative, and over a few visual tokens the language model's rotary
-    phases barely differ. So the absolute position table (16 x 16, resampled by Qwen3-VL to each image's
-    grid, so it is relative to the image's extent) starts as 2-D sinusoids (:func:`sinusoidal_grid`) instead
-    of noise: the quadrant of a black square is then linearly readable from the pooled vision output before
-    any training (``benchmarks/bench_location_probe.py``). Train such a model with its vision tower frozen
-    (``--freeze-vision-tower``) or at a low rate, or the positions are washed out before the language model
-    learns to read them.
+    *Where* something is reaches a tiny model through this absolute position table (16 x 16, resampled by
+    Qwen3-VL to each image's grid, so relative to the image's extent): the vision tower's rotary positions
+    are relative, and over a few visual tokens the language model's rotary phases barely differ. The table
+    starts as 2-D sinusoids (:func:`sinusoidal_grid`) instead of noise, so the quadrant of a black square
+    is linearly readable from the pooled vision output before any training, and a model learns to name it
+    in half the steps a random table needs (``benchmarks/bench_location_probe.py``). Train it with its
+    vision tower frozen (``--freeze_vision_tower``) or at a low rate, or the positions are washed out before
+    the language model learns to read them.
 
     Args:
         path: the directory to write (created if needed).

@@ -23,7 +23,7 @@ deterministic by seed and exactly balanced over fine/coarse and over the two ans
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from PIL import Image
@@ -141,7 +141,7 @@ def _colours(rng: random.Random, spec: StripesSpec) -> tuple[RGB, RGB, RGB]:
     return paper, ink, light  # type: ignore[return-value]
 
 
-def _place(rng: random.Random, spec: StripesSpec, fine: bool) -> tuple[int, int, int, int, str]:
+def _place(rng: random.Random, spec: StripesSpec, fine: bool) -> tuple[int, int, int, int]:
     w, h = spec.width, spec.height
     regions = {r.id: r.box for r in _CROPS.regions(w, h)}
     for _ in range(1000):
@@ -157,7 +157,7 @@ def _place(rng: random.Random, spec: StripesSpec, fine: bool) -> tuple[int, int,
         # A fine patch's region must be the one answer: one that also fits the centre crop is placed again.
         if fine and crops_covering(tuple(float(v) for v in box), _CROPS, w, h) != [region]:
             continue
-        return (*box, region)
+        return box
     raise RuntimeError(f"cannot place a patch on a {w}x{h} page")  # pragma: no cover - the ranges leave room
 
 
@@ -182,7 +182,7 @@ def generate_stripes(
     rng.shuffle(kinds)
     samples = []
     for i, (fine, answer) in enumerate(kinds):
-        x0, y0, x1, y1, _ = _place(rng, spec, fine)
+        x0, y0, x1, y1 = _place(rng, spec, fine)
         period = 2 if fine else spec.coarse_period
         paper, ink, light = _colours(rng, spec)
         image = draw_stripes(
@@ -223,8 +223,3 @@ def view_difference(
         for o in STRIPES_ANSWERS
     ]
     return float(np.abs(views[0] - views[1]).max())
-
-
-def tinted(spec: StripesSpec | None = None) -> StripesSpec:
-    """The ``tinted`` look over ``spec``'s page size (default: :data:`TINTED`)."""
-    return TINTED if spec is None else replace(TINTED, width=spec.width, height=spec.height)
