@@ -26,8 +26,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from awares_agent.backend_factory import make_backend
 from awares_agent.backends.base import ChatBackend
-from awares_agent.backends.factory import make_backend
 from awares_agent.cli_options import (
     READER_NOTE,
     add_agent_options,

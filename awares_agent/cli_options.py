@@ -1,6 +1,6 @@
 """Command-line options shared by ``awares ask``, ``eval`` and ``collect``, derived from their configs.
 
-The backend's flags come from the fields of :class:`~awares_agent.backends.factory.BackendOptions` (name,
+The backend's flags come from the fields of :class:`~awares_agent.backend_factory.BackendOptions` (name,
 default, choices and help); the agent's defaults come from :class:`~awares_agent.config.AgentConfig`. So a
 default is written once, in its config, and the commands cannot drift apart.
 """
@@ -13,7 +13,7 @@ import types
 import typing
 from typing import Any
 
-from awares_agent.backends.factory import BackendOptions
+from awares_agent.backend_factory import BackendOptions
 from awares_agent.config import AgentConfig, checkpoint_options
 from awares_agent.tools.prompts import PRESETS, RELEASED_MODEL
 

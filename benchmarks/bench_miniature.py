@@ -5,7 +5,7 @@ Every step is an ``awares`` command a user could type (each is printed as it run
 grounder's box, as in the paper:
 
 1. **Label**: ``awares collect label --bench stripes --backend pattern-reader`` on training pages (seed 1)
-   and on choice pages (seed 2). The teacher, :class:`~awares_agent.backends.pattern_reader.PatternReader`,
+   and on choice pages (seed 2). The teacher, :class:`~awares_agent.baselines.pattern_reader.PatternReader`,
    reads only the pixels it is sent, on the low-res view and on the full image; the metric judge compares its
    answers with the ground truth; the dataset grounder maps the patch to the crop set.
 2. **SFT**: ``awares train sft --model tiny`` (a fresh tiny Qwen3-VL whose vision positions start as 2-D

@@ -37,7 +37,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import TrainerCallback
 
-from awares_agent.backends.reader import ReaderBackend
+from awares_agent.baselines.reader import ReaderBackend
 from awares_agent.collect.export import export_dataset
 from awares_agent.collect.grounders import DatasetGrounder
 from awares_agent.collect.judges import MetricJudge

@@ -16,7 +16,7 @@ results (:mod:`awares_agent.evals.lmms_results`).
 * backend: ``auto`` (default: a server with ``base_url``, a local model with ``model``, else the reader),
   ``reader``, ``openai`` or ``transformers``; base_url, model, api_key_env, timeout, max_retries, device,
   dtype, max_new_tokens, offline: as for ``awares ask``
-  (:class:`~awares_agent.backends.factory.BackendOptions`);
+  (:class:`~awares_agent.backend_factory.BackendOptions`);
 * protocol, crop_set, system_prompt (a preset), max_rounds, max_rtr, view_scale, token_rule: the agent's
   (:class:`~awares_agent.config.AgentConfig`);
 * policy: ``awares`` (default), ``low-res``, ``full-res`` or ``all-crops`` (``oracle`` and ``random`` need a
@@ -49,7 +49,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from awares_agent.agent import AskResult, AwaResAgent
-from awares_agent.backends.factory import BackendOptions, make_backend
+from awares_agent.backend_factory import BackendOptions, make_backend
 from awares_agent.config import AgentConfig, checkpoint_options
 from awares_agent.errors import AwaresError, ConfigError
 from awares_agent.policies import policy_options

@@ -193,6 +193,8 @@ LAYERS: list[list[str]] = [
     ["awares_agent.tools"],
     ["awares_agent.config", "awares_agent.trajectory"],
     ["awares_agent.backends"],
+    ["awares_agent.baselines"],  # fitted heuristics that stand in for a model (the frozen reader)
+    ["awares_agent.backend_factory"],  # picks a backend or baseline by name
     ["awares_agent.cli_options"],  # flags for the backend and agent configs, shared by every command
     ["awares_agent.graphs"],
     ["awares_agent.agent", "awares_agent.policies"],

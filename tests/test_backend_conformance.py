@@ -40,8 +40,8 @@ from PIL import Image, ImageDraw
 from awares_agent import AskResult, AwaResAgent, OpenAIBackend, Trajectory
 from awares_agent.backends.base import ChatBackend, StreamingChatBackend
 from awares_agent.backends.langchain_backend import LangChainBackend
-from awares_agent.backends.reader import ReaderBackend
 from awares_agent.backends.transformers_backend import TransformersBackend
+from awares_agent.baselines.reader import ReaderBackend
 from awares_agent.errors import AwaresError, UnknownImageError
 from awares_agent.image_store import ImageStore
 from awares_agent.images import ViewSpec

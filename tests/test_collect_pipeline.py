@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from awares_agent.backends.reader import ReaderBackend
+from awares_agent.baselines.reader import ReaderBackend
 from awares_agent.collect.export import export_dataset, features
 from awares_agent.collect.grounders import ChainGrounder, DatasetGrounder, OCRGrounder
 from awares_agent.collect.judges import MetricJudge

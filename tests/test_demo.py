@@ -23,7 +23,7 @@ from textual.geometry import Region
 from textual.widget import Widget
 from textual.widgets import RichLog, Static
 
-from awares_agent.backends.factory import BackendOptions
+from awares_agent.backend_factory import BackendOptions
 from awares_agent.cli import main
 from awares_agent.demo.app import DemoApp, ImagePanel
 from awares_agent.demo.commands import COMMANDS, help_lines, parse_command

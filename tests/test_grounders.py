@@ -12,7 +12,7 @@ from chat_server import FAST_RETRY, Completion, Garbage, HTTPError, ScriptedChat
 from PIL import Image, ImageDraw, ImageFont
 
 from awares_agent.backends.openai_compat import OpenAIBackend
-from awares_agent.backends.reader.ocr import RawBox
+from awares_agent.baselines.reader.ocr import RawBox
 from awares_agent.collect import (
     ChainGrounder,
     DatasetGrounder,

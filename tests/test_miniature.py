@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from awares_agent.backends.pattern_reader import CANNOT_TELL, PatternReader, line_orientation
+from awares_agent.baselines.pattern_reader import CANNOT_TELL, PatternReader, line_orientation
 from awares_agent.cli import main
 from awares_agent.evals.benchmarks import load_benchmark
 from awares_agent.evals.synthetic.stripes import (

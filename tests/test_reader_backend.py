@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from awares_agent import AwaResAgent
 from awares_agent.backends.base import ChatBackend
-from awares_agent.backends.reader import (
+from awares_agent.baselines.reader import (
     UNKNOWN,
     ReaderBackend,
     TextBox,
@@ -22,10 +22,10 @@ from awares_agent.backends.reader import (
     read,
     text_blocks,
 )
-from awares_agent.backends.reader.guess import likeliest
-from awares_agent.backends.reader.keys import find_key
-from awares_agent.backends.reader.tables import is_tabular
-from awares_agent.backends.reader.text import fix_digits
+from awares_agent.baselines.reader.guess import likeliest
+from awares_agent.baselines.reader.keys import find_key
+from awares_agent.baselines.reader.tables import is_tabular
+from awares_agent.baselines.reader.text import fix_digits
 from awares_agent.evals.metrics import exact
 from awares_agent.graphs.context import RunOptions
 from awares_agent.image_store import ImageStore

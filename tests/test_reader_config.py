@@ -12,13 +12,13 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from awares_agent import AwaResAgent
-from awares_agent.backends.reader import (
+from awares_agent.baselines.reader import (
     DEFAULT_MIN_CONFIDENCE,
     DEFAULT_MIN_TEXT_PX,
     ReaderBackend,
     ReaderConfig,
 )
-from awares_agent.backends.reader import config as config_module
+from awares_agent.baselines.reader import config as config_module
 from awares_agent.errors import ConfigError
 
 _DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")

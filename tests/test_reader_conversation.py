@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from awares_agent.backends.reader import ReaderBackend
-from awares_agent.backends.reader.conversation import read_turn
+from awares_agent.baselines.reader import ReaderBackend
+from awares_agent.baselines.reader.conversation import read_turn
 from awares_agent.image_store import ImageStore
 from awares_agent.images import ViewSpec
 from awares_agent.messages import ChatMessage, ChatReply, ImagePart, TextPart

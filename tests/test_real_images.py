@@ -39,7 +39,7 @@ from real_images import (
 from scripted_backend import ScriptedBackend
 
 from awares_agent.agent import AwaResAgent
-from awares_agent.backends.reader import ReaderBackend
+from awares_agent.baselines.reader import ReaderBackend
 from awares_agent.cli import main
 from awares_agent.errors import ImageError, UnknownImageError
 from awares_agent.graphs import RunOptions

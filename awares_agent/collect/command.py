@@ -25,8 +25,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from awares_agent.backend_factory import BackendOptions, make_backend
 from awares_agent.backends.base import ChatBackend
-from awares_agent.backends.factory import BackendOptions, make_backend
 from awares_agent.cli_options import add_agent_options, add_backend_options, agent_config, backend_options
 from awares_agent.errors import ConfigError
 

@@ -6,7 +6,7 @@ protocol:
 
 * :class:`DatasetGrounder`: the box the dataset gives (checked and clipped to the image).
 * :class:`OCRGrounder`: reads the full-resolution image offline (RapidOCR, see
-  :mod:`awares_agent.backends.reader`) and finds the answer's text by fuzzy matching.
+  :mod:`awares_agent.baselines.reader`) and finds the answer's text by fuzzy matching.
 * :class:`VLMGrounder`: asks a chat VLM for a Qwen-style ``bbox_2d`` box and maps it from the coordinates
   of the image the model saw back to original pixels.
 
@@ -32,7 +32,7 @@ from PIL import Image
 from pydantic import BaseModel, field_validator
 
 from awares_agent.backends.base import ChatBackend
-from awares_agent.backends.reader.ocr import RawBox, read_text
+from awares_agent.baselines.reader.ocr import RawBox, read_text
 from awares_agent.boxes import Box, union_boxes
 from awares_agent.errors import ConfigError
 from awares_agent.fuzzy import substring_distance
@@ -254,7 +254,7 @@ class _Match:
 class OCRGrounder:
     """Find the ground-truth answer's text in the full-resolution image with offline OCR.
 
-    The whole image is read with RapidOCR (the engine of :mod:`awares_agent.backends.reader`). Images with
+    The whole image is read with RapidOCR (the engine of :mod:`awares_agent.baselines.reader`). Images with
     a side longer than ``tile_size`` are read in overlapping tiles (the engine would otherwise shrink them,
     and small text would be lost); a line cut by a tile's inner edge is dropped in favour of the overlapping
     tile that holds it whole, so ``overlap`` must exceed the longest line that must be found.

@@ -32,7 +32,7 @@ from textual.widgets import Footer, Header, Input, OptionList, RichLog, Static, 
 from textual.widgets.option_list import Option
 
 from awares_agent.agent import AgentEvent, AskResult
-from awares_agent.backends.factory import BackendOptions
+from awares_agent.backend_factory import BackendOptions
 from awares_agent.demo.commands import Command, help_lines, is_command, parse_command
 from awares_agent.demo.samples import SamplePage, sample_pages
 from awares_agent.demo.session import CompareRow, DemoSession, LoadedImage, QueryRecord

@@ -23,8 +23,8 @@ from typing import Any
 from PIL import Image
 
 from awares_agent.agent import AgentEvent, AskResult, AwaResAgent
+from awares_agent.backend_factory import BackendOptions, make_backend
 from awares_agent.backends.base import ChatBackend
-from awares_agent.backends.factory import BackendOptions, make_backend
 from awares_agent.config import AgentConfig
 from awares_agent.errors import AwaresError, ConfigError
 from awares_agent.evals.metrics import exact

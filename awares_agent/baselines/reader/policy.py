@@ -3,19 +3,19 @@
 1. **Turn 1** (the view and the question): OCR the low-resolution view and parse the question into what it
    asks. If the answer is found, its text is tall enough in the view (``min_text_px``) and read confidently
    (``min_confidence``), it fits what the question asks
-   (:func:`~awares_agent.backends.reader.reading.plausible`) and it lies near its key
+   (:func:`~awares_agent.baselines.reader.reading.plausible`) and it lies near its key
    (``max_trusted_gap``), answer at once. Otherwise request the cheapest crop that covers where the answer
    must be: the value's box, or next to the key when the value is missing or untrusted. When the key itself
    cannot be read, the view is read again enlarged (``enlarge``) with the detector's thresholds lowered, and
    the key is looked for loosely; failing that, what holds it is found by its shape: the bar's chart
-   (:func:`~awares_agent.backends.reader.charts.locate_chart`), the cell's table
-   (:func:`~awares_agent.backends.reader.tables.locate_table`) or the sign
-   (:func:`~awares_agent.backends.reader.signs.locate_sign`); failing that too, the crop covering the
-   hard-to-read text likeliest to be the key or the value (:func:`~awares_agent.backends.reader.guess.
+   (:func:`~awares_agent.baselines.reader.charts.locate_chart`), the cell's table
+   (:func:`~awares_agent.baselines.reader.tables.locate_table`) or the sign
+   (:func:`~awares_agent.baselines.reader.signs.locate_sign`); failing that too, the crop covering the
+   hard-to-read text likeliest to be the key or the value (:func:`~awares_agent.baselines.reader.guess.
    likeliest`). Confidence alone is not enough: OCR reads 6 px text wrongly with high confidence, and only
    the text's height tells that it was too small.
 2. **Turn 2** (the crops): OCR the crops at full resolution placed on the original
-   (:class:`~awares_agent.backends.reader.images.ImageReader`) and answer from all of it; a value in small
+   (:class:`~awares_agent.baselines.reader.images.ImageReader`) and answer from all of it; a value in small
    text is read again from its patch enlarged.
 3. When it may not crop (no tool offered and no ``GET_CROPS`` convention, or a final instruction), it
    answers with the best it has read.
@@ -23,19 +23,19 @@
 
 from __future__ import annotations
 
-from awares_agent.backends.reader.answers import UNKNOWN, best_guess, read
-from awares_agent.backends.reader.charts import locate_chart
-from awares_agent.backends.reader.config import ReaderConfig
-from awares_agent.backends.reader.conversation import Turn
-from awares_agent.backends.reader.geometry import clip
-from awares_agent.backends.reader.guess import likeliest
-from awares_agent.backends.reader.images import ImageReader
-from awares_agent.backends.reader.ocr import TextBox
-from awares_agent.backends.reader.questions import Query, parse_question
-from awares_agent.backends.reader.reading import Reading, next_to, plausible
-from awares_agent.backends.reader.signs import locate_sign
-from awares_agent.backends.reader.tables import locate_table
-from awares_agent.backends.reader.text import is_sentence
+from awares_agent.baselines.reader.answers import UNKNOWN, best_guess, read
+from awares_agent.baselines.reader.charts import locate_chart
+from awares_agent.baselines.reader.config import ReaderConfig
+from awares_agent.baselines.reader.conversation import Turn
+from awares_agent.baselines.reader.geometry import clip
+from awares_agent.baselines.reader.guess import likeliest
+from awares_agent.baselines.reader.images import ImageReader
+from awares_agent.baselines.reader.ocr import TextBox
+from awares_agent.baselines.reader.questions import Query, parse_question
+from awares_agent.baselines.reader.reading import Reading, next_to, plausible
+from awares_agent.baselines.reader.signs import locate_sign
+from awares_agent.baselines.reader.tables import locate_table
+from awares_agent.baselines.reader.text import is_sentence
 from awares_agent.image_store import ImageStore
 from awares_agent.tools.box_mapping import crops_covering
 from awares_agent.tools.crop_sets import CropSet

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from awares_agent.backends.reader.ocr import TextBox
+from awares_agent.baselines.reader.ocr import TextBox
 from awares_agent.boxes import Box
 
 __all__ = ["clip", "contains", "h_overlap", "near", "v_overlap"]

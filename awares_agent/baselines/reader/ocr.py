@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from awares_agent.backends.reader.config import DEFAULT_CONFIG, ReaderConfig
+from awares_agent.baselines.reader.config import DEFAULT_CONFIG, ReaderConfig
 from awares_agent.boxes import Box
 from awares_agent.errors import ConfigError
 

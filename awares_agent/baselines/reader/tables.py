@@ -1,7 +1,7 @@
 """Tables: a cell read where its row's label and its column's header cross, and blocks of small text that
 may be the table a question is about.
 
-:func:`read_cell` finds the row label and the column header (:func:`~awares_agent.backends.reader.keys.
+:func:`read_cell` finds the row label and the column header (:func:`~awares_agent.baselines.reader.keys.
 find_key`), and reads the row's text that falls in the header's column. :func:`text_blocks` groups text
 into blocks of lines (a table's rows, a receipt's items); :func:`locate_table` picks, among blocks too
 small to read, the one likeliest to hold the row and the column (by keyword spotting).
@@ -15,15 +15,15 @@ from dataclasses import replace
 
 from PIL import Image
 
-from awares_agent.backends.reader.config import DEFAULT_CONFIG, ReaderConfig
-from awares_agent.backends.reader.fields import read_field
-from awares_agent.backends.reader.geometry import clip, v_overlap
-from awares_agent.backends.reader.keys import find_key
-from awares_agent.backends.reader.keywords import box_patch, key_likelihood
-from awares_agent.backends.reader.ocr import TextBox
-from awares_agent.backends.reader.questions import Query
-from awares_agent.backends.reader.reading import Reading
-from awares_agent.backends.reader.text import DIGIT_RE, MONEY_RE, clean_value, is_sentence, norm, tokens
+from awares_agent.baselines.reader.config import DEFAULT_CONFIG, ReaderConfig
+from awares_agent.baselines.reader.fields import read_field
+from awares_agent.baselines.reader.geometry import clip, v_overlap
+from awares_agent.baselines.reader.keys import find_key
+from awares_agent.baselines.reader.keywords import box_patch, key_likelihood
+from awares_agent.baselines.reader.ocr import TextBox
+from awares_agent.baselines.reader.questions import Query
+from awares_agent.baselines.reader.reading import Reading
+from awares_agent.baselines.reader.text import DIGIT_RE, MONEY_RE, clean_value, is_sentence, norm, tokens
 from awares_agent.boxes import Box, union_boxes
 from awares_agent.tools.box_mapping import crops_covering
 from awares_agent.tools.crop_sets import ALL, CropSet
@@ -36,7 +36,7 @@ _WHOLE_VALUE_RE = re.compile(r"\d[\d,]*[.,]\d\d|\d{1,3}(?:,\d{3})+")
 def _joins(a: TextBox, b: TextBox, config: ReaderConfig) -> str | None:
     """The separator if ``a`` and ``b`` (neighbouring tokens, ``a`` first) are one cell's text, else ``None``.
 
-    Tokens cut out of one word (:func:`~awares_agent.backends.reader.text.tokens` splits "BQF9T" at the
+    Tokens cut out of one word (:func:`~awares_agent.baselines.reader.text.tokens` splits "BQF9T" at the
     digit) join with nothing, unless both are whole values OCR glued ("82,33136,624"); words of one cell, or
     a number OCR split ("1, 941"), join with a space; never two values side by side, which OCR reads as one
     line when columns are narrow ("D-9718 W-7829").
@@ -179,7 +179,7 @@ def text_blocks(boxes: Sequence[TextBox], config: ReaderConfig = DEFAULT_CONFIG)
     Boxes on one line (half their height shared, at most four line heights apart) make a line; lines that
     overlap across at least half the narrower one's width, at most a line height apart, make a block: a
     table's rows, a receipt's items, a form's stacked fields. Sentences
-    (:func:`~awares_agent.backends.reader.text.is_sentence`) are left out: a block of them is a paragraph.
+    (:func:`~awares_agent.baselines.reader.text.is_sentence`) are left out: a block of them is a paragraph.
 
     Args:
         boxes: the text boxes.
@@ -299,7 +299,7 @@ def locate_table(
     The view's text too small to read is grouped into blocks (:func:`text_blocks`); each block of
     ``table_min_lines`` lines or more that has cells (:func:`is_tabular`) may be the table. The one whose
     first column holds the text likeliest to be the row's label and whose first ``header_lines`` lines hold
-    the likeliest column header (:func:`~awares_agent.backends.reader.keywords.key_likelihood`) is it.
+    the likeliest column header (:func:`~awares_agent.baselines.reader.keywords.key_likelihood`) is it.
 
     Args:
         query: the parsed question (``kind="cell"``).

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from awares_agent.backends.reader.config import DEFAULT_CONFIG, ReaderConfig
-from awares_agent.backends.reader.geometry import clip
-from awares_agent.backends.reader.keywords import key_likelihood
-from awares_agent.backends.reader.ocr import TextBox
-from awares_agent.backends.reader.questions import Query
-from awares_agent.backends.reader.text import has_word
+from awares_agent.baselines.reader.config import DEFAULT_CONFIG, ReaderConfig
+from awares_agent.baselines.reader.geometry import clip
+from awares_agent.baselines.reader.keywords import key_likelihood
+from awares_agent.baselines.reader.ocr import TextBox
+from awares_agent.baselines.reader.questions import Query
+from awares_agent.baselines.reader.text import has_word
 from awares_agent.boxes import Box, union_boxes
 from awares_agent.tools.box_mapping import crops_covering
 from awares_agent.tools.crop_sets import ALL, CropSet
@@ -163,7 +163,7 @@ def locate_chart(
 
     The view's bar charts (:func:`find_bar_charts`) whose labels can be read are not it (the key would have
     been found); of the others, the one with the label most like the key
-    (:func:`~awares_agent.backends.reader.keywords.key_likelihood` of the text beside each bar, which is
+    (:func:`~awares_agent.baselines.reader.keywords.key_likelihood` of the text beside each bar, which is
     the label's whole text), and the runner-up too when it is about as likely (``chart_tie``) and one half
     of the image shows both. The box spans the bars, the labels beside their baseline and the values past
     their ends, in small text (larger text would have been read).

@@ -11,12 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from awares_agent.backends.reader.config import ReaderConfig
-from awares_agent.backends.reader.geometry import clip, contains, h_overlap, near, v_overlap
-from awares_agent.backends.reader.keys import GENERIC_TAIL, similarity
-from awares_agent.backends.reader.ocr import TextBox
-from awares_agent.backends.reader.questions import Query
-from awares_agent.backends.reader.text import DIGIT_RE, MONEY_RE, has_word, is_sentence
+from awares_agent.baselines.reader.config import ReaderConfig
+from awares_agent.baselines.reader.geometry import clip, contains, h_overlap, near, v_overlap
+from awares_agent.baselines.reader.keys import GENERIC_TAIL, similarity
+from awares_agent.baselines.reader.ocr import TextBox
+from awares_agent.baselines.reader.questions import Query
+from awares_agent.baselines.reader.text import DIGIT_RE, MONEY_RE, has_word, is_sentence
 from awares_agent.boxes import Box
 from awares_agent.tools.box_mapping import crops_covering
 from awares_agent.tools.crop_sets import ALL, CropSet

@@ -12,7 +12,7 @@ not its ``kind`` nor its ``label``, which are the graph's own bookkeeping. So:
   ``get_crops`` call's arguments, a ``<tool_call>`` block, or the ``awares-text`` line ``GET_CROPS: ['3',
   '5']``, whose crops come back as bare images in request order), less the crops the reply says were
   withheld. A crop whose region cannot be told this way has region ``None``: it is not placed on the
-  original (see :class:`~awares_agent.backends.reader.images.ImageReader`).
+  original (see :class:`~awares_agent.baselines.reader.images.ImageReader`).
 """
 
 from __future__ import annotations

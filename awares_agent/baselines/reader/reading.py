@@ -6,10 +6,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from awares_agent.backends.reader.config import DEFAULT_CONFIG, ReaderConfig
-from awares_agent.backends.reader.ocr import TextBox
-from awares_agent.backends.reader.questions import Query
-from awares_agent.backends.reader.text import DIGIT_RE, MONEY_RE
+from awares_agent.baselines.reader.config import DEFAULT_CONFIG, ReaderConfig
+from awares_agent.baselines.reader.ocr import TextBox
+from awares_agent.baselines.reader.questions import Query
+from awares_agent.baselines.reader.text import DIGIT_RE, MONEY_RE
 from awares_agent.boxes import Box, union_boxes
 
 __all__ = ["CODE_WORDS", "NUMBER_WORDS", "Reading", "fit", "next_to", "plausible"]

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from awares_agent.backends.reader.config import DEFAULT_CONFIG, ReaderConfig
-from awares_agent.backends.reader.ocr import TextBox
-from awares_agent.backends.reader.text import norm
+from awares_agent.baselines.reader.config import DEFAULT_CONFIG, ReaderConfig
+from awares_agent.baselines.reader.ocr import TextBox
+from awares_agent.baselines.reader.text import norm
 from awares_agent.fuzzy import substring_distance
 
 __all__ = ["GENERIC_TAIL", "SYNONYMS", "Match", "find_key", "match_key", "similarity", "stem", "variants"]

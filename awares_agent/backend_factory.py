@@ -7,7 +7,7 @@ derived from its fields (:mod:`awares_agent.cli_options`). :func:`make_backend` 
 * ``openai``: an OpenAI-compatible server (vLLM, SGLang, Ollama, OpenAI...), the default with a ``base_url``;
 * ``transformers``: a local Hugging Face model (a path or hub id), the default with a ``model`` only;
 * ``pattern-reader``: the ``stripes`` benchmark's honest teacher (which way lines run, read from the pixels
-  sent; :mod:`awares_agent.backends.pattern_reader`).
+  sent; :mod:`awares_agent.baselines.pattern_reader`).
 """
 
 from __future__ import annotations
@@ -149,11 +149,11 @@ def make_backend(options: BackendOptions, *, crop_set: str = "paper") -> ChatBac
     # Each backend's module is imported only when chosen: the reader loads an OCR engine, the local backend
     # torch and transformers.
     if kind == "reader":
-        from awares_agent.backends.reader import ReaderBackend
+        from awares_agent.baselines.reader import ReaderBackend
 
         return ReaderBackend(crop_set=crop_set)
     if kind == "pattern-reader":
-        from awares_agent.backends.pattern_reader import PatternReader
+        from awares_agent.baselines.pattern_reader import PatternReader
 
         return PatternReader()
     if not options.model:

@@ -11,13 +11,13 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from awares_agent.backends.reader.config import ReaderConfig
-from awares_agent.backends.reader.geometry import h_overlap, near, v_overlap
-from awares_agent.backends.reader.keywords import box_patch, key_likelihood
-from awares_agent.backends.reader.ocr import TextBox
-from awares_agent.backends.reader.questions import Query
-from awares_agent.backends.reader.reading import Reading
-from awares_agent.backends.reader.text import word_count
+from awares_agent.baselines.reader.config import ReaderConfig
+from awares_agent.baselines.reader.geometry import h_overlap, near, v_overlap
+from awares_agent.baselines.reader.keywords import box_patch, key_likelihood
+from awares_agent.baselines.reader.ocr import TextBox
+from awares_agent.baselines.reader.questions import Query
+from awares_agent.baselines.reader.reading import Reading
+from awares_agent.baselines.reader.text import word_count
 from awares_agent.boxes import Box, union_boxes
 
 __all__ = ["locate_sign", "read_sign"]
@@ -58,7 +58,7 @@ def locate_sign(
     """Where the sign a question names lies (original pixels), when its label cannot be read.
 
     A sign is short text on its own. Of the view's short text too small to read, the one most like the key
-    (:func:`~awares_agent.backends.reader.keywords.key_likelihood` of its patch in the view) is the sign's
+    (:func:`~awares_agent.baselines.reader.keywords.key_likelihood` of its patch in the view) is the sign's
     label, if it scores at least ``sign_floor`` and clearly beats the next (by ``sign_margin``). The box
     reaches a line up and left, and to the right and below as far as a value written after the label or
     under it goes.
@@ -72,7 +72,7 @@ def locate_sign(
 
     Returns:
         The box to crop; ``None`` when no short text clearly is the label (the guess then falls to
-        :func:`~awares_agent.backends.reader.guess.likeliest`).
+        :func:`~awares_agent.baselines.reader.guess.likeliest`).
     """
     cfg = config
 

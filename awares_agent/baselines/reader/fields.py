@@ -2,7 +2,7 @@
 
 A form's field ("Invoice No: 48213"), a receipt's line ("Espresso .... 3.20") and a bar's printed value all
 come down to a key and the text placed beside it; :func:`read_field` finds the key
-(:func:`~awares_agent.backends.reader.keys.find_key`) and ranks the candidates around it by how well they
+(:func:`~awares_agent.baselines.reader.keys.find_key`) and ranks the candidates around it by how well they
 fit the question, then by distance.
 """
 
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from awares_agent.backends.reader.config import ReaderConfig
-from awares_agent.backends.reader.geometry import h_overlap, v_overlap
-from awares_agent.backends.reader.keys import GENERIC_TAIL, Match, find_key, match_key, stem
-from awares_agent.backends.reader.ocr import TextBox
-from awares_agent.backends.reader.questions import Query
-from awares_agent.backends.reader.reading import Reading, fit, next_to, plausible
-from awares_agent.backends.reader.text import (
+from awares_agent.baselines.reader.config import ReaderConfig
+from awares_agent.baselines.reader.geometry import h_overlap, v_overlap
+from awares_agent.baselines.reader.keys import GENERIC_TAIL, Match, find_key, match_key, stem
+from awares_agent.baselines.reader.ocr import TextBox
+from awares_agent.baselines.reader.questions import Query
+from awares_agent.baselines.reader.reading import Reading, fit, next_to, plausible
+from awares_agent.baselines.reader.text import (
     COLON_MISREADS,
     DIGIT_RE,
     clean_value,

@@ -1,21 +1,22 @@
 """The answer to a query from text boxes: each kind of question goes to its finder.
 
-Fields and bars to :mod:`~awares_agent.backends.reader.fields`, cells to
-:mod:`~awares_agent.backends.reader.tables`, a sign's main text to :mod:`~awares_agent.backends.reader.signs`.
+Fields and bars to :mod:`~awares_agent.baselines.reader.fields`, cells to
+:mod:`~awares_agent.baselines.reader.tables`, a sign's main text to
+:mod:`~awares_agent.baselines.reader.signs`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from awares_agent.backends.reader.config import DEFAULT_CONFIG, ReaderConfig
-from awares_agent.backends.reader.fields import read_field
-from awares_agent.backends.reader.ocr import TextBox
-from awares_agent.backends.reader.questions import Query
-from awares_agent.backends.reader.reading import Reading
-from awares_agent.backends.reader.signs import read_sign
-from awares_agent.backends.reader.tables import read_cell
-from awares_agent.backends.reader.text import fix_digits
+from awares_agent.baselines.reader.config import DEFAULT_CONFIG, ReaderConfig
+from awares_agent.baselines.reader.fields import read_field
+from awares_agent.baselines.reader.ocr import TextBox
+from awares_agent.baselines.reader.questions import Query
+from awares_agent.baselines.reader.reading import Reading
+from awares_agent.baselines.reader.signs import read_sign
+from awares_agent.baselines.reader.tables import read_cell
+from awares_agent.baselines.reader.text import fix_digits
 
 __all__ = ["UNKNOWN", "best_guess", "read"]
 

@@ -24,21 +24,21 @@ The package, by concept:
 * :mod:`~.policy`: answer, or which crops; :mod:`~.backend`: :class:`ReaderBackend`.
 """
 
-from awares_agent.backends.reader.answers import UNKNOWN, read
-from awares_agent.backends.reader.backend import ReaderBackend
-from awares_agent.backends.reader.charts import BarChart, find_bar_charts
-from awares_agent.backends.reader.config import (
+from awares_agent.baselines.reader.answers import UNKNOWN, read
+from awares_agent.baselines.reader.backend import ReaderBackend
+from awares_agent.baselines.reader.charts import BarChart, find_bar_charts
+from awares_agent.baselines.reader.config import (
     DEFAULT_CONFIG,
     DEFAULT_MIN_CONFIDENCE,
     DEFAULT_MIN_TEXT_PX,
     ReaderConfig,
 )
-from awares_agent.backends.reader.keywords import key_likelihood
-from awares_agent.backends.reader.ocr import RawBox, TextBox, read_text
-from awares_agent.backends.reader.policy import ReaderPolicy
-from awares_agent.backends.reader.questions import Query, parse_question
-from awares_agent.backends.reader.reading import Reading, plausible
-from awares_agent.backends.reader.tables import text_blocks
+from awares_agent.baselines.reader.keywords import key_likelihood
+from awares_agent.baselines.reader.ocr import RawBox, TextBox, read_text
+from awares_agent.baselines.reader.policy import ReaderPolicy
+from awares_agent.baselines.reader.questions import Query, parse_question
+from awares_agent.baselines.reader.reading import Reading, plausible
+from awares_agent.baselines.reader.tables import text_blocks
 
 __all__ = [
     "DEFAULT_CONFIG",

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from awares_agent.backends.reader.config import DEFAULT_CONFIG, ReaderConfig
-from awares_agent.backends.reader.conversation import read_turn
-from awares_agent.backends.reader.policy import ReaderPolicy
+from awares_agent.baselines.reader.config import DEFAULT_CONFIG, ReaderConfig
+from awares_agent.baselines.reader.conversation import read_turn
+from awares_agent.baselines.reader.policy import ReaderPolicy
 from awares_agent.image_store import ImageStore
 from awares_agent.messages import ChatMessage, ChatReply, ToolCall, ToolSpec, Usage
 from awares_agent.tokens import PixelTokenRule
@@ -26,11 +26,11 @@ class ReaderBackend:
     """An OCR reader that plays the AwaRes policy for text-reading questions, with no model and no network.
 
     It sees what a VLM backend sees (the messages' images and text, the system prompt and the tools offered;
-    see :mod:`~awares_agent.backends.reader.conversation`) and answers through the same protocols: with a
+    see :mod:`~awares_agent.baselines.reader.conversation`) and answers through the same protocols: with a
     crop tool offered it calls ``get_crops`` natively; with the ``awares-text`` protocol (a system prompt
     teaching ``GET_CROPS``) it replies ``GET_CROPS: ['3']``. The policy is
-    :class:`~awares_agent.backends.reader.policy.ReaderPolicy`; its thresholds are a
-    :class:`~awares_agent.backends.reader.config.ReaderConfig`.
+    :class:`~awares_agent.baselines.reader.policy.ReaderPolicy`; its thresholds are a
+    :class:`~awares_agent.baselines.reader.config.ReaderConfig`.
 
     The crop set must be the agent's (``AgentConfig.crop_set``). The first turn assumes the view is the
     original at ``view_scale`` (the agent's default half-size view); once crops arrive the scale is measured
@@ -109,7 +109,7 @@ class ReaderBackend:
         images: ImageStore,
         tools: Sequence[ToolSpec] | None = None,
     ) -> ChatReply:
-        """Run one turn: answer, or request crops (see :mod:`~awares_agent.backends.reader.policy`).
+        """Run one turn: answer, or request crops (see :mod:`~awares_agent.baselines.reader.policy`).
 
         Args:
             messages: the conversation so far.

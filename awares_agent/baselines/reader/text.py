@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-from awares_agent.backends.reader.config import ReaderConfig
-from awares_agent.backends.reader.ocr import TextBox
+from awares_agent.baselines.reader.config import ReaderConfig
+from awares_agent.baselines.reader.ocr import TextBox
 
 __all__ = [
     "COLON_MISREADS",
