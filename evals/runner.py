@@ -15,6 +15,10 @@ Run again with the same ``OUT`` and it resumes: samples already scored or skippe
 whose backend call failed are tried again. :func:`read_results` reads a policy's folder (and the
 ``samples.jsonl`` of a run made before the engine, so older runs can still be reported on).
 
+Each policy is timed cold: a backend that keeps results between queries (:class:`CachingBackend`, the
+offline reader's OCR cache) is told to forget them before the policy runs, so no policy's latency is made
+by the one run before it.
+
 A sample whose image is missing or corrupt is reported (``status="skipped"`` with the reason) and left out of
 the accuracy; it never stops the run.
 """
@@ -29,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -172,6 +176,14 @@ def _failed(sample_id: str, head: dict[str, Any], reason: str) -> SampleResult:
     return SampleResult.model_validate({**fields, "id": sample_id, "status": "failed", "error": reason})
 
 
+@runtime_checkable
+class CachingBackend(Protocol):
+    """A backend that keeps results between queries (the offline reader's OCR) and can forget them."""
+
+    def clear_cache(self) -> None:
+        """Forget every kept result."""
+
+
 def run_policy(
     samples: Sequence[EvalSample],
     agent: AwaResAgent | ChatBackend,
@@ -266,6 +278,10 @@ async def arun_policy(
     folder = Path(out_dir) / policy
     by_id = {s.id: s for s in samples}
     workers = max(1, concurrency)
+    if isinstance(agent.backend, CachingBackend):
+        # Each policy is timed cold: a cache warmed by the policy run before (the reader's OCR of the same
+        # view) would make this one's latency mean nothing. Answers do not change: a cache only saves reads.
+        agent.backend.clear_cache()
 
     def done(sample_id: str, row: SampleResult | None, reason: str | None) -> None:
         if on_result is None:

@@ -347,3 +347,16 @@ def test_report_table_and_plot(server: ScriptedChatServer, tmp_path: Path) -> No
     assert "100.00 / 1.00" in table  # full-res
     png = plot(summaries, tmp_path / "plot.png")
     assert Image.open(png).size[0] > 300
+
+
+def test_each_policy_is_timed_cold(tmp_path: Path) -> None:
+    """A cache the policy before warmed (the reader's OCR of the same view) is forgotten before the next."""
+    from awares_agent.baselines.reader import ReaderBackend
+    from awares_agent.evals.runner import CachingBackend
+
+    reader = ReaderBackend()
+    assert isinstance(reader, CachingBackend)
+    cache = reader.policy.images.cache
+    cache.get("warmed-by-an-earlier-policy", lambda: [])
+    run_policy(samples(1), reader, "low-res", tmp_path, concurrency=1)
+    assert cache.get("warmed-by-an-earlier-policy", lambda: ["read again"]) == ["read again"]

@@ -96,6 +96,11 @@ class ReaderBackend:
         """The policy that decides each turn."""
         return self._policy
 
+    def clear_cache(self) -> None:
+        """Forget what the OCR has read, so the next queries are timed cold (answers are unchanged: the cache
+        only saves repeated reads of the same image)."""
+        self._policy.images.cache.clear()
+
     def __repr__(self) -> str:
         return (
             f"ReaderBackend(crop_set={self.crop_set.key!r}, min_text_px={self.config.min_text_px}, "

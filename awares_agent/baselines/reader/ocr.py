@@ -208,3 +208,8 @@ class OcrCache:
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return boxes
+
+    def clear(self) -> None:
+        """Forget every result (the next read of each image is a miss)."""
+        with self._lock:
+            self._items.clear()
