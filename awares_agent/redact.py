@@ -16,6 +16,7 @@ such a value protects nothing).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -23,12 +24,16 @@ from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
+    "EXCERPT_CHARS",
     "MIN_SECRET_CHARS",
     "REDACTED",
     "RedactingFilter",
+    "Secrets",
+    "excerpt",
     "forget_secret",
     "install_log_redaction",
     "redact",
+    "redact_causes",
     "redact_value",
     "register_secret",
 ]
@@ -38,6 +43,9 @@ REDACTED = "<redacted>"
 
 #: Keys shorter than this are not registered (see the module docstring).
 MIN_SECRET_CHARS = 12
+
+#: How much of a foreign text (a server's message, a reply's body) an error message shows.
+EXCERPT_CHARS = 200
 
 # Credential shapes worth hiding even when nobody registered them: a server may echo a key that is not ours
 # (a proxy's master key), or the header that carried ours. One pattern, so a text is scanned once.
@@ -113,6 +121,69 @@ def redact_value(value: Any, extra: Iterable[str] = ()) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(redact_value(v, extra) for v in value)
     return value
+
+
+def excerpt(text: str, extra: Iterable[str] = (), limit: int = EXCERPT_CHARS) -> str:
+    """``text`` on one line, credentials (registered ones, and ``extra``) redacted, cut to ``limit`` chars.
+
+    Redaction comes first: a cut through the middle of a key would leave a fragment that no longer matches
+    the key, so the key's replacement would miss it.
+
+    Args:
+        text: a foreign text to quote in a message (a server's error, a reply's body).
+        extra: more secrets to hide, as for :func:`redact`.
+        limit: the most characters kept; a longer text ends in ``... (<n> chars)``.
+    """
+    text = redact(" ".join(text.split()), extra)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
+def redact_causes(err: BaseException, extra: Iterable[str] = ()) -> None:
+    """Redact, in place, ``err`` and every exception chained under it (``__cause__``, else ``__context__``).
+
+    A library exception that becomes an error's ``__cause__`` is printed in tracebacks with the exceptions
+    chained under it, and a server may have echoed a key back in any of them: their arguments, and the
+    ``message`` and ``body`` attributes SDKs keep (openai, anthropic...), are redacted.
+
+    Args:
+        err: the exception at the head of the chain.
+        extra: more secrets to hide, as for :func:`redact`.
+    """
+    extra = tuple(extra)
+    seen: set[int] = set()
+    chained: BaseException | None = err
+    while chained is not None and id(chained) not in seen:
+        seen.add(id(chained))
+        chained.args = tuple(redact_value(a, extra) for a in chained.args)
+        for name in ("message", "body"):
+            value = getattr(chained, name, None)
+            if isinstance(value, str | dict | list):
+                with contextlib.suppress(AttributeError):  # a read-only property
+                    setattr(chained, name, redact_value(value, extra))
+        chained = chained.__cause__ or chained.__context__
+
+
+class Secrets:
+    """A backend's secret values, kept so that they never show up in a repr or a traceback's locals.
+
+    Args:
+        values: the secrets (API keys, tokens); each is also :func:`register_secret`-ed.
+    """
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: Iterable[str]) -> None:
+        # Longest first, so that a secret containing another is replaced whole.
+        self.values: tuple[str, ...] = tuple(sorted(set(values), key=len, reverse=True))
+        for value in self.values:
+            register_secret(value)
+
+    def redact(self, text: str) -> str:
+        """``text`` :func:`redact`-ed, these secrets included."""
+        return redact(text, self.values)
+
+    def __repr__(self) -> str:
+        return "<secrets>"
 
 
 class RedactingFilter(logging.Filter):

@@ -8,10 +8,15 @@ backend branches on which backend is in use.
 A backend that can send its text as it is generated also fulfils :class:`StreamingChatBackend`: the graph
 then passes each piece to an ``on_text`` callback, and the agent's
 :meth:`~awares_agent.agent.AwaResAgent.stream` turns the pieces into ``token`` events.
+
+A backend whose turns are synchronous at heart (a local model, a reader) subclasses the protocol and writes
+only :meth:`ChatBackend.complete` (and :meth:`StreamingChatBackend.complete_stream`): it inherits the async
+methods, which run the synchronous ones in a worker thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -52,8 +57,12 @@ class ChatBackend(Protocol):
         images: ImageStore,
         tools: Sequence[ToolSpec] | None = None,
     ) -> ChatReply:
-        """Run one turn asynchronously."""
-        ...
+        """Run one turn asynchronously.
+
+        The default, inherited by a backend that subclasses :class:`ChatBackend`: :meth:`complete` in a
+        worker thread (so concurrent calls run in parallel threads).
+        """
+        return await asyncio.to_thread(self.complete, messages, images=images, tools=tools)
 
 
 TextSink = Callable[[str], None]
@@ -90,5 +99,11 @@ class StreamingChatBackend(ChatBackend, Protocol):
         tools: Sequence[ToolSpec] | None = None,
         on_text: TextSink,
     ) -> ChatReply:
-        """Run one turn asynchronously, streaming its text to ``on_text``."""
-        ...
+        """Run one turn asynchronously, streaming its text to ``on_text``.
+
+        The default, inherited by a backend that subclasses :class:`StreamingChatBackend`:
+        :meth:`complete_stream` in a worker thread (``on_text`` is then called on that thread).
+        """
+        return await asyncio.to_thread(
+            self.complete_stream, messages, images=images, tools=tools, on_text=on_text
+        )

@@ -24,7 +24,7 @@ import httpcore2
 import httpx2
 import openai
 
-__all__ = ["ATTEMPT_END", "DeadlineTransport", "HttpClient"]
+__all__ = ["ATTEMPT_END", "DeadlineTransport", "HttpClient", "attempt_deadline"]
 
 ATTEMPT_END: ContextVar[float | None] = ContextVar("awares_openai_attempt_end", default=None)
 
@@ -231,3 +231,14 @@ def _environment_proxy(url: str) -> httpx2.Proxy | None:
     if not address or urllib.request.proxy_bypass(parts.hostname or ""):
         return None
     return httpx2.Proxy(address if "://" in address else f"http://{address}")
+
+
+@contextlib.contextmanager
+def attempt_deadline(seconds: float) -> Iterator[None]:
+    """Cap every socket operation of the requests made in the block at ``seconds`` from now (it sets
+    :data:`ATTEMPT_END` for the block)."""
+    token = ATTEMPT_END.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        ATTEMPT_END.reset(token)

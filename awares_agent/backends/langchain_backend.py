@@ -35,7 +35,6 @@ full before it is cut to an excerpt.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -56,8 +55,9 @@ from langchain_core.messages.tool import invalid_tool_call, tool_call
 from langchain_core.runnables import Runnable, RunnableBinding
 from pydantic import BaseModel, SecretStr
 
+from awares_agent.backends.error_mapping import ErrorRule, status_code, translate_error, translated_errors
+from awares_agent.backends.message_checks import check_message
 from awares_agent.errors import (
-    AwaresError,
     BackendAuthError,
     BackendConnectionError,
     BackendError,
@@ -66,17 +66,14 @@ from awares_agent.errors import (
     BackendResponseError,
     BackendTimeoutError,
     ConfigError,
-    MessageTranslationError,
 )
 from awares_agent.messages import ChatMessage, ChatReply, ImagePart, TextPart, ToolCall, ToolSpec, Usage
-from awares_agent.redact import redact, redact_value, register_secret
+from awares_agent.redact import Secrets, excerpt
 
 if TYPE_CHECKING:
     from awares_agent.image_store import ImageStore
 
 __all__ = ["LangChainBackend", "parse_ai_message", "to_langchain_messages"]
-
-_EXCERPT_CHARS = 200
 
 # Attributes that name the model, in the order they are tried (ChatOpenAI: model_name; ChatAnthropic,
 # ChatOllama, ChatGoogleGenerativeAI: model; Bedrock, HuggingFace: model_id; Azure: deployment_name).
@@ -113,19 +110,10 @@ def to_langchain_messages(
     """
     out: list[BaseMessage] = []
     for i, msg in enumerate(messages):
-        if msg.role in ("system", "tool") and msg.images:
-            raise MessageTranslationError(
-                f"message {i} ({msg.role}) holds {len(msg.images)} image(s), but images may only be sent in "
-                f"user messages (many chat models reject images elsewhere); put the crops in a user message "
-                f"after the tool result"
-            )
+        check_message(i, msg, refusers="many chat models")
         if msg.role == "system":
             out.append(SystemMessage(content=msg.text))
         elif msg.role == "tool":
-            if not msg.tool_call_id:
-                raise MessageTranslationError(
-                    f"message {i} (tool) has no tool_call_id; it must name the assistant tool call it answers"
-                )
             out.append(ToolMessage(content=msg.text, tool_call_id=msg.tool_call_id))
         elif msg.role == "assistant":
             calls, invalid = [], []
@@ -262,30 +250,7 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
-def _excerpt(text: str, extra: Sequence[str] = (), limit: int = _EXCERPT_CHARS) -> str:
-    """``text`` on one line, credentials (registered ones, and ``extra``) redacted, cut to ``limit`` chars.
-
-    Redaction comes first: a cut through the middle of a key would leave a fragment that no longer matches
-    the key, so the key's replacement would miss it.
-    """
-    text = redact(" ".join(text.split()), extra)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
-
-
 # --- the backend ---------------------------------------------------------------------------------------
-
-
-class _Secrets:
-    """Holds the model's secret values so that they never show up in a repr or a traceback's locals."""
-
-    __slots__ = ("values",)
-
-    def __init__(self, values: Sequence[str]) -> None:
-        # Longest first, so that a secret containing another is replaced whole.
-        self.values = tuple(sorted(set(values), key=len, reverse=True))
-
-    def __repr__(self) -> str:
-        return "<secrets>"
 
 
 class LangChainBackend:
@@ -333,9 +298,7 @@ class LangChainBackend:
         self._chat_model = chat_model
         self._model = model_name or _reported_model_name(chat_model)
         self._image_format: Literal["png", "jpeg"] = image_format
-        self._secrets = _Secrets(_secret_values(chat_model))
-        for secret in self._secrets.values:
-            register_secret(secret)
+        self._secrets = Secrets(_secret_values(chat_model))
         self._lock = threading.Lock()
         self._bound: dict[tuple[str, ...], Runnable] = {}
 
@@ -383,12 +346,8 @@ class LangChainBackend:
         runnable = self._runnable(tools)
         lc_messages = to_langchain_messages(messages, images, self._image_format)
         start = time.perf_counter()
-        try:
+        with translated_errors(self._translate):
             reply = runnable.invoke(lc_messages)
-        except AwaresError:
-            raise  # already ours, e.g. from a chat model built on awares
-        except Exception as err:
-            raise self._translate(err) from err
         return self._reply(reply, time.perf_counter() - start)
 
     async def acomplete(
@@ -398,22 +357,12 @@ class LangChainBackend:
         images: ImageStore,
         tools: Sequence[ToolSpec] | None = None,
     ) -> ChatReply:
-        """Run one chat turn with ``ainvoke`` (same contract as :meth:`complete`).
-
-        Args:
-            messages: the conversation; image parts are resolved through ``images``.
-            images: the image store holding every referenced image.
-            tools: functions offered to the model through ``bind_tools``.
-        """
+        """Run one chat turn with ``ainvoke`` (same arguments and contract as :meth:`complete`)."""
         runnable = self._runnable(tools)
         lc_messages = to_langchain_messages(messages, images, self._image_format)
         start = time.perf_counter()
-        try:
+        with translated_errors(self._translate):
             reply = await runnable.ainvoke(lc_messages)
-        except AwaresError:
-            raise  # already ours, e.g. from a chat model built on awares
-        except Exception as err:
-            raise self._translate(err) from err
         return self._reply(reply, time.perf_counter() - start)
 
     # -- internals --
@@ -443,10 +392,10 @@ class LangChainBackend:
             ) from err
         except Exception as err:
             raise ConfigError(
-                self._redact(
+                self._secrets.redact(
                     f"LangChainBackend: {_class_name(self._chat_model)}.bind_tools rejected the tools "
                     f"{[s['function']['name'] for s in specs]}: {type(err).__name__}: "
-                    f"{_excerpt(str(err), self._secrets.values)}"
+                    f"{excerpt(str(err), self._secrets.values)}"
                 )
             ) from err
         with self._lock:
@@ -456,80 +405,83 @@ class LangChainBackend:
         try:
             reply = parse_ai_message(message, where=self._where)
         except BackendResponseError as err:
-            raise BackendResponseError(self._redact(str(err))) from None
+            raise BackendResponseError(self._secrets.redact(str(err))) from None
         return reply.model_copy(update={"latency_s": latency_s})
 
-    def _redact(self, text: str) -> str:
-        return redact(text, extra=self._secrets.values)
-
     def _translate(self, err: Exception) -> BackendError:
-        """Map an exception raised by the chat model onto the BackendError hierarchy (messages redacted)."""
-        # The original becomes our error's __cause__, printed in tracebacks with the errors chained under it
-        # (langchain's own wrapping the SDK's): redact them all, in case the provider echoed the key back.
-        seen: set[int] = set()
-        chained: BaseException | None = err
-        while chained is not None and id(chained) not in seen:
-            seen.add(id(chained))
-            chained.args = tuple(redact_value(a, self._secrets.values) for a in chained.args)
-            for name in ("message", "body"):  # openai & co keep the server's message and parsed body
-                value = getattr(chained, name, None)
-                if isinstance(value, (str, dict, list)):
-                    with contextlib.suppress(AttributeError):  # a read-only property
-                        setattr(chained, name, redact_value(value, self._secrets.values))
-            chained = chained.__cause__ or chained.__context__
-        where = self._where
-        detail = f"{type(err).__name__}: {_excerpt(self._redact(str(err))) or '(no message)'}"
-        status = _status_code(err)
-        # SDK exceptions are recognised by class name, so that openai (and anthropic, groq... whose
-        # Stainless-generated SDKs share these names) need not be importable here.
-        names = {cls.__name__ for cls in type(err).__mro__}
+        """Map an exception raised by the chat model onto the BackendError hierarchy through this backend's
+        table (messages redacted, the exceptions chained under it too: langchain's own wrapping the SDK's).
 
-        # Timeouts first: openai's APITimeoutError is a subclass of APIConnectionError.
-        if isinstance(err, (ModelTimeoutError, TimeoutError)) or names & _TIMEOUT_NAMES:
-            return BackendTimeoutError(
-                self._redact(
-                    f"{where} did not answer in time{_timeout(self._chat_model)} ({detail}); raise the chat "
+        SDK exceptions are recognised by class name, so that openai (and anthropic, groq... whose
+        Stainless-generated SDKs share these names) need not be importable here.
+        """
+        where, chat_model = self._where, self._chat_model
+
+        def detail(e: BaseException) -> str:
+            return f"{type(e).__name__}: {excerpt(str(e), self._secrets.values) or '(no message)'}"
+
+        def connection(e: BaseException) -> str:
+            cause = _root_cause(e)
+            why = (
+                f"; cause: {type(cause).__name__}: {excerpt(str(cause), self._secrets.values)}"
+                if cause
+                else ""
+            )
+            return (
+                f"could not connect to {where}{_at(chat_model)} ({detail(e)}{why}); check that the server is "
+                f"running and that the chat model's base URL is right"
+            )
+
+        table = (
+            # Timeouts first: openai's APITimeoutError is a subclass of APIConnectionError.
+            ErrorRule(
+                BackendTimeoutError,
+                lambda e: (
+                    f"{where} did not answer in time{_timeout(chat_model)} ({detail(e)}); raise the chat "
                     f"model's timeout (and/or max_retries) if the model is just slow, or check that the "
                     f"server is not overloaded"
-                )
-            )
-        if isinstance(err, (ModelConnectionError, ConnectionError)) or names & _CONNECTION_NAMES:
-            cause = _root_cause(err)
-            why = f"; cause: {type(cause).__name__}: {_excerpt(self._redact(str(cause)))}" if cause else ""
-            return BackendConnectionError(
-                self._redact(
-                    f"could not connect to {where}{_at(self._chat_model)} ({detail}{why}); check that the "
-                    f"server is running and that the chat model's base URL is right"
-                )
-            )
-        if isinstance(err, ModelRateLimitError) or "RateLimitError" in names:
-            return BackendRateLimitError(
-                self._redact(
-                    f"{where} kept answering HTTP 429 Too Many Requests ({detail}); lower the request rate "
-                    f"or concurrency, or raise the chat model's max_retries"
-                )
-            )
-        if isinstance(err, (ModelAuthenticationError, ModelPermissionDeniedError)) or names & _AUTH_NAMES:
-            return BackendAuthError(
-                self._redact(
-                    f"{where} refused the credentials{_http(status)} ({detail}); check the chat model's API "
-                    f"key and its access to the model"
                 ),
-                status_code=status,
-            )
-        if isinstance(err, ModelError) or "APIStatusError" in names or status is not None:
-            return BackendHTTPError(
-                self._redact(f"{where} answered with an error{_http(status)}: {detail}"), status_code=status
-            )
-        hint = ""
-        if isinstance(err, RuntimeError) and "Event loop is closed" in str(err):
-            hint = (
-                "; the chat model's async HTTP client belongs to an event loop that has closed "
-                "(langchain-openai shares one client per base URL and timeout across the process, and its "
-                "pooled connections stay bound to the loop that opened them): run every acomplete()/aask() "
-                "on one event loop"
-            )
-        return BackendError(self._redact(f"{where} failed: {detail}{hint}"))
+                types=(ModelTimeoutError, TimeoutError),
+                names=_TIMEOUT_NAMES,
+            ),
+            ErrorRule(
+                BackendConnectionError,
+                connection,
+                types=(ModelConnectionError, ConnectionError),
+                names=_CONNECTION_NAMES,
+            ),
+            ErrorRule(
+                BackendRateLimitError,
+                lambda e: (
+                    f"{where} kept answering HTTP 429 Too Many Requests ({detail(e)}); lower the request "
+                    f"rate or concurrency, or raise the chat model's max_retries"
+                ),
+                types=(ModelRateLimitError,),
+                names=frozenset({"RateLimitError"}),
+            ),
+            ErrorRule(
+                BackendAuthError,
+                lambda e: (
+                    f"{where} refused the credentials{_http(status_code(e))} ({detail(e)}); check the chat "
+                    f"model's API key and its access to the model"
+                ),
+                types=(ModelAuthenticationError, ModelPermissionDeniedError),
+                names=_AUTH_NAMES,
+            ),
+            ErrorRule(
+                BackendHTTPError,
+                lambda e: f"{where} answered with an error{_http(status_code(e))}: {detail(e)}",
+                types=(ModelError,),
+                names=frozenset({"APIStatusError"}),
+                test=lambda e: status_code(e) is not None,
+            ),
+            ErrorRule(
+                BackendError,
+                lambda e: f"{where} failed: {detail(e)}{_closed_loop_hint(e)}",
+                types=(BaseException,),
+            ),
+        )
+        return translate_error(err, table, secrets=self._secrets.values)
 
 
 _TIMEOUT_NAMES = frozenset({"APITimeoutError", "TimeoutException", "Timeout"})  # openai & co, httpx, requests
@@ -539,6 +491,16 @@ _AUTH_NAMES = frozenset({"AuthenticationError", "PermissionDeniedError"})
 
 def _http(status: int | None) -> str:
     return f" (HTTP {status})" if status is not None else ""
+
+
+def _closed_loop_hint(err: BaseException) -> str:
+    if not (isinstance(err, RuntimeError) and "Event loop is closed" in str(err)):
+        return ""
+    return (
+        "; the chat model's async HTTP client belongs to an event loop that has closed (langchain-openai "
+        "shares one client per base URL and timeout across the process, and its pooled connections stay "
+        "bound to the loop that opened them): run every acomplete()/aask() on one event loop"
+    )
 
 
 def _bind_tools(chat_model: BaseChatModel | RunnableBinding, specs: list[dict[str, Any]]) -> Runnable:
@@ -574,16 +536,6 @@ def _timeout(chat_model: Any) -> str:
         chat_model, ("request_timeout", "default_request_timeout", "timeout"), (int, float)
     )
     return f" (timeout {seconds:g} s)" if seconds else ""
-
-
-def _status_code(err: Exception) -> int | None:
-    for value in (
-        getattr(err, "status_code", None),
-        getattr(getattr(err, "response", None), "status_code", None),
-    ):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
 
 
 def _reported_model_name(chat_model: Any) -> str:

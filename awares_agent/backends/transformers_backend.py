@@ -54,7 +54,6 @@ time, without reuse or batching (a ``transformers`` streamer streams them).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -64,7 +63,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from awares_agent.backends.base import TextSink
+from awares_agent.backends.base import StreamingChatBackend, TextSink
+from awares_agent.backends.error_mapping import ErrorRule, translate_error
 from awares_agent.backends.hf_batcher import MicroBatcher
 from awares_agent.backends.hf_chat import extract_tool_calls, hermes_history, to_hf_messages, with_tools_block
 from awares_agent.backends.hf_decode import (
@@ -98,7 +98,10 @@ if TYPE_CHECKING:
 
     from awares_agent.image_store import ImageStore
 
-__all__ = ["TransformersBackend"]
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "TransformersBackend"]
+
+#: Most tokens generated per turn when ``max_new_tokens`` is not given.
+DEFAULT_MAX_NEW_TOKENS = 256
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +132,7 @@ class _Stats:
     preprocessed_images: int = 0
 
 
-class TransformersBackend:
+class TransformersBackend(StreamingChatBackend):
     """Run a Hugging Face image-text chat model in this process.
 
     Args:
@@ -174,7 +177,7 @@ class TransformersBackend:
         attn_implementation: str | None = None,
         min_pixels: int | None = None,
         max_pixels: int | None = None,
-        max_new_tokens: int = 256,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         do_sample: bool = False,
         temperature: float | None = None,
         top_p: float | None = None,
@@ -391,16 +394,6 @@ class TransformersBackend:
         """
         return self._generate(messages, images, tools, None)
 
-    async def acomplete(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        images: ImageStore,
-        tools: Sequence[ToolSpec] | None = None,
-    ) -> ChatReply:
-        """Async :meth:`complete` (runs in a worker thread, so concurrent calls batch too)."""
-        return await asyncio.to_thread(self.complete, messages, images=images, tools=tools)
-
     # --- the StreamingChatBackend protocol ------------------------------------------------------------
 
     def complete_stream(
@@ -433,19 +426,6 @@ class TransformersBackend:
             BackendError: generation failed (some text may have been streamed already).
         """
         return self._generate(messages, images, tools, on_text)[0]
-
-    async def acomplete_stream(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        images: ImageStore,
-        tools: Sequence[ToolSpec] | None = None,
-        on_text: TextSink,
-    ) -> ChatReply:
-        """Async :meth:`complete_stream` (runs in a worker thread; ``on_text`` is called on that thread)."""
-        return await asyncio.to_thread(
-            self.complete_stream, messages, images=images, tools=tools, on_text=on_text
-        )
 
     def _generate(
         self,
@@ -724,6 +704,23 @@ class TransformersBackend:
         with self._lock:
             return self._run(requests)
 
+    def _translate(self, err: RuntimeError, requests: list[PreparedTurn]) -> BackendError:
+        """Map a failed generation onto the BackendError hierarchy through this backend's table."""
+        prompts = f"{len(requests)} prompt(s) of {', '.join(str(r.length) for r in requests)} tokens"
+        failed = f"{self._name} failed to generate on {self.device} for {prompts}"
+        table = (
+            ErrorRule(
+                BackendError,
+                lambda e: (
+                    f"{failed}: out of memory; lower max_pixels, max_batch_size or max_new_tokens, or use a "
+                    f"larger device"
+                ),
+                test=_out_of_memory,
+            ),
+            ErrorRule(BackendError, lambda e: f"{failed}: {e}", types=(RuntimeError,)),
+        )
+        return translate_error(err, table)
+
     def _run(self, requests: list[PreparedTurn]) -> list[TurnOutcome]:
         """Generate for ``requests`` as one batch (the caller holds the lock)."""
         import torch
@@ -754,17 +751,9 @@ class TransformersBackend:
                 else:
                     outcomes = [generate_turn(self.model, r, options) for r in requests]
         except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError
-            oom = isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-            if oom and torch.cuda.is_available():
+            if _out_of_memory(exc) and torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            lengths = ", ".join(str(r.length) for r in requests)
-            hint = (
-                "; lower max_pixels, max_batch_size or max_new_tokens, or use a larger device" if oom else ""
-            )
-            raise BackendError(
-                f"{self._name} failed to generate on {self.device} for {len(requests)} prompt(s) of "
-                f"{lengths} tokens: {'out of memory' if oom else exc}{hint}"
-            ) from exc
+            raise self._translate(exc, requests) from exc
         with self._stats_lock:
             s = self._stats
             s.requests += len(requests)
@@ -777,6 +766,12 @@ class TransformersBackend:
                 s.generated_tokens += len(o.tokens)
                 s.cache_hits += o.reused > 0
         return outcomes
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    import torch
+
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
 def _check_int(value: Any, what: str, minimum: int) -> None:

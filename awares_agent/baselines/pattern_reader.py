@@ -14,11 +14,11 @@ It never asks for crops: it is a teacher, and the ``awares`` policy on it answer
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from awares_agent.backends.base import ChatBackend
 from awares_agent.messages import ChatMessage, ChatReply, ImagePart, ToolSpec, Usage
 from awares_agent.tokens import PixelTokenRule
 
@@ -56,7 +56,7 @@ def line_orientation(image: Image.Image, *, min_ratio: float = 2.0) -> tuple[str
     return ("horizontal" if across_rows > across_cols else "vertical"), ratio
 
 
-class PatternReader:
+class PatternReader(ChatBackend):
     """A :class:`~awares_agent.backends.base.ChatBackend` that answers "which way do the lines run?".
 
     Args:
@@ -111,19 +111,3 @@ class PatternReader:
             model=self._model_name,
             latency_s=time.perf_counter() - started,
         )
-
-    async def acomplete(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        images: ImageStore,
-        tools: Sequence[ToolSpec] | None = None,
-    ) -> ChatReply:
-        """Async :meth:`complete` (the pixels are read in a worker thread).
-
-        Args:
-            messages: the conversation so far.
-            images: the store that resolves the messages' images.
-            tools: ignored.
-        """
-        return await asyncio.to_thread(self.complete, messages, images=images, tools=tools)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from awares_agent.backends.base import ChatBackend
 from awares_agent.baselines.reader.config import DEFAULT_CONFIG, ReaderConfig
 from awares_agent.baselines.reader.conversation import read_turn
 from awares_agent.baselines.reader.policy import ReaderPolicy
@@ -22,7 +22,7 @@ from awares_agent.tools.protocols import AwaresTextProtocol
 __all__ = ["ReaderBackend"]
 
 
-class ReaderBackend:
+class ReaderBackend(ChatBackend):
     """An OCR reader that plays the AwaRes policy for text-reading questions, with no model and no network.
 
     It sees what a VLM backend sees (the messages' images and text, the system prompt and the tools offered;
@@ -141,19 +141,3 @@ class ReaderBackend:
             return reply(tool_calls=[call], finish_reason="tool_calls")
         # The awares-text convention, as the released model writes it.
         return reply(text=self._text_protocol.call_reply(decision).text, finish_reason="stop")
-
-    async def acomplete(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        images: ImageStore,
-        tools: Sequence[ToolSpec] | None = None,
-    ) -> ChatReply:
-        """Async :meth:`complete` (OCR runs in a worker thread).
-
-        Args:
-            messages: the conversation so far.
-            images: the store that resolves the messages' images.
-            tools: the tools offered.
-        """
-        return await asyncio.to_thread(self.complete, messages, images=images, tools=tools)
