@@ -29,9 +29,10 @@ from awares_agent.graphs.context import RunOptions
 from awares_agent.image_store import ImageStore
 from awares_agent.images import ImageInput
 from awares_agent.messages import ChatMessage, Usage
-from awares_agent.tokens import backend_token_rule, token_cost
+from awares_agent.tokens import TokenCost, backend_token_rule, pixel_rtr
 from awares_agent.tools.crop_sets import crop_set
-from awares_agent.trajectory import CropRecord, ErrorRecord, ImageRecord, Trajectory
+from awares_agent.tools.prompts import resolve_preset
+from awares_agent.trajectory import AgentSettings, CropRecord, ErrorRecord, ImageRecord, Trajectory
 from awares_agent.untrusted import valid_text
 
 
@@ -144,8 +145,7 @@ class AwaResAgent:
         self.graph: CompiledStateGraph = build_graph(
             backend, self.config, store=self.store, checkpointer=checkpointer
         )
-        self._rule = backend_token_rule(self.config.token_rule, backend)
-        self._crop_set = crop_set(self.config.crop_set)
+        self.settings = self._settings()
 
     # --- one query -----------------------------------------------------------------------------------
 
@@ -356,6 +356,21 @@ class AwaResAgent:
         rounds = self.config.max_rounds if max_rounds is None else max_rounds
         return 10 + 4 * (rounds + self.config.max_corrections)
 
+    def _settings(self) -> AgentSettings:
+        """The settings every trajectory of this agent records (its prompt preset resolved for its model)."""
+        config = self.config
+        custom = config.system_prompt or None  # as the graph reads it: an empty prompt is none
+        preset = resolve_preset(
+            config.system_prompt_preset, protocol=config.protocol, model_name=self.backend.model_name
+        )
+        return AgentSettings(
+            protocol=config.protocol,
+            crop_set=crop_set(config.crop_set).key,
+            system_prompt_preset=None if custom is not None else preset,
+            system_prompt=custom,
+            keep_tools=config.keep_tools,
+        )
+
     def _result(self, state: dict[str, Any], label: str, started: datetime, latency_s: float) -> AskResult:
         trajectory = self.trajectory_from_state(
             state, source_label=label, started=started, latency_s=latency_s
@@ -370,14 +385,25 @@ class AwaResAgent:
         started: datetime | None = None,
         latency_s: float = 0.0,
     ) -> Trajectory:
-        """Build the :class:`Trajectory` for a finished graph state (e.g. one read back from a checkpoint)."""
+        """Build the :class:`Trajectory` for a finished graph state (e.g. one read back from a checkpoint).
+
+        The visual tokens are the graph's own counts (made as it sent each image); only their sum, the
+        ratios and the pixel formula are worked out here.
+        """
         src, view = state["source"], state["view"]
         crops = [CropRecord.model_validate(c) for c in state.get("crops", [])]
-        cost = token_cost(
-            self._rule,
-            (src["width"], src["height"]),
-            (view["width"], view["height"]),
-            [(c.width, c.height) for c in crops],
+        # A checkpoint written before the state named its token rule: the rule the graph would have used.
+        rule = state.get("token_rule") or backend_token_rule(self.config.token_rule, self.backend).name
+        cost = TokenCost.counted(
+            rule,
+            full_tokens=state["full_tokens"],
+            view_tokens=state["view_tokens"],
+            crop_tokens=[c.tokens for c in crops],
+            pixel_rtr=pixel_rtr(
+                (src["width"], src["height"]),
+                (view["width"], view["height"]),
+                [(c.width, c.height) for c in crops],
+            ),
         )
         usage = state.get("usage") or {}
         extra = {"created_at": started} if started is not None else {}
@@ -387,8 +413,7 @@ class AwaResAgent:
             view=ImageRecord(**view),
             model=self.backend.model_name,
             backend=type(self.backend).__name__,
-            protocol=self.config.protocol,
-            crop_set=self._crop_set.key,
+            settings=self.settings,
             messages=[ChatMessage.model_validate(m) for m in state["messages"]],
             crops=crops,
             rounds=state.get("rounds", 0),

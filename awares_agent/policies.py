@@ -56,7 +56,7 @@ def policy_crops(
     width: int,
     height: int,
     sample_id: str,
-    bbox: Sequence[float] | None = None,
+    evidence: Sequence[float] | None = None,
     awares_crops: int | None = None,
     seed: int = 0,
 ) -> list[str]:
@@ -68,7 +68,7 @@ def policy_crops(
         width: the original image's width in pixels.
         height: the original image's height in pixels.
         sample_id: the sample's id (seeds ``random``, per sample).
-        bbox: the sample's evidence box ``[x0, y0, x1, y1]`` in original pixels (``oracle``), if known.
+        evidence: the sample's evidence box ``[x0, y0, x1, y1]`` in original pixels (``oracle``), if known.
         awares_crops: for ``random``: how many crops ``awares`` took on this sample.
         seed: for ``random``: the run's seed.
 
@@ -78,7 +78,7 @@ def policy_crops(
     check_policy(policy)
     crops = crop_set(config.crop_set)
     if policy == "oracle":
-        return crops_covering(bbox, crops, width, height) if bbox else []
+        return crops_covering(evidence, crops, width, height) if evidence else []
     regions = [r.id for r in crops.regions(width, height) if r.id != ALL]
     if policy == "all-crops":
         return regions
@@ -100,7 +100,7 @@ def policy_options(
     width: int,
     height: int,
     sample_id: str,
-    bbox: Sequence[float] | None = None,
+    evidence: Sequence[float] | None = None,
     awares_crops: int | None = None,
     seed: int = 0,
 ) -> RunOptions:
@@ -128,7 +128,7 @@ def policy_options(
             width=width,
             height=height,
             sample_id=sample_id,
-            bbox=bbox,
+            evidence=evidence,
             awares_crops=awares_crops,
             seed=seed,
         )

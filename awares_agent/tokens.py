@@ -364,6 +364,31 @@ class TokenCost(BaseModel):
     rtr: float
     pixel_rtr: float
 
+    @classmethod
+    def counted(
+        cls, rule: str, *, full_tokens: int, view_tokens: int, crop_tokens: Sequence[int], pixel_rtr: float
+    ) -> TokenCost:
+        """The cost of a query whose images were already counted (the agent's graph counts each as it sends
+        it): the sum and the ratio are made here.
+
+        Args:
+            rule: the token rule's name.
+            full_tokens: tokens of the full-resolution image.
+            view_tokens: tokens of the low-resolution view.
+            crop_tokens: tokens of each crop sent, in order.
+            pixel_rtr: the paper's pixel formula (:func:`pixel_rtr`).
+        """
+        sent_tokens = view_tokens + sum(crop_tokens)
+        return cls(
+            rule=rule,
+            full_tokens=full_tokens,
+            view_tokens=view_tokens,
+            crop_tokens=list(crop_tokens),
+            sent_tokens=sent_tokens,
+            rtr=sent_tokens / full_tokens,
+            pixel_rtr=pixel_rtr,
+        )
+
 
 def pixel_rtr(
     full_size: tuple[int, int],
@@ -414,17 +439,11 @@ def token_cost(
     full_w, full_h = _size(full_size, "full_size")
     view_w, view_h = _size(view_size, "view_size")
     crops = [_size(size, f"crop_sizes[{i}]") for i, size in enumerate(crop_sizes)]
-    full_tokens = rule.count(full_w, full_h)
-    view_tokens = rule.count(view_w, view_h)
-    crop_tokens = [rule.count(w, h) for w, h in crops]
-    sent_tokens = view_tokens + sum(crop_tokens)
-    return TokenCost(
-        rule=rule.name,
-        full_tokens=full_tokens,
-        view_tokens=view_tokens,
-        crop_tokens=crop_tokens,
-        sent_tokens=sent_tokens,
-        rtr=sent_tokens / full_tokens,
+    return TokenCost.counted(
+        rule.name,
+        full_tokens=rule.count(full_w, full_h),
+        view_tokens=rule.count(view_w, view_h),
+        crop_tokens=[rule.count(w, h) for w, h in crops],
         pixel_rtr=pixel_rtr((full_w, full_h), (view_w, view_h), crops),
     )
 

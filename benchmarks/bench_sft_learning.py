@@ -73,7 +73,7 @@ def collect(out: Path, n: int, seed: int, protocol: str) -> tuple[Path, dict[str
     export_dataset(rows, store, out / "export")
     truth = {s.id: s for s in samples}
     ok = [r for r in rows if r["status"] == "ok"]
-    agree = sum(r["needs_crop"] == truth[r["id"]].needs_hr for r in ok)
+    agree = sum(r["needs_crop"] == truth[r["id"]].needs_crop for r in ok)
     summary = summarize_rows(rows).model_dump()
     summary["label_agreement"] = agree / len(ok) if ok else 0.0
     return out / "export", summary, time.perf_counter() - started

@@ -5,13 +5,14 @@ Custom data comes in one of two forms.
 **A saved `datasets` dataset** (a ``save_to_disk`` directory, a ``Dataset`` or a ``DatasetDict``) whose
 columns follow :func:`awares_agent.evals.schema.features`: ``id``, ``image``, ``question`` and ``answers``
 are required;
-``bbox``, ``needs_hr``, ``metric`` and ``category`` are optional; other columns are ignored; ``answers`` may
-be a string column. :func:`save_samples` writes this form, with the images stored in the Arrow files.
+``evidence``, ``needs_crop``, ``metric`` and ``category`` are optional; other columns are ignored;
+``answers`` may be a string column. :func:`save_samples` writes this form, with the images stored in the
+Arrow files.
 
 **A JSONL file** (or a directory holding ``samples.jsonl`` or ``data.jsonl``), one JSON object per line::
 
     {"id": "inv-001", "image": "images/inv-001.png", "question": "What is the invoice number?",
-     "answers": ["INV-2024-0042"], "bbox": [812, 40, 1190, 96], "needs_hr": true,
+     "answers": ["INV-2024-0042"], "evidence": [812, 40, 1190, 96], "needs_crop": true,
      "metric": "exact", "category": "receipt"}
     {"id": "inv-002", "image": "/data/scans/inv-002.jpg", "question": "Who issued it?",
      "answers": "ACME Corp"}
@@ -23,22 +24,25 @@ be a string column. :func:`save_samples` writes this form, with the images store
   load time: a missing file is reported for that sample when it is run.
 * ``question`` (required): the question, with any multiple-choice options written into it.
 * ``answers`` (required): a list of accepted answers, or one answer as a string.
-* ``bbox``: ``[x0, y0, x1, y1]``, the evidence's box in original-image pixels.
-* ``needs_hr``: whether answering needs more than the low-resolution view.
+* ``evidence``: ``[x0, y0, x1, y1]``, the evidence's box in original-image pixels (``bbox`` in older files,
+  still read).
+* ``needs_crop``: whether answering needs more than the low-resolution view (``needs_hr`` in older files,
+  still read).
 * ``metric``: how answers are scored, one of :data:`awares_agent.evals.schema.METRICS` (default ``"exact"``).
 * ``category``: a label for per-category results.
 
-A row that cannot be used (a required field missing, an invalid bbox or metric, a duplicate id, a line that
-is not JSON) does not stop loading: it is returned as a :class:`SkippedRow` with the reason. Loading fails
-only when the source as a whole is unusable: :class:`~awares_agent.errors.ConfigError` for a missing path or
-an unknown format, :class:`EvalDataError` when the data holds no usable row or lacks a required column.
+Each row is checked by :class:`~awares_agent.evals.schema.EvalSample` itself, the one place a sample is
+validated. A row that cannot be used (a required field missing, an invalid evidence box or metric, a
+duplicate id, a line that is not JSON) does not stop loading: it is returned as a :class:`SkippedRow` with
+the reason. Loading fails only when the source as a whole is unusable:
+:class:`~awares_agent.errors.ConfigError` for a missing path or an unknown format, :class:`EvalDataError` when
+the data holds no usable row or lacks a required column.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,7 +53,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from awares_agent.errors import AwaresError, ConfigError
-from awares_agent.evals.schema import METRICS, EvalSample, features
+from awares_agent.evals.schema import REQUIRED_FIELDS, EvalSample, features
 
 __all__ = [
     "ACCEPTED_FORMATS",
@@ -69,7 +73,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-REQUIRED_COLUMNS = ("id", "image", "question", "answers")
 JSONL_NAMES = ("samples.jsonl", "data.jsonl")
 ACCEPTED_FORMATS = (
     "a directory written by datasets' save_to_disk (Dataset or DatasetDict) with the columns of "
@@ -153,36 +156,6 @@ def dataset_image(value: Any, *, base_dir: Path | None = None) -> Any:
     raise ValueError(f"no image (got {type(value).__name__})")
 
 
-def _check_bbox(value: Any) -> tuple[float, float, float, float] | None:
-    if value is None:
-        return None
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) != 4:
-        raise ValueError(f"bbox must be [x0, y0, x1, y1], got {value!r}")
-    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in value):
-        raise ValueError(f"bbox must hold 4 numbers, got {value!r}")
-    x0, y0, x1, y1 = (float(v) for v in value)
-    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
-        raise ValueError(f"bbox must hold finite numbers, got {value!r}")
-    if min(x0, y0) < 0 or x1 <= x0 or y1 <= y0:
-        raise ValueError(f"bbox must satisfy 0 <= x0 < x1 and 0 <= y0 < y1 (original pixels), got {value!r}")
-    return (x0, y0, x1, y1)
-
-
-def _answers(value: Any) -> list[str]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, Sequence) or isinstance(value, bytes):
-        raise ValueError(f"answers must be a list of strings or a string, got {type(value).__name__}")
-    answers = []
-    for answer in value:
-        if isinstance(answer, bool) or not isinstance(answer, str | int | float):
-            raise ValueError(f"answers must be strings, got {answer!r}")
-        answers.append(str(answer))
-    if not any(answer.strip() for answer in answers):
-        raise ValueError("answers is empty")
-    return answers
-
-
 def _row_id(row: Mapping[str, Any]) -> str | None:
     value = row.get("id")
     if isinstance(value, bool) or not isinstance(value, str | int) or str(value) == "":
@@ -191,7 +164,8 @@ def _row_id(row: Mapping[str, Any]) -> str | None:
 
 
 def sample_from_row(row: Mapping[str, Any], index: int, *, base_dir: Path | None = None) -> EvalSample:
-    """Validate one custom-data row (a JSONL object or a dataset row) and turn it into a sample.
+    """Turn one custom-data row (a JSONL object or a dataset row) into a sample, checked by
+    :class:`~awares_agent.evals.schema.EvalSample`.
 
     Args:
         row: the row; keys as described in this module's docstring; extra keys are ignored.
@@ -204,39 +178,21 @@ def sample_from_row(row: Mapping[str, Any], index: int, *, base_dir: Path | None
     Raises:
         ValueError: the row is unusable; the message says why.
     """
-    missing = [key for key in REQUIRED_COLUMNS if row.get(key) is None]
-    if missing:
-        raise ValueError(f"missing required field(s): {', '.join(missing)}")
-    sample_id = _row_id(row)
-    if sample_id is None:
-        raise ValueError(f"id must be a non-empty string or an integer, got {row['id']!r}")
-    question = row["question"]
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError(f"question must be a non-empty string, got {question!r}")
-    metric = row.get("metric") or "exact"
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
-    needs_hr = row.get("needs_hr")
-    if needs_hr is not None and not isinstance(needs_hr, bool):
-        raise ValueError(f"needs_hr must be true, false or null, got {needs_hr!r}")
-    category = row.get("category")
-    if category is not None and not isinstance(category, str | int):
-        raise ValueError(f"category must be a string, got {category!r}")
-    return EvalSample(
-        id=sample_id,
-        image=dataset_image(row["image"], base_dir=base_dir),
-        question=question,
-        answers=_answers(row["answers"]),
-        bbox=_check_bbox(row.get("bbox")),
-        needs_hr=needs_hr,
-        metric=metric,
-        category=None if category is None or category == "" else str(category),
-    )
+    data = dict(row)
+    if data.get("image") is not None:  # a missing image is the sample's to report, with the other fields
+        data["image"] = dataset_image(data["image"], base_dir=base_dir)
+    return EvalSample.model_validate(data)
 
 
 def _reason(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'row'}: {e['msg']}" for e in exc.errors())
+        # A check of EvalSample names the field in its own words; pydantic's own errors get the field's name.
+        return "; ".join(
+            str(e["ctx"]["error"])
+            if e["type"] == "value_error"
+            else f"{'.'.join(map(str, e['loc'])) or 'row'}: {e['msg']}"
+            for e in exc.errors()
+        )
     if isinstance(exc, KeyError):
         return f"missing field {exc.args[0]!r}"
     return str(exc)
@@ -425,7 +381,7 @@ def load_samples(
         except (OSError, ValueError) as exc:
             raise _unknown_format(path, f"cannot read the saved dataset ({exc})") from exc
         dataset = select_split(loaded, split, source=str(path))
-        missing = [column for column in REQUIRED_COLUMNS if column not in dataset.column_names]
+        missing = [column for column in REQUIRED_FIELDS if column not in dataset.column_names]
         if missing:
             raise EvalDataError(
                 f"{path}: missing required column(s) {', '.join(missing)}; it has "
@@ -504,8 +460,8 @@ def save_samples(samples: Sequence[EvalSample], path: str | os.PathLike[str]) ->
         "image": [_encoded_image(sample) for sample in samples],
         "question": [sample.question for sample in samples],
         "answers": [list(sample.answers) for sample in samples],
-        "bbox": [list(sample.bbox) if sample.bbox is not None else None for sample in samples],
-        "needs_hr": [sample.needs_hr for sample in samples],
+        "evidence": [list(sample.evidence) if sample.evidence is not None else None for sample in samples],
+        "needs_crop": [sample.needs_crop for sample in samples],
         "metric": [sample.metric for sample in samples],
         "category": [sample.category for sample in samples],
     }

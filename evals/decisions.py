@@ -7,7 +7,7 @@ right, and what did it cost (RTR). Token accuracy is no proxy for any of these: 
 tokens on every page while deciding at chance.
 
 :func:`score_decisions` computes :class:`DecisionReport` from an evaluation's results and the samples'
-labels (``needs_hr``, and ``bbox`` for the evidence).
+labels (``needs_crop``, and ``evidence`` for the evidence box).
 """
 
 from __future__ import annotations
@@ -121,7 +121,8 @@ def score_decisions(
 
     Args:
         results: the evaluation's results by sample id (:func:`~awares_agent.evals.runner.read_results`).
-        samples: the samples, with ``needs_hr`` (crops needed) and ``bbox`` (the evidence) as labels.
+        samples: the samples, with ``needs_crop`` (crops needed) and ``evidence`` (the evidence box) as
+            labels.
         coverage: the share of the evidence the crops must cover.
     """
     confusion = {"needed/cropped": 0, "needed/direct": 0, "not-needed/cropped": 0, "not-needed/direct": 0}
@@ -145,13 +146,13 @@ def score_decisions(
         cropped_count += cropped
         scores.append(result.score or 0.0)
         rtrs.append(result.rtr or 0.0)
-        if sample.needs_hr is None:
+        if sample.needs_crop is None:
             continue
-        key = f"{'needed' if sample.needs_hr else 'not-needed'}/{'cropped' if cropped else 'direct'}"
+        key = f"{'needed' if sample.needs_crop else 'not-needed'}/{'cropped' if cropped else 'direct'}"
         confusion[key] += 1
-        if sample.needs_hr and sample.bbox is not None:
+        if sample.needs_crop and sample.evidence is not None:
             region_needed += 1
-            hit = cropped and evidence_coverage(trajectory, sample.bbox) >= coverage
+            hit = cropped and evidence_coverage(trajectory, sample.evidence) >= coverage
             region_hits += hit
             region_cropped += cropped
     needed = confusion["needed/cropped"] + confusion["needed/direct"]

@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, computed_field, model_validator
 
 from awares_agent.agent import AwaResAgent
 from awares_agent.backends.base import ChatBackend
@@ -47,7 +47,7 @@ from awares_agent.evals.metrics import score
 from awares_agent.evals.schema import EvalSample
 from awares_agent.policies import check_policy, policy_options
 from awares_agent.redact import redact
-from awares_agent.trajectory import Trajectory
+from awares_agent.trajectory import SCHEMA_V1, Trajectory, TrajectoryLabels
 from awares_agent.untrusted import valid_text
 
 logger = logging.getLogger(__name__)
@@ -58,10 +58,13 @@ LEGACY_SAMPLES_FILE = "samples.jsonl"
 
 
 class SampleResult(BaseModel):
-    """One evaluated sample: the verdict, what it cost, and the whole trajectory.
+    """One evaluated sample: the score, and the whole trajectory with the sample's labels.
 
     ``status`` is ``ok`` (scored), ``skipped`` (bad input: left out of the accuracy for good) or ``failed``
-    (the backend failed: tried again on resume).
+    (the backend failed: tried again on resume). What the query cost (``crops``, ``rtr``, ``pixel_rtr``,
+    ``visual_tokens``, ``full_tokens``, ``latency_s``) and the sample's ``needs_crop`` label are read from
+    the trajectory (and written out with the result, for whoever reads results as JSON); a result without
+    a trajectory has none of them.
     """
 
     id: str
@@ -71,17 +74,65 @@ class SampleResult(BaseModel):
     answers: list[str]
     metric: str
     category: str | None = None
-    needs_hr: bool | None = None
     prediction: str | None = None
     score: float | None = None
-    crops: list[str] = Field(default_factory=list)
-    rtr: float | None = None
-    pixel_rtr: float | None = None
-    visual_tokens: int | None = None
-    full_tokens: int | None = None
-    latency_s: float | None = None
     error: str | None = None
     trajectory: Trajectory | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        """A result written with a v1 trajectory kept the sample's label beside it (``needs_hr``)."""
+        if not isinstance(data, dict):
+            return data
+        trajectory = data.get("trajectory")
+        if not isinstance(trajectory, dict) or trajectory.get("schema_version") != SCHEMA_V1:
+            return data
+        labels = {"needs_crop": data["needs_hr"]} if data.get("needs_hr") is not None else None
+        return {**data, "trajectory": {**trajectory, "labels": labels}}
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def needs_crop(self) -> bool | None:
+        """The sample's label: whether answering needs more than the low-resolution view, if known."""
+        labels = self.trajectory.labels if self.trajectory is not None else None
+        return labels.needs_crop if labels is not None else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def crops(self) -> list[str]:
+        """Region ids of the crops sent, in order."""
+        return [c.region_id for c in self.trajectory.crops] if self.trajectory is not None else []
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def rtr(self) -> float | None:
+        """The retained token ratio."""
+        return self.trajectory.cost.rtr if self.trajectory is not None else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def pixel_rtr(self) -> float | None:
+        """The paper's pixel formula of the RTR."""
+        return self.trajectory.cost.pixel_rtr if self.trajectory is not None else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def visual_tokens(self) -> int | None:
+        """Visual tokens sent: the view and every crop."""
+        return self.trajectory.cost.sent_tokens if self.trajectory is not None else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def full_tokens(self) -> int | None:
+        """Visual tokens of the full-resolution image."""
+        return self.trajectory.cost.full_tokens if self.trajectory is not None else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def latency_s(self) -> float | None:
+        """Wall-clock seconds of the query."""
+        return self.trajectory.latency_s if self.trajectory is not None else None
 
 
 class Summary(BaseModel):
@@ -93,8 +144,8 @@ class Summary(BaseModel):
         tool_call_rate: share of scored samples (0-1) that received any crop.
         crop_histogram: how often each region was sent.
         latency_p50: median seconds per query; ``latency_p95`` the 95th percentile.
-        by_category: accuracy per category; ``by_needs_hr`` accuracy on samples labelled as needing high
-            resolution (``"true"``) or not (``"false"``).
+        by_category: accuracy per category; ``by_needs_crop`` accuracy on samples labelled as needing crops
+            (``"true"``) or not (``"false"``) (read from ``by_needs_hr`` too, its name in older summaries).
     """
 
     benchmark: str
@@ -114,7 +165,9 @@ class Summary(BaseModel):
     latency_p50: float
     latency_p95: float
     by_category: dict[str, float] = Field(default_factory=dict)
-    by_needs_hr: dict[str, float] = Field(default_factory=dict)
+    by_needs_crop: dict[str, float] = Field(
+        default_factory=dict, validation_alias=AliasChoices("by_needs_crop", "by_needs_hr")
+    )
 
 
 def read_results(folder: str | os.PathLike[str]) -> dict[str, SampleResult]:
@@ -166,7 +219,6 @@ def _head(sample: EvalSample, policy: str) -> dict[str, Any]:
         "answers": [valid_text(a)[0] for a in sample.answers],
         "metric": sample.metric,
         "category": sample.category,
-        "needs_hr": sample.needs_hr,
     }
 
 
@@ -350,7 +402,7 @@ def _evaluate(
             width=source.width,
             height=source.height,
             sample_id=sample.id,
-            bbox=sample.bbox,
+            evidence=sample.evidence,
             awares_crops=count,
             seed=seed,
         )
@@ -361,18 +413,15 @@ def _evaluate(
         return SampleResult(status="skipped", error=redact(str(exc)), **head)
     finally:
         agent.store.release(source.id)
-    t = result.trajectory
+    trajectory = result.trajectory
+    if sample.needs_crop is not None or sample.evidence is not None:
+        labels = TrajectoryLabels(needs_crop=sample.needs_crop, evidence=sample.evidence)
+        trajectory = trajectory.model_copy(update={"labels": labels})
     return SampleResult(
         status="ok",
         prediction=result.answer,
         score=score(sample.metric, result.answer, sample.answers, question=sample.question),
-        crops=[c.region_id for c in t.crops],
-        rtr=t.cost.rtr,
-        pixel_rtr=t.cost.pixel_rtr,
-        visual_tokens=t.cost.sent_tokens,
-        full_tokens=t.cost.full_tokens,
-        latency_s=t.latency_s,
-        trajectory=t,
+        trajectory=trajectory,
         **head,
     )
 
@@ -393,7 +442,7 @@ def summarize(
         return round(sum(values) / len(values), 4) if values else 0.0
 
     categories = sorted({r.category for r in scored if r.category})
-    by_hr = {str(flag).lower(): [r for r in scored if r.needs_hr is flag] for flag in (True, False)}
+    by_hr = {str(flag).lower(): [r for r in scored if r.needs_crop is flag] for flag in (True, False)}
     return Summary(
         benchmark=benchmark,
         policy=policy,
@@ -412,7 +461,7 @@ def summarize(
         latency_p50=round(percentile(latencies, 50), 4),
         latency_p95=round(percentile(latencies, 95), 4),
         by_category={c: accuracy([r for r in scored if r.category == c]) for c in categories},
-        by_needs_hr={k: accuracy(v) for k, v in by_hr.items() if v},
+        by_needs_crop={k: accuracy(v) for k, v in by_hr.items() if v},
     )
 
 

@@ -160,6 +160,7 @@ class AwaresNodes:
         _emit({"type": "view", "view": info, "view_tokens": view_tokens, "full_tokens": full_tokens})
         return {
             "view": info,
+            "token_rule": self.rule.name,
             "view_tokens": view_tokens,
             "full_tokens": full_tokens,
             "messages": _dump(messages),

@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Final
 
+from awares_agent.config import MAX_ROUNDS
 from awares_agent.errors import ConfigError
 from awares_agent.images import ViewSpec
 
@@ -36,9 +37,6 @@ class FromConfig:
 #: as it does in :class:`~awares_agent.config.AgentConfig`, so "not given" needs a value of its own.
 FROM_CONFIG: Final = FromConfig()
 
-#: The most crop rounds a run may allow (as :attr:`AgentConfig.max_rounds <awares_agent.config.AgentConfig>`).
-MAX_ROUNDS = 8
-
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -56,7 +54,8 @@ class RunOptions:
         answer: a scripted final answer: every turn that would ask the model for its answer records this
             text instead, again without calling the backend (the collector's label trajectories). ``None``:
             the model answers.
-        max_rounds: crop rounds allowed in this query (0 to 8), instead of the configuration's.
+        max_rounds: crop rounds allowed in this query (0 to :data:`~awares_agent.config.MAX_ROUNDS`),
+            instead of the configuration's.
         max_rtr: the visual-token budget of this query as a retained token ratio, or ``None`` for no budget
             (forced crops are usually run so: a policy's crops are never trimmed); by default
             (:data:`FROM_CONFIG`) the configuration's.

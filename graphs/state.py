@@ -50,6 +50,7 @@ class AwaresState(TypedDict, total=False):
         question: the user's question.
         source: the original image.
         view: the low-resolution view.
+        token_rule: the name of the visual-token rule every count below was made with.
         view_tokens: visual tokens of the view.
         full_tokens: visual tokens of the full-resolution image (the RTR denominator).
         messages: the conversation (``ChatMessage`` dumps), appended by nodes.
@@ -68,6 +69,7 @@ class AwaresState(TypedDict, total=False):
     question: str
     source: ImageInfo
     view: ImageInfo
+    token_rule: str
     view_tokens: int
     full_tokens: int
     messages: Annotated[list[dict[str, Any]], operator.add]

@@ -77,7 +77,7 @@ def test_every_sample_is_labelled_direct_tool_or_dropped_by_the_rule(
             # The dataset's box comes first, mapped to the cheapest covering crops.
             assert row.grounding is not None and row.grounding.source == "dataset"
             w, h = sample.image.size
-            assert row.crops == crops_covering(sample.bbox, crop_set("paper"), w, h)
+            assert row.crops == crops_covering(sample.evidence, crop_set("paper"), w, h)
             assert [c.region_id for c in t.crops] == row.crops
             assert t.messages[2].tool_calls and json.loads(t.messages[2].tool_calls[0].arguments) == {
                 "crops": row.crops
@@ -104,7 +104,7 @@ def test_needed_samples_without_a_dataset_box_are_grounded_by_ocr(
     rows = by_id(collection["rows"])
     needed = [s for s in samples if rows[s.id].label == "tool"]
     sample = needed[0]
-    unboxed = sample.model_copy(update={"bbox": None})
+    unboxed = sample.model_copy(update={"evidence": None})
     labeler = Labeler(
         ReaderBackend(),
         MetricJudge(),
@@ -113,7 +113,7 @@ def test_needed_samples_without_a_dataset_box_are_grounded_by_ocr(
     )
     row = asyncio.run(labeler.label(unboxed))
     assert row.status == "ok" and row.grounding is not None and row.grounding.source == "ocr"
-    box, truth = row.grounding.box, sample.bbox
+    box, truth = row.grounding.box, sample.evidence
     assert box is not None
     ix = max(0.0, min(box[2], truth[2]) - max(box[0], truth[0]))
     iy = max(0.0, min(box[3], truth[3]) - max(box[1], truth[1]))
@@ -168,7 +168,7 @@ def test_export_is_a_trl_vision_dataset_and_a_jsonl(collection: dict[str, Any], 
         assert all(isinstance(m["content"], list) for m in messages)
         image_parts = sum(p["type"] == "image" for m in messages for p in m["content"])
         assert image_parts == len(record["images"]) >= 1
-        trajectory = Trajectory.model_validate_json(record["trajectory"])
+        trajectory = Trajectory.model_validate(record["trajectory"])
         assert trajectory.answer == messages[-1]["content"][0]["text"]
         system = messages[0]["content"][0]["text"]
         assert "<tools>" in system and '"get_crops"' in system  # the tool signature, as at inference

@@ -13,7 +13,7 @@ def test_pages_are_deterministic_balanced_and_ask_one_question() -> None:
     assert [s.image.tobytes() for s in a] == [s.image.tobytes() for s in b]
     assert [s.answers for s in a] == [s.answers for s in b]
     assert {s.question for s in a} == {DECISION_QUESTION}
-    assert sum(s.needs_hr for s in a) == 20
+    assert sum(s.needs_crop for s in a) == 20
     other = generate_decision(40, seed=6)
     assert [s.answers for s in other] != [s.answers for s in a]  # held-out seeds are other pages
 
@@ -23,16 +23,16 @@ def test_a_small_code_needs_exactly_its_region_and_the_regions_vary() -> None:
     regions = []
     for sample in generate_decision(60, seed=1):
         w, h = sample.image.size
-        assert sample.bbox is not None
-        needed = crops_covering(sample.bbox, crops, w, h)
-        if sample.needs_hr:
+        assert sample.evidence is not None
+        needed = crops_covering(sample.evidence, crops, w, h)
+        if sample.needs_crop:
             assert len(needed) == 1 and needed[0] in DecisionSpec().regions
             regions.append(needed[0])
             # The label behind the code is grey: visible at view resolution.
-            x0, y0, _, _ = (int(v) for v in sample.bbox)
+            x0, y0, _, _ = (int(v) for v in sample.evidence)
             assert sample.image.getpixel((x0 + 1, y0 + 1)) == (200, 200, 200)
         else:
-            assert sample.bbox[2] - sample.bbox[0] > 100  # large: readable in the half-size view
+            assert sample.evidence[2] - sample.evidence[0] > 100  # large: readable in the half-size view
     assert set(regions) == {"0", "1", "2", "3"}
 
 

@@ -472,10 +472,10 @@ def test_jsonl_loads_good_rows_and_skips_bad_ones_with_reasons(jsonl_data: Path)
     first = samples[0]
     assert first.image == str(folder / "images" / "a.png")  # relative to the JSONL file, made absolute
     assert first.answers == ["INVOICE 2024"]
-    assert first.bbox == (1.0, 2.0, 30.0, 40.0)
-    assert (first.needs_hr, first.metric, first.category) == (True, "exact", "receipt")
+    assert first.evidence == (1.0, 2.0, 30.0, 40.0)
+    assert (first.needs_crop, first.metric, first.category) == (True, "exact", "receipt")
     assert samples[1].image == str(folder / "images" / "b.png")
-    assert (samples[1].bbox, samples[1].needs_hr, samples[1].category) == (None, None, None)
+    assert (samples[1].evidence, samples[1].needs_crop, samples[1].category) == (None, None, None)
     assert samples[2].image == str(folder / "images" / "missing.png")  # files are not checked at load time
 
     reasons = {(row.row_index, row.id): row.reason for row in skipped}
@@ -540,17 +540,17 @@ def test_save_then_load_round_trip(tmp_path: Path) -> None:
     jpeg = tmp_path / "photo.jpg"
     _image(2, size=(40, 40)).save(jpeg, format="JPEG")
     originals = [
-        EvalSample(id="pil", image=_image(0), question="Q1?", answers=["a"], bbox=(1.5, 2, 30, 20.25)),
+        EvalSample(id="pil", image=_image(0), question="Q1?", answers=["a"], evidence=(1.5, 2, 30, 20.25)),
         EvalSample(
             id="bytes",
             image=_png(_image(1)),
             question="Q2?",
             answers=["b", "B"],
-            needs_hr=True,
+            needs_crop=True,
             metric="anls",
         ),
         EvalSample(
-            id="path", image=str(jpeg), question="Q3?", answers=["c"], needs_hr=False, category="photo"
+            id="path", image=str(jpeg), question="Q3?", answers=["c"], needs_crop=False, category="photo"
         ),
     ]
     path = save_samples(originals, tmp_path / "saved")
@@ -561,9 +561,9 @@ def test_save_then_load_round_trip(tmp_path: Path) -> None:
     for loaded, original in zip(samples, originals, strict=True):
         assert _pixels(loaded.image) == _pixels(original.image)
         assert loaded.model_dump(exclude={"image"}) == original.model_dump(exclude={"image"})
-    assert samples[0].bbox == (1.5, 2.0, 30.0, 20.25)
-    assert samples[1].bbox is None and samples[2].bbox is None
-    assert samples[0].needs_hr is None and samples[0].category is None
+    assert samples[0].evidence == (1.5, 2.0, 30.0, 20.25)
+    assert samples[1].evidence is None and samples[2].evidence is None
+    assert samples[0].needs_crop is None and samples[0].category is None
 
 
 def test_save_samples_rejects_bad_input(tmp_path: Path) -> None:
@@ -589,7 +589,7 @@ def test_saved_dataset_with_minimal_and_extra_columns(tmp_path: Path) -> None:
     )
     dataset.save_to_disk(str(tmp_path / "minimal"))
     samples = load_samples(tmp_path / "minimal")
-    assert [(s.id, s.answers, s.metric, s.bbox, s.needs_hr) for s in samples] == [
+    assert [(s.id, s.answers, s.metric, s.evidence, s.needs_crop) for s in samples] == [
         ("1", ["one"], "exact", None, None),
         ("2", ["two"], "exact", None, None),
     ]

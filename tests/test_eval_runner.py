@@ -52,8 +52,8 @@ def samples(n: int = 6) -> list[EvalSample]:
             image=page(i),
             question=f"{'small' if i % 2 == 0 else 'large'} code of page {i}?",
             answers=[f"CODE {i}"],
-            bbox=(640, 510, 720, 540) if i % 2 == 0 else (10, 10, 200, 60),
-            needs_hr=i % 2 == 0,
+            evidence=(640, 510, 720, 540) if i % 2 == 0 else (10, 10, 200, 60),
+            needs_crop=i % 2 == 0,
             category="even" if i % 2 == 0 else "odd",
         )
         for i in range(n)
@@ -99,7 +99,7 @@ def test_awares_policy(server: ScriptedChatServer, tmp_path: Path) -> None:
     summary = run(server, "awares", tmp_path)
     assert (summary.samples, summary.scored, summary.accuracy) == (6, 6, 100.0)
     assert summary.tool_call_rate == 0.5 and summary.crop_histogram == {"3": 3}
-    assert summary.by_needs_hr == {"true": 100.0, "false": 100.0}
+    assert summary.by_needs_crop == {"true": 100.0, "false": 100.0}
     assert summary.rtr == pytest.approx((3 * 0.25 + 3 * (0.25 + 0.25)) / 6, abs=0.03)
     records = read_results(tmp_path / "awares")
     assert records["s0"].crops == ["3"] and records["s1"].crops == []
@@ -222,7 +222,7 @@ def test_policy_options() -> None:
     assert policy_options("low-res", base, **where) == RunOptions(max_rounds=0)
     full = policy_options("full-res", base, **where)
     assert full.view == ViewSpec(scale=1.0) and full.max_rounds == 0
-    oracle = policy_options("oracle", base, bbox=(640, 510, 720, 540), **where)
+    oracle = policy_options("oracle", base, evidence=(640, 510, 720, 540), **where)
     assert oracle.max_rtr is None  # forced crops are not trimmed by a budget
     assert oracle.max_rounds == 1 and oracle.crops == ("3",)
     assert oracle.crops == tuple(crops_covering((640, 510, 720, 540), crop_set("paper"), W, H))

@@ -152,7 +152,7 @@ def test_rollouts_are_the_inference_path_token_for_token(
         runs = sum(1 for i, m in enumerate(mask) if m and (i == 0 or not mask[i - 1]))
         assert runs == episode.turns - episode.drift
         trajectory = episode.result.trajectory
-        assert trajectory.protocol == protocol
+        assert trajectory.settings.protocol == protocol
         # The images of the sequence are the view, then each crop, at the sizes the agent sent them.
         sizes = [(trajectory.view.width, trajectory.view.height)]
         sizes += [(c.width, c.height) for c in trajectory.crops]
@@ -173,7 +173,7 @@ def test_rollouts_are_the_inference_path_token_for_token(
 def _trainer(exports: dict[str, Path], policies: dict[str, Path], tmp_path: Path) -> tuple[Any, Any]:
     """A GRPO trainer on the awares-text policy, over the pages that need crops (so some rollouts crop)."""
     policy = policies["awares-text"]
-    samples = [s for s in policy_samples(exports["awares-text"]) if s.needs_hr]
+    samples = [s for s in policy_samples(exports["awares-text"]) if s.needs_crop]
     model, processor, _ = load_for_training(str(policy), work_dir=tmp_path, local_files_only=True)
     trainer = AwaresGRPOTrainer(
         model, _config(tmp_path / "run"), samples=samples, processing_class=processor,
@@ -264,7 +264,7 @@ def _episode(answer: str | None, crops: int) -> Any:
 def test_the_reward_functions_sum_to_r_ans_minus_c_tool(
     needed: bool | None, answer: str | None, crops: int, expected: float
 ) -> None:
-    sample = SimpleNamespace(answers=["C01"], question="What is the code?", needs_hr=needed, metric="exact")
+    sample = SimpleNamespace(answers=["C01"], question="What is the code?", needs_crop=needed, metric="exact")
     funcs = reward_functions(LexicalSimilarity(), CropCost())
     parts = [f(episode=[_episode(answer, crops)], rollout_sample=[sample])[0] for f in funcs]
     assert [f.__name__ for f in funcs] == ["answer", "crop_cost"]  # TRL logs rewards/<name>/mean
@@ -312,7 +312,10 @@ def test_train_grpo_two_steps_logs_every_metric_and_loads_as_an_agent(
     page("C01", large=False, where=0).save(tmp_path / "page.png")
     code = main(["ask", str(tmp_path / "page.png"), "What is the code?", "--model", str(out), "--json",
                  "--max-new-tokens", "8", "--offline"])  # fmt: skip
-    assert code == 0 and json.loads(capsys.readouterr().out)["trajectory"]["protocol"] == "awares-text"
+    assert (
+        code == 0
+        and json.loads(capsys.readouterr().out)["trajectory"]["settings"]["protocol"] == "awares-text"
+    )
     code = main(["eval", "--bench", "crop-decision", "--limit", "4", "--model", str(out), "--policy",
                  "awares,low-res", "--out", str(tmp_path / "eval"), "--offline"])  # fmt: skip
     assert code == 0
@@ -459,6 +462,6 @@ def test_a_malformed_crop_call_costs_like_a_request_of_one_crop() -> None:
     result = SimpleNamespace(answer="C01", trajectory=SimpleNamespace(crops=[], errors=errors))
     episode = Episode([1], [2], [1], [], result, turns=2)  # type: ignore[arg-type]
     assert episode.crops == 0 and episode.invalid_calls == 1 and episode.requested_crops == 1
-    sample = SimpleNamespace(answers=["C01"], question="q", needs_hr=False)
+    sample = SimpleNamespace(answers=["C01"], question="q", needs_crop=False)
     _, crop_cost = reward_functions(LexicalSimilarity(), CropCost())
     assert crop_cost(episode=[episode], rollout_sample=[sample]) == [pytest.approx(-0.15)]

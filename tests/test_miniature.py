@@ -88,12 +88,12 @@ def test_stripes_pages_are_balanced_and_placed_in_one_quadrant() -> None:
 
     samples = generate_stripes(40, seed=5)
     assert [s.id for s in samples] == [s.id for s in generate_stripes(40, seed=5)]
-    assert sum(s.needs_hr for s in samples) == 20
+    assert sum(s.needs_crop for s in samples) == 20
     assert sorted(s.answers[0] for s in samples) == sorted(STRIPES_ANSWERS * 20)
     assert {s.question for s in samples} == {STRIPES_QUESTION}
     for s in samples:
-        regions = crops_covering(s.bbox, PaperCropSet(), 448, 448)
-        assert (regions in (["0"], ["1"], ["2"], ["3"])) if s.needs_hr else s.category == "coarse"
+        regions = crops_covering(s.evidence, PaperCropSet(), 448, 448)
+        assert (regions in (["0"], ["1"], ["2"], ["3"])) if s.needs_crop else s.category == "coarse"
     assert len(load_benchmark("stripes-tinted", limit=6, seed=1)) == 6
 
 
@@ -102,14 +102,14 @@ def test_the_pattern_reader_reads_only_what_the_pixels_show() -> None:
         source = open_image(sample.image)
         assert line_orientation(sample.image)[0] == sample.answers[0]
         view = line_orientation(source.low_res(ViewSpec()))[0]
-        assert view == (None if sample.needs_hr else sample.answers[0]), sample.id
+        assert view == (None if sample.needs_crop else sample.answers[0]), sample.id
     assert line_orientation(Image.new("RGB", (64, 64), "white")) == (None, 1.0)
 
 
 def test_the_pattern_reader_is_an_agent_backend_that_answers_at_once() -> None:
     from awares_agent import AwaResAgent
 
-    fine = next(s for s in generate_stripes(8, seed=3) if s.needs_hr)
+    fine = next(s for s in generate_stripes(8, seed=3) if s.needs_crop)
     agent = AwaResAgent(PatternReader(), protocol="awares-text")
     result = agent.ask(fine.image, STRIPES_QUESTION)
     assert result.answer == CANNOT_TELL and result.trajectory.crops == []
@@ -125,13 +125,13 @@ def test_collect_label_with_the_pattern_reader_labels_every_page_as_drawn(tmp_pa
     truth = {s.id: s for s in generate_stripes(24, seed=4)}
     rows = list(read_rows(out))
     assert len(rows) == 24 and all(r["status"] == "ok" for r in rows)
-    assert all(r["needs_crop"] == truth[r["id"]].needs_hr for r in rows)
+    assert all(r["needs_crop"] == truth[r["id"]].needs_crop for r in rows)
     from awares_agent.tools.box_mapping import crops_covering
     from awares_agent.tools.crop_sets import PaperCropSet
 
     for row in rows:
         if row["needs_crop"]:  # the one quadrant that holds the patch
-            assert row["crops"] == crops_covering(truth[row["id"]].bbox, PaperCropSet(), 448, 448)
+            assert row["crops"] == crops_covering(truth[row["id"]].evidence, PaperCropSet(), 448, 448)
             assert row["crops"] in (["0"], ["1"], ["2"], ["3"])
 
 

@@ -38,8 +38,8 @@ def _same(a: list[EvalSample], b: list[EvalSample]) -> bool:
         x.id == y.id
         and x.question == y.question
         and x.answers == y.answers
-        and x.bbox == y.bbox
-        and x.needs_hr == y.needs_hr
+        and x.evidence == y.evidence
+        and x.needs_crop == y.needs_crop
         and x.image.size == y.image.size
         and x.image.tobytes() == y.image.tobytes()
         for x, y in zip(a, b, strict=True)
@@ -69,7 +69,7 @@ def test_schema(samples: list[EvalSample]) -> None:
         assert len(s.answers) == 1 and s.answers[0] == s.answers[0].strip() and 3 <= len(s.answers[0]) <= 14
         assert s.question.strip() and s.question != s.answers[0]
         assert s.answers[0].casefold() not in s.question.casefold()
-        assert isinstance(s.needs_hr, bool)
+        assert isinstance(s.needs_crop, bool)
         assert s.category in CATEGORIES
     # round-robin over the categories
     assert [s.category for s in samples[:10]] == [*CATEGORIES, *CATEGORIES]
@@ -85,8 +85,8 @@ def test_answers_are_mostly_unique_and_phrasings_vary(samples: list[EvalSample])
 
 def test_bbox_inside_image_and_on_ink(samples: list[EvalSample]) -> None:
     for s in samples:
-        assert s.bbox is not None
-        x0, y0, x1, y1 = s.bbox
+        assert s.evidence is not None
+        x0, y0, x1, y1 = s.evidence
         w, h = s.image.size
         assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h, s.id
         # something is drawn inside the box: it is not one flat colour
@@ -95,18 +95,18 @@ def test_bbox_inside_image_and_on_ink(samples: list[EvalSample]) -> None:
 
 
 def test_label_balance(samples: list[EvalSample]) -> None:
-    assert sum(s.needs_hr for s in samples) == 40  # exactly 40% per 20 samples of each category
+    assert sum(s.needs_crop for s in samples) == 40  # exactly 40% per 20 samples of each category
     for category in CATEGORIES:
-        assert sum(s.needs_hr for s in samples if s.category == category) == 8
+        assert sum(s.needs_crop for s in samples if s.category == category) == 8
     quarter = generate(20, seed=1, hr_fraction=0.25, categories=("document",))
-    assert sum(s.needs_hr for s in quarter) == 5
+    assert sum(s.needs_crop for s in quarter) == 5
 
 
 def test_evidence_spread_over_regions(samples: list[EvalSample]) -> None:
     quadrants, cells, inside = set(), set(), 0
     for s in samples:
-        assert s.bbox is not None
-        x0, y0, x1, y1 = s.bbox
+        assert s.evidence is not None
+        x0, y0, x1, y1 = s.evidence
         w, h = s.image.size
         cw, ch = w // 2, h // 2
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
@@ -146,8 +146,8 @@ def test_label_size_option() -> None:
     big = generate(5, seed=2, categories=("document",), hr_fraction=1.0, label_same_size=False)
     for a, b in zip(same, big, strict=True):
         assert a.answers == b.answers
-        assert a.bbox is not None and b.bbox is not None
-        assert b.bbox[3] - b.bbox[1] > a.bbox[3] - a.bbox[1]  # the label is printed large
+        assert a.evidence is not None and b.evidence is not None
+        assert b.evidence[3] - b.evidence[1] > a.evidence[3] - a.evidence[1]  # the label is printed large
 
 
 def test_bad_arguments() -> None:
@@ -173,9 +173,9 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     assert len(loaded) == 5
     for row, sample in zip(loaded, expected, strict=True):
         assert row["id"] == sample.id and row["question"] == sample.question
-        assert row["answers"] == sample.answers and row["needs_hr"] == sample.needs_hr
+        assert row["answers"] == sample.answers and row["needs_crop"] == sample.needs_crop
         assert row["metric"] == "exact" and row["category"] == sample.category
-        assert row["bbox"] == pytest.approx(list(sample.bbox))
+        assert row["evidence"] == pytest.approx(list(sample.evidence))
         image = row["image"].convert("RGB")
         assert ImageChops.difference(image, sample.image).getbbox() is None  # stored losslessly
         EvalSample(**row)  # a row is a valid sample
@@ -205,8 +205,8 @@ def test_verify_readability_logic(samples: list[EvalSample]) -> None:
     report = verify_readability(picked, ocr=fake)
     for r, s in zip(report.results, picked, strict=True):
         assert r.full and not r.half
-        assert r.ok == bool(s.needs_hr)
-        assert (r.crop is None) == (not s.needs_hr)
+        assert r.ok == bool(s.needs_crop)
+        assert (r.crop is None) == (not s.needs_crop)
         assert r.region in {
             "top-left",
             "top-right",
@@ -220,7 +220,7 @@ def test_verify_readability_logic(samples: list[EvalSample]) -> None:
             "right",
             "all",
         }
-    assert report.fraction() == pytest.approx(sum(bool(s.needs_hr) for s in picked) / 6)
+    assert report.fraction() == pytest.approx(sum(bool(s.needs_crop) for s in picked) / 6)
     assert "behave as labelled" in report.summary()
     assert ocr_text(picked[0].image, fake) == "|".join(a.lower() for a in fake.answers).replace(" ", "")
 
@@ -248,6 +248,6 @@ def test_readability_with_real_ocr(samples: list[EvalSample]) -> None:
     """The labels hold for the real offline OCR reader on a few samples (~40 s; 100 are in the report)."""
     pytest.importorskip("rapidocr_onnxruntime")
     picked = [samples[i] for i in (1, 3, 5, 8, 10)]  # a table, chart, document...; both labels
-    assert {s.needs_hr for s in picked} == {True, False}
+    assert {s.needs_crop for s in picked} == {True, False}
     report = verify_readability(picked)
     assert report.fraction() >= 0.8, report.summary()

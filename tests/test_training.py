@@ -188,7 +188,7 @@ def test_both_protocols_and_all_export_forms_are_read(exports: dict[str, Path]) 
         assert (agent.protocol, agent.system_prompt_preset, agent.system_prompt) == (protocol, "awares", None)
     samples = policy_samples(exports["json"], limit=3)
     assert len(samples) == 3 and samples[0].image.size == (448, 336)
-    assert [s.needs_hr for s in samples] == [False, True, False] and samples[1].bbox is not None
+    assert [s.needs_crop for s in samples] == [False, True, False] and samples[1].evidence is not None
 
 
 def _jsonl_lines(export: Path) -> list[dict[str, Any]]:
@@ -292,7 +292,7 @@ def test_a_template_without_markers_that_trl_does_not_know_is_a_clear_error(
 def test_decisions_and_regions_are_scored_against_the_labels(exports: dict[str, Path]) -> None:
     samples = policy_samples(exports["json"])
     data = load_training_data(exports["json"])
-    trajectories = {r["id"]: Trajectory.model_validate_json(r["trajectory"]) for r in data.dataset}
+    trajectories = {r["id"]: Trajectory.model_validate(r["trajectory"]) for r in data.dataset}
 
     def result(sample_id: str, trajectory: Trajectory) -> SampleResult:
         return SampleResult(
@@ -311,8 +311,8 @@ def test_decisions_and_regions_are_scored_against_the_labels(exports: dict[str, 
     assert lazy.decision_accuracy == 0.5 and lazy.needed_recall == 0.0 and lazy.region_recall == 0.0
     # The wrong quadrant covers none of the evidence.
     tool = trajectories["s01"]
-    assert evidence_coverage(tool, samples[1].bbox or ()) == 1.0
-    assert evidence_coverage(tool, samples[3].bbox or ()) == 0.0
+    assert evidence_coverage(tool, samples[1].evidence or ()) == 1.0
+    assert evidence_coverage(tool, samples[3].evidence or ()) == 0.0
 
 
 def test_a_checkpoint_records_how_its_agent_runs(tmp_path: Path) -> None:
@@ -361,7 +361,7 @@ def test_train_sft_then_ask_and_eval_the_trained_model(
     code = main(["ask", str(tmp_path / "page.png"), "What is the code?", "--model", str(out), "--json",
                  "--max-new-tokens", "8", "--offline"])  # fmt: skip
     answer = json.loads(capsys.readouterr().out)
-    assert code == 0 and answer["trajectory"]["protocol"] == "awares-text"
+    assert code == 0 and answer["trajectory"]["settings"]["protocol"] == "awares-text"
     assert answer["trajectory"]["calls"] >= 1
     code = main(["train", "eval", "--model", str(out), "--data", str(export), "--out", str(tmp_path / "ev"),
                  "--limit", "2"])  # fmt: skip
@@ -425,7 +425,11 @@ def test_a_tiny_qwen2_5_vl_trains_with_the_same_command(
     code = main(["ask", str(tmp_path / "page.png"), "What is the code?", "--model", str(out), "--json",
                  "--max-new-tokens", "4", "--offline"])  # fmt: skip
     trajectory = json.loads(capsys.readouterr().out)["trajectory"]
-    assert code == 0 and trajectory["protocol"] == "json" and trajectory["cost"]["rule"] == "qwen2.5-vl"
+    assert (
+        code == 0
+        and trajectory["settings"]["protocol"] == "json"
+        and trajectory["cost"]["rule"] == "qwen2.5-vl"
+    )
 
 
 @pytest.mark.slow

@@ -365,7 +365,7 @@ def test_get_crops_text_protocol_runs_as_released(backend: TransformersBackend):
         result = agent.ask(noise(6, 640, 480), "What is the total?")
     assert result.answer == "The total is 42."
     assert [c.region_id for c in result.crops] == ["0", "5"]
-    assert AwaresTextProtocol(PaperCropSet()).key == result.trajectory.protocol
+    assert AwaresTextProtocol(PaperCropSet()).key == result.trajectory.settings.protocol
 
 
 # --- the decode loop, KV reuse and batching -----------------------------------------------------------

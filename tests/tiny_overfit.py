@@ -68,7 +68,7 @@ def overfit(model_dir: Path, out_dir: Path, *, steps: int = 120, lr: float = 3e-
     batches = []
     for trajectory in scripted_trajectories(store):
         hf_messages, images = to_hf_messages(trajectory.messages, store)
-        tools = make_protocol(trajectory.protocol, crop_set(trajectory.crop_set)).tools()
+        tools = make_protocol(trajectory.settings.protocol, crop_set(trajectory.settings.crop_set)).tools()
         enc = processor.apply_chat_template(
             hf_messages,
             tools=[t.to_openai() for t in tools] if tools else None,

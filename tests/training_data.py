@@ -51,8 +51,8 @@ def samples(n: int) -> list[EvalSample]:
                 image=page(code, large=large, where=(i // 2) % 4),
                 question=f"What is the code on page {i}?",
                 answers=[code],
-                bbox=None if large else BOXES[(i // 2) % 4],
-                needs_hr=not large,
+                evidence=None if large else BOXES[(i // 2) % 4],
+                needs_crop=not large,
             )
         )
     return out
@@ -67,7 +67,7 @@ def teacher(batch: list[EvalSample]) -> ScriptedBackend:
         sample = next(s for q, s in by_question.items() if q in text)
         view = request.image_parts[0]
         low_res = view.width < WIDTH
-        return sample.answers[0] if (sample.needs_hr is False or not low_res) else "unreadable"
+        return sample.answers[0] if (sample.needs_crop is False or not low_res) else "unreadable"
 
     return ScriptedBackend(*([reply] * (2 * len(batch))))
 

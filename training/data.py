@@ -7,11 +7,18 @@
 * the ``dataset/`` folder itself (``datasets.load_from_disk``);
 * a ``trajectories.jsonl`` (images as files beside it, by relative path).
 
-Both tool-call protocols and both kinds of trajectory (direct and tool) are read. Every row is checked
-before any training starts: its conversation has an assistant turn and ends on an answer, its image parts
-match its images, every image decodes, and all rows share one protocol and crop set (a model is trained on
-one). Rows whose conversation holds a malformed crop call (on-policy rollouts with a correction) are left out
-and counted: training on them would teach the malformed call.
+Both tool-call protocols and both kinds of trajectory (direct and tool) are read. How the rows were made
+(protocol, crop set, system prompt, ``keep_tools``) is read from each row's trajectory, with its schema
+(``trajectory.settings``, :class:`~awares_agent.trajectory.AgentSettings`): never guessed from the text. An
+export written before the trajectory recorded its settings (``awares.trajectory.v1``) is read too; its
+trajectories record only the protocol and crop set, and the rest is taken as the agent's defaults (see
+:func:`~awares_agent.trajectory.upgrade_v1`).
+
+Every row is checked before any training starts: it has a valid trajectory, its conversation has an
+assistant turn and ends on an answer, its image parts match its images, every image decodes, and all rows
+share one protocol, crop set and system prompt (a model is trained on one). Rows whose conversation holds a
+malformed crop call (on-policy rollouts with a correction) are left out and counted: training on them would
+teach the malformed call.
 """
 
 from __future__ import annotations
@@ -19,18 +26,18 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from awares_agent.backends.hf_chat import TOOLS_HEADER
+from pydantic import ValidationError
+
 from awares_agent.config import AgentConfig
-from awares_agent.errors import AwaresError, ConfigError
+from awares_agent.errors import AwaresError
 from awares_agent.tools.crop_sets import crop_set as make_crop_set
-from awares_agent.tools.prompts import PRESETS, system_prompt_for
 from awares_agent.tools.protocols import ToolProtocol, make_protocol
-from awares_agent.training.turns import assistant_turn_kinds, message_text
+from awares_agent.training.turns import assistant_turn_kinds
+from awares_agent.trajectory import AgentSettings, Trajectory
 
 __all__ = ["TrainingData", "TrainingDataError", "load_training_data", "policy_samples"]
 
@@ -51,18 +58,14 @@ class TrainingData:
 
     Attributes:
         dataset: the rows (a ``datasets.Dataset`` in TRL's conversational vision format).
-        protocol: their tool-call protocol (``"json"`` or ``"awares-text"``).
-        crop_set: their crop set.
-        system_prompt: the system prompt the trajectories were made with (the tools block excluded).
+        settings: the agent settings their trajectories were made under (one for all rows).
         source: the path read.
         labels: rows per label (``direct`` / ``tool``).
         skipped: rows left out, by reason.
     """
 
     dataset: Any
-    protocol: str
-    crop_set: str
-    system_prompt: str | None
+    settings: AgentSettings
     source: str
     labels: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
@@ -70,27 +73,33 @@ class TrainingData:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def agent_config(self) -> AgentConfig:
-        """How a model trained on these rows must be run: their protocol, crop set and system prompt.
+    @property
+    def protocol(self) -> str:
+        """The rows' tool-call protocol (``"json"`` or ``"awares-text"``)."""
+        return self.settings.protocol
 
-        The prompt is recorded as its preset's name where it is one (``awares``, ``released``...), else as
-        the text itself. A json-protocol export renders the tools block on every turn, so the model is run
-        with the tool kept on every turn (``keep_tools``) and sees prompts as it was trained on them.
+    @property
+    def crop_set(self) -> str:
+        """The rows' crop set."""
+        return self.settings.crop_set
+
+    def agent_config(self) -> AgentConfig:
+        """How a model trained on these rows must be run: the settings their trajectories record.
+
+        The system prompt is the preset the trajectories name, or their own prompt's text. ``keep_tools`` is
+        on where the trajectories had it, and always for the json protocol: the export renders the tools
+        block into the system message, so every turn of a json-protocol training conversation offers the
+        tool, and the model is run as it was trained.
         """
-        base = {"protocol": self.protocol, "crop_set": self.crop_set, "keep_tools": self.protocol == "json"}
-        protocol = make_protocol(self.protocol, make_crop_set(self.crop_set))
-        for preset in PRESETS:
-            if preset == "auto":
-                continue
-            try:
-                text = system_prompt_for(protocol, preset=preset)
-            except ConfigError:  # a released prompt written for another protocol or crop set
-                continue
-            if text == self.system_prompt:
-                return AgentConfig(**base, system_prompt_preset=preset)
-        if self.system_prompt:
-            return AgentConfig(**base, system_prompt=self.system_prompt)
-        return AgentConfig(**base)
+        settings = self.settings
+        options: dict[str, Any] = {
+            "protocol": settings.protocol,
+            "crop_set": settings.crop_set,
+            "keep_tools": settings.keep_tools or settings.protocol == "json",
+        }
+        if settings.system_prompt is not None:
+            return AgentConfig(**options, system_prompt=settings.system_prompt)
+        return AgentConfig(**options, system_prompt_preset=settings.system_prompt_preset or "auto")
 
     def describe(self) -> str:
         """One line: how many rows of which kind, and what was left out."""
@@ -152,8 +161,10 @@ def _from_jsonl(path: Path) -> Any:
             originals = images[len(row.get("images") or []) :]
             row["images"] = images[: len(row.get("images") or [])]
             row["original"] = originals[0] if originals else None
-            if isinstance(row.get("trajectory"), dict):
-                row["trajectory"] = json.dumps(row["trajectory"])
+            try:  # a record of any version, as the export's struct holds it (the current one)
+                row["trajectory"] = _trajectory(row.get("trajectory")).model_dump(mode="json")
+            except TrainingDataError as exc:
+                raise TrainingDataError(f"{path}:{number} (row {row.get('id')!r}): {exc}") from None
             rows.append({name: row.get(name) for name in features()})
     if not rows:
         raise TrainingDataError(f"{path} has no rows")
@@ -163,28 +174,29 @@ def _from_jsonl(path: Path) -> Any:
         raise TrainingDataError(f"{path}: rows do not match the export's schema ({exc})") from None
 
 
-def _row_protocol(row: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """The protocol and crop set a row's trajectory records (``None`` where it records none)."""
-    raw = row.get("trajectory")
-    if not raw:
-        return None, None
+def _trajectory(value: Any) -> Trajectory:
+    """A row's trajectory: the export's struct (a dict) or, in an export written before it was one, its JSON
+    text; either way read with the schema, older versions upgraded.
+
+    Raises:
+        TrainingDataError: no trajectory, or one that is not a valid record.
+    """
+    if value is None:
+        raise TrainingDataError(
+            "no trajectory: training reads how the rows were made from it; re-export the collection "
+            "(awares collect export RUN)"
+        )
     try:
-        data = json.loads(raw) if isinstance(raw, str) else raw
-    except json.JSONDecodeError:
-        return None, None
-    return data.get("protocol"), data.get("crop_set")
-
-
-def _guess_protocol(messages: Iterable[Mapping[str, Any]]) -> str:
-    """A row's protocol from its messages, where no trajectory says (the released one writes GET_CROPS)."""
-    text = " ".join(message_text(m) for m in messages if m.get("role") == "assistant")
-    return "awares-text" if "GET_CROPS" in text.upper() else "json"
-
-
-def _system_prompt(messages: list[Mapping[str, Any]]) -> str | None:
-    if not messages or messages[0].get("role") != "system":
-        return None
-    return message_text(messages[0]).split(TOOLS_HEADER, 1)[0]
+        if isinstance(value, str | bytes):
+            return Trajectory.model_validate_json(value)
+        return Trajectory.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "trajectory"
+        raise TrainingDataError(
+            f"the trajectory is not a valid record ({exc.error_count()} problem(s); first: {where}: "
+            f"{first['msg']})"
+        ) from None
 
 
 def _check_images(rows: Any) -> None:
@@ -237,7 +249,7 @@ def load_training_data(path: str | Path, *, check_images: bool = True) -> Traini
             if "train" not in dataset:
                 raise TrainingDataError(f"{source} is a DatasetDict without a 'train' split: {list(dataset)}")
             dataset = dataset["train"]
-    missing = [c for c in ("messages", "images") if c not in dataset.column_names]
+    missing = [c for c in ("messages", "images", "trajectory") if c not in dataset.column_names]
     if missing:
         raise TrainingDataError(
             f"{source}: no {' or '.join(missing)} column; is it an `awares collect` export?"
@@ -250,25 +262,27 @@ def load_training_data(path: str | Path, *, check_images: bool = True) -> Traini
         [c for c in ("id", "images") if c in dataset.column_names]
     )
     parsers: dict[tuple[str, str], ToolProtocol] = {}
-    protocols: Counter[tuple[str, str]] = Counter()
+    settings_seen: Counter[AgentSettings] = Counter()
     labels: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
     keep: list[int] = []
     problems: list[str] = []
-    system_prompt: str | None = None
     for index, (row, images) in enumerate(zip(texts, encoded, strict=True)):
         row_id = row.get("id", index)
         messages = row["messages"] or []
-        protocol, regions = _row_protocol(row)
-        protocol = protocol or _guess_protocol(messages)
-        regions = regions or "paper"
+        try:
+            settings = _trajectory(row["trajectory"]).settings
+        except TrainingDataError as exc:
+            problems.append(f"row {row_id!r}: {exc}")
+            continue
         parts = sum(p.get("type") == "image" for m in messages for p in (m.get("content") or []))
         if parts != len(images["images"] or []):
             problems.append(f"row {row_id!r}: {parts} image parts but {len(images['images'] or [])} images")
             continue
-        if (protocol, regions) not in parsers:
-            parsers[(protocol, regions)] = make_protocol(protocol, make_crop_set(regions))
-        kinds = assistant_turn_kinds(messages, parsers[(protocol, regions)])
+        key = (settings.protocol, settings.crop_set)
+        if key not in parsers:
+            parsers[key] = make_protocol(settings.protocol, make_crop_set(settings.crop_set))
+        kinds = assistant_turn_kinds(messages, parsers[key])
         if not kinds:
             problems.append(f"row {row_id!r}: no assistant turn (nothing to learn)")
             continue
@@ -278,20 +292,19 @@ def load_training_data(path: str | Path, *, check_images: bool = True) -> Traini
         if "invalid" in kinds:
             skipped["with a malformed crop call"] += 1
             continue
-        protocols[(protocol, regions)] += 1
+        settings_seen[settings] += 1
         labels["tool" if "call" in kinds else "direct"] += 1
-        system_prompt = system_prompt or _system_prompt(messages)
         keep.append(index)
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise TrainingDataError(
             f"{source}: {len(problems)} row(s) cannot train: " + "; ".join(problems[:5]) + more
         )
-    if len(protocols) > 1:
-        found = ", ".join(f"{p}/{c}: {n} rows" for (p, c), n in protocols.most_common())
+    if len(settings_seen) > 1:
+        found = ", ".join(f"{_describe(s)}: {n} rows" for s, n in settings_seen.most_common())
         raise TrainingDataError(
-            f"{source} mixes tool-call protocols or crop sets ({found}); a model is trained on one: export "
-            "one collection per protocol (awares collect label --protocol ...)"
+            f"{source} mixes tool-call protocols, crop sets or system prompts ({found}); a model is trained "
+            "on one: export one collection per agent setting (awares collect label --protocol ...)"
         )
     if not keep:
         raise TrainingDataError(f"{source}: no trainable row ({dict(skipped) or 'empty'})")
@@ -301,16 +314,21 @@ def load_training_data(path: str | Path, *, check_images: bool = True) -> Traini
         dataset, encoded = dataset.select(keep), encoded.select(keep)
     if check_images:
         _check_images(encoded)
-    (protocol, regions), _ = protocols.most_common(1)[0]
+    ((settings, _),) = settings_seen.most_common(1)
     return TrainingData(
         dataset=dataset,
-        protocol=protocol,
-        crop_set=regions,
-        system_prompt=system_prompt,
+        settings=settings,
         source=str(source),
         labels=dict(labels),
         skipped=dict(skipped),
     )
+
+
+def _describe(settings: AgentSettings) -> str:
+    preset = settings.system_prompt_preset
+    prompt = f"{preset} prompt" if preset else "own prompt"
+    tools = ", keep_tools" if settings.keep_tools else ""
+    return f"{settings.protocol}/{settings.crop_set} ({prompt}{tools})"
 
 
 def _undecoded() -> Any:
@@ -322,7 +340,7 @@ def _undecoded() -> Any:
 def policy_samples(path: str | Path, *, limit: int | None = None) -> list[Any]:
     """Held-out export rows as evaluation samples: the original image, the question and the labels.
 
-    Each row's ``needs_crop`` becomes the sample's ``needs_hr`` and its ``evidence`` box the ``bbox``, so
+    Each row's labels (``needs_crop`` and the ``evidence`` box) become the sample's, so
     :func:`~awares_agent.evals.decisions.score_decisions` can score a policy's decisions and regions. The
     label (``direct`` / ``tool``) is the sample's category.
 
@@ -356,8 +374,8 @@ def policy_samples(path: str | Path, *, limit: int | None = None) -> list[Any]:
                 question=row["question"],
                 answers=row["answers"],
                 metric=row.get("metric") or "exact",
-                needs_hr=row.get("needs_crop"),
-                bbox=tuple(evidence) if evidence else None,
+                needs_crop=row.get("needs_crop"),
+                evidence=tuple(evidence) if evidence else None,
                 category=row.get("label"),
             )
         )

@@ -9,10 +9,14 @@ Each ``ok`` row becomes one training example, the whole multi-turn interaction a
 * ``original``: the sample's original full-resolution image (the prompt of on-policy training, where the
   agent makes its own view and crops; the held-out input of a policy evaluation). Not named ``image``:
   TRL's collator would take a column of that name as the training image.
-* metadata: ``id``, ``question``, ``answers``, ``metric``, ``label`` (``direct`` / ``tool``), ``needs_crop``,
-  ``crops``, ``evidence`` (the grounded evidence box in original pixels, for a sample that needs crops),
-  ``rtr``, ``correct`` / ``verdict_score`` / ``verdict_reason`` / ``judge`` (the verdict on the trajectory's
-  answer), ``teacher``, ``mode`` and the full ``trajectory`` as JSON.
+* ``trajectory``: the whole :class:`~awares_agent.trajectory.Trajectory` as a nested Arrow struct (its JSON
+  form, field for field: :func:`trajectory_features`), with its settings (protocol, crop set, system prompt,
+  ``keep_tools``) and its labels. Read it back with ``Trajectory.model_validate(row["trajectory"])``.
+* metadata columns, flat copies of the trajectory's labels and figures for filtering a dataset without
+  reading the struct: ``id``, ``question``, ``answers``, ``metric``, ``label`` (``direct`` / ``tool``),
+  ``needs_crop``, ``crops``, ``evidence`` (the evidence box in original pixels, for a sample that needs
+  crops), ``rtr``, ``correct`` / ``verdict_score`` / ``verdict_reason`` / ``judge`` (the verdict on the
+  trajectory's answer), ``teacher`` and ``mode``.
 
 Tool calls are written as text in Qwen's hermes format (``<tool_call>{...}</tool_call>``; tool results as a
 user turn of ``<tool_response>``), and the tool's signature is appended to the system prompt as Qwen's tools
@@ -20,7 +24,8 @@ block. That is exactly what :class:`~awares_agent.backends.transformers_backend.
 for a model whose chat template has no tool support (Qwen2.5-VL's), and the same text Qwen's tool-aware
 templates render, so a model is trained on the prompts it later sees. TRL's vision collator does not pass a
 ``tools`` column to the template, which is why the block is in the system message. The features are declared
-explicitly (:func:`features`): Arrow cannot infer PIL images nested in messages.
+explicitly (:func:`features`): Arrow cannot infer PIL images nested in messages, nor one struct for the
+trajectory's message parts (text or image).
 
 ``trl.SFTTrainer`` loads the result as it is: ``SFTTrainer(model, train_dataset=load_from_disk(path),
 processing_class=processor)``.
@@ -46,7 +51,56 @@ from awares_agent.tools.crop_sets import crop_set
 from awares_agent.tools.protocols import make_protocol
 from awares_agent.trajectory import Trajectory
 
-__all__ = ["ExportStats", "export_dataset", "features", "training_messages"]
+__all__ = ["ExportStats", "export_dataset", "features", "training_messages", "trajectory_features"]
+
+
+def trajectory_features() -> Any:
+    """The Arrow type of the ``trajectory`` column, made from :class:`Trajectory`'s JSON schema.
+
+    Each record of the schema is a struct and each list a list, so the column holds the trajectory's JSON
+    form (``model_dump(mode="json")``) as it is. A union of records (a message part is text or an image) is
+    one struct with every member's fields, those of the other members left null.
+
+    Raises:
+        TypeError: the schema holds something Arrow cannot declare (a free-form mapping).
+    """
+    schema = Trajectory.model_json_schema()
+    return _feature(schema, schema.get("$defs", {}), "trajectory")
+
+
+def _feature(schema: dict[str, Any], defs: dict[str, Any], where: str) -> Any:
+    """The ``datasets`` feature of one JSON-schema node (``where`` names it in errors)."""
+    from datasets import List, Value
+
+    if "$ref" in schema:
+        return _feature(defs[schema["$ref"].rsplit("/", 1)[-1]], defs, where)
+    options = [o for o in schema.get("anyOf") or schema.get("oneOf") or [] if o.get("type") != "null"]
+    if len(options) == 1:
+        return _feature(options[0], defs, where)
+    if options:
+        members = [_feature(o, defs, where) for o in options]
+        if all(m == members[0] for m in members):  # a tuple's items, all of one type
+            return members[0]
+        if not all(isinstance(m, dict) for m in members):
+            raise TypeError(f"{where}: a union of {options} has no Arrow type")
+        merged: dict[str, Any] = {}
+        for member in members:
+            for name, feature in member.items():
+                if merged.setdefault(name, feature) != feature:
+                    raise TypeError(f"{where}.{name}: the union's members disagree on its type")
+        return merged
+    kind = schema.get("type")
+    if kind == "object":
+        if "properties" not in schema:
+            raise TypeError(f"{where}: a free-form mapping has no Arrow struct type")
+        return {name: _feature(p, defs, f"{where}.{name}") for name, p in schema["properties"].items()}
+    if kind == "array":
+        items = schema.get("items") or {"anyOf": schema.get("prefixItems", [])}
+        return List(_feature(items, defs, f"{where}[]"))
+    scalars = {"string": "string", "integer": "int64", "number": "float64", "boolean": "bool"}
+    if kind in scalars:
+        return Value(scalars[kind])
+    raise TypeError(f"{where}: JSON-schema type {kind!r} has no Arrow type")
 
 
 def features() -> Any:
@@ -74,7 +128,7 @@ def features() -> Any:
             "judge": Value("string"),
             "teacher": Value("string"),
             "mode": Value("string"),
-            "trajectory": Value("string"),
+            "trajectory": trajectory_features(),
         }
     )
 
@@ -91,7 +145,8 @@ def training_messages(trajectory: Trajectory, store: ImageStore) -> tuple[list[d
     """
     hf, images = to_hf_messages(trajectory.messages, store)
     hf = hermes_history(hf)
-    tools = make_protocol(trajectory.protocol, crop_set(trajectory.crop_set)).tools()
+    settings = trajectory.settings
+    tools = make_protocol(settings.protocol, crop_set(settings.crop_set)).tools()
     if tools:
         hf = with_tools_block(hf, [t.to_openai() for t in tools])
     out = []
@@ -180,7 +235,7 @@ def export_dataset(
                 except KeyError:  # UnknownImageError: the collection's images folder is incomplete
                     skip("image missing from the store")
                     continue
-                box = row.grounding.box if row.grounding is not None else None
+                box = row.labels.evidence if row.labels is not None else None
                 record = {
                     "id": row.id,
                     "question": row.question,
@@ -197,7 +252,7 @@ def export_dataset(
                     "judge": verdict.judge if verdict else None,
                     "teacher": row.teacher,
                     "mode": row.mode,
-                    "trajectory": row.trajectory.model_dump_json(),
+                    "trajectory": row.trajectory.model_dump(mode="json"),
                 }
                 if fh is not None:
                     ids = [p.image_id for m in row.trajectory.messages for p in m.images]
@@ -213,7 +268,6 @@ def export_dataset(
                         "images": [f"images/{i}.png" for i in ids],
                         "original": f"images/{source_id}.png",
                     }
-                    line["trajectory"] = json.loads(record["trajectory"])
                     fh.write(json.dumps(line, ensure_ascii=False) + "\n")
                 yield {**record, "messages": messages, "images": images, "original": original}
         finally:

@@ -27,8 +27,6 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
-
 from awares_agent.backends.base import ChatBackend
 from awares_agent.errors import AwaresError, ConfigError
 from awares_agent.evals.metrics import score
@@ -36,6 +34,7 @@ from awares_agent.evals.schema import METRICS
 from awares_agent.image_store import ImageStore
 from awares_agent.messages import ChatMessage
 from awares_agent.redact import redact
+from awares_agent.trajectory import Verdict  # a trajectory's labels hold it; defined there, once
 from awares_agent.untrusted import valid_text
 
 __all__ = [
@@ -51,22 +50,6 @@ __all__ = [
     "make_judge",
     "parse_judge_reply",
 ]
-
-
-class Verdict(BaseModel):
-    """A judge's decision on one answer.
-
-    Attributes:
-        correct: whether the answer counts as correct.
-        score: the judge's score in ``[0, 1]`` (the metric's score; 1 or 0 for the LLM judge).
-        reason: a short explanation.
-        judge: which judge decided, e.g. ``"metric:anls>=0.5"`` or ``"llm:gpt-4o-mini"``.
-    """
-
-    correct: bool
-    score: float = Field(ge=0.0, le=1.0)
-    reason: str
-    judge: str
 
 
 @runtime_checkable

@@ -21,9 +21,13 @@ All three runs of a sample go through one agent (one compiled graph) around the 
 options differ.
 
 **Rollout** (:class:`Rollout`, on-policy collection): the agent runs with the teacher as its model, exactly as
-at inference; every answer is judged and the verdict kept on the row, so training can filter or reject.
+at inference; every answer is judged and the verdict kept in the trajectory's labels, so training can filter
+or reject.
 
-Both produce a :class:`CollectedRow` per sample (as a JSON-ready dict for the collector). Backend failures
+Both produce a :class:`CollectedRow` per sample (as a JSON-ready dict for the collector). Its trajectory
+carries the labels (:class:`~awares_agent.trajectory.TrajectoryLabels`: whether crops were needed, the
+evidence box, the verdict, the teacher); the row adds what happened around it (the teacher's two answers,
+the grounder's finding, or why the sample was dropped). Backend failures
 propagate (the collector records them and retries them on resume); an unreadable image is a permanent
 outcome, recorded as a dropped row (``bad_image``).
 """
@@ -36,7 +40,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field, model_validator
 
 from awares_agent.agent import AwaResAgent
 from awares_agent.backends.base import ChatBackend
@@ -51,7 +55,7 @@ from awares_agent.images import SourceImage
 from awares_agent.policies import policy_options
 from awares_agent.tools.box_mapping import crops_covering
 from awares_agent.tools.crop_sets import crop_set
-from awares_agent.trajectory import Trajectory
+from awares_agent.trajectory import SCHEMA_V1, Trajectory, TrajectoryLabels
 
 __all__ = [
     "CollectedRow",
@@ -75,7 +79,10 @@ class TeacherAnswer(BaseModel):
 
 
 class CollectedRow(BaseModel):
-    """One sample's outcome: a trajectory with its labels and verdicts, or why the sample was dropped.
+    """One sample's outcome: a labelled trajectory, or why the sample was dropped.
+
+    The labels travel in the trajectory (``trajectory.labels``); ``needs_crop``, ``verdict``, ``label``,
+    ``crops`` and ``rtr`` are read from it (and written out with the row, for whoever reads rows as JSON).
 
     Attributes:
         id: the sample's id.
@@ -86,15 +93,11 @@ class CollectedRow(BaseModel):
         answers: the accepted answers.
         metric: the judge's metric for this sample.
         teacher: the teacher model's name.
-        label: ``"direct"`` (answered from the view) or ``"tool"`` (crops requested).
-        needs_crop: labelling: whether the low-res answer was wrong and the full-res one right.
-        crops: region ids requested in the trajectory.
-        rtr: the trajectory's retained visual-token ratio.
-        verdict: the judge's verdict on the trajectory's answer.
         low_res: labelling: the teacher's answer on the low-resolution view.
         full_res: labelling: the teacher's answer on the full image.
-        grounding: labelling: the evidence box found for a needed sample.
-        trajectory: the trajectory (``None`` when dropped).
+        grounding: labelling: what the grounder found for a needed sample (its box is the trajectory's
+            ``labels.evidence``; a dropped ``no_evidence_box`` row keeps the grounder's reason here).
+        trajectory: the labelled trajectory (``None`` when dropped).
         collected_at: when the row was produced (seconds since the epoch).
     """
 
@@ -106,16 +109,72 @@ class CollectedRow(BaseModel):
     answers: list[str]
     metric: str
     teacher: str
-    label: Literal["direct", "tool"] | None = None
-    needs_crop: bool | None = None
-    crops: list[str] = Field(default_factory=list)
-    rtr: float | None = None
-    verdict: Verdict | None = None
     low_res: TeacherAnswer | None = None
     full_res: TeacherAnswer | None = None
     grounding: Grounding | None = None
     trajectory: Trajectory | None = None
     collected_at: float = Field(default_factory=time.time)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        """A row written with a v1 trajectory kept its labels beside it: move them into the trajectory."""
+        if not isinstance(data, dict):
+            return data
+        trajectory = data.get("trajectory")
+        if not isinstance(trajectory, dict) or trajectory.get("schema_version") != SCHEMA_V1:
+            return data
+        box = (data.get("grounding") or {}).get("box")
+        labels = {
+            "needs_crop": data.get("needs_crop"),
+            "evidence": box,
+            "verdict": data.get("verdict"),
+            "teacher": data.get("teacher"),
+        }
+        return {**data, "trajectory": {**trajectory, "labels": labels}}
+
+    @property
+    def labels(self) -> TrajectoryLabels | None:
+        """The trajectory's labels (``None`` for a dropped row)."""
+        return self.trajectory.labels if self.trajectory is not None else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def needs_crop(self) -> bool | None:
+        """Labelling: whether the low-res answer was wrong and the full-res one right.
+
+        A dropped row has no trajectory: its sample needed crops where the grounder was asked for the
+        evidence (only needed samples are grounded), else it is unknown.
+        """
+        if self.labels is not None:
+            return self.labels.needs_crop
+        return True if self.grounding is not None else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def verdict(self) -> Verdict | None:
+        """The judge's verdict on the trajectory's answer."""
+        return self.labels.verdict if self.labels is not None else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def label(self) -> Literal["direct", "tool"] | None:
+        """``"direct"`` (answered from the view) or ``"tool"`` (crops requested); ``None`` when dropped."""
+        if self.trajectory is None:
+            return None
+        return "tool" if self.trajectory.crops else "direct"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def crops(self) -> list[str]:
+        """Region ids requested in the trajectory."""
+        return [c.region_id for c in self.trajectory.crops] if self.trajectory is not None else []
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def rtr(self) -> float | None:
+        """The trajectory's retained visual-token ratio."""
+        return self.trajectory.cost.rtr if self.trajectory is not None else None
 
 
 class _Base:
@@ -252,11 +311,11 @@ class Labeler(_Base):
         crops: list[str] = []
         if needs_crop:
             image = await asyncio.to_thread(self.store.get, source_id)
-            grounding = await self.grounder.aground(image, sample.question, sample.answers, bbox=sample.bbox)
+            grounding = await self.grounder.aground(
+                image, sample.question, sample.answers, bbox=sample.evidence
+            )
             if grounding.box is None:
-                return CollectedRow(
-                    status="dropped", reason="no_evidence_box", needs_crop=True, grounding=grounding, **head
-                )
+                return CollectedRow(status="dropped", reason="no_evidence_box", grounding=grounding, **head)
             crops = crops_covering(grounding.box, self.crop_set, width, height)
         taught = full if needs_crop else low
         if self.answer_source == "teacher" and taught.answer:
@@ -268,18 +327,14 @@ class Labeler(_Base):
         # crops it is a direct answer from the view.
         options = RunOptions(crops=tuple(crops) or None, answer=answer)
         labelled = await self.agent.aask(sample.image, sample.question, options=options)
-        trajectory = labelled.trajectory
-        return CollectedRow(
-            status="ok",
-            label="tool" if trajectory.crops else "direct",
+        labels = TrajectoryLabels(
             needs_crop=needs_crop,
-            crops=[c.region_id for c in trajectory.crops],
-            rtr=trajectory.cost.rtr,
+            evidence=grounding.box if grounding is not None else None,
             verdict=verdict,
-            grounding=grounding,
-            trajectory=trajectory,
-            **head,
+            teacher=self.teacher.model_name,
         )
+        trajectory = labelled.trajectory.model_copy(update={"labels": labels})
+        return CollectedRow(status="ok", grounding=grounding, trajectory=trajectory, **head)
 
 
 class Rollout(_Base):
@@ -306,15 +361,11 @@ class Rollout(_Base):
 
         async def run(_: SourceImage) -> CollectedRow:
             trajectory = (await self.agent.aask(sample.image, sample.question)).trajectory
-            return CollectedRow(
-                status="ok",
-                label="tool" if trajectory.crops else "direct",
-                crops=[c.region_id for c in trajectory.crops],
-                rtr=trajectory.cost.rtr,
-                verdict=await self._judged(sample, trajectory),
-                trajectory=trajectory,
-                **head,
+            labels = TrajectoryLabels(
+                verdict=await self._judged(sample, trajectory), teacher=self.teacher.model_name
             )
+            trajectory = trajectory.model_copy(update={"labels": labels})
+            return CollectedRow(status="ok", trajectory=trajectory, **head)
 
         return await self._on_image(sample, head, run)
 

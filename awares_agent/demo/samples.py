@@ -63,7 +63,7 @@ def sample_pages(n: int = SAMPLE_COUNT, *, seed: int = SAMPLE_SEED) -> list[Samp
                 image=sample.image,
                 question=sample.question,
                 answer=sample.answers[0],
-                needs_hr=bool(sample.needs_hr),
+                needs_hr=bool(sample.needs_crop),
             )
         )
     return pages

@@ -2,10 +2,10 @@
 
 Every image carries one question whose answer is a short string printed in it (a code, a number, a date).
 The evidence (the answer and the label or key next to it) is printed either LARGE, so it stays readable in
-the half-size low-resolution view (``needs_hr=False``), or SMALL, so it is readable only at full resolution or
-in a crop (``needs_hr=True``). Distractor text of mixed sizes fills the rest of the image, and the evidence is
-spread over the whole image: its position is drawn from a seeded distribution over the 3x3 grid, inside one
-quadrant most of the time and straddling the centre lines otherwise.
+the half-size low-resolution view (``needs_crop=False``), or SMALL, so it is readable only at full
+resolution or in a crop (``needs_crop=True``). Distractor text of mixed sizes fills the rest of the image,
+and the evidence is spread over the whole image: its position is drawn from a seeded distribution over the
+3x3 grid, inside one quadrant most of the time and straddling the centre lines otherwise.
 
 Sizes were tuned against the offline OCR reader (``rapidocr-onnxruntime``, see :func:`verify_readability`):
 it reads text down to about 4.5-5 px em, so the 6-7 px that 12-14 px text becomes at half size is still often

@@ -113,7 +113,7 @@ def generate_decision(
         id_prefix: the ids are ``{prefix}{seed}-{i:05d}``.
 
     Returns:
-        Samples with ``needs_hr`` (small code), ``bbox`` (the code and its label) and ``category``
+        Samples with ``needs_crop`` (small code), ``evidence`` (the code and its label) and ``category``
         (``"small"`` / ``"large"``).
     """
     spec = spec or DecisionSpec()
@@ -130,8 +130,8 @@ def generate_decision(
                 image=image,
                 question=DECISION_QUESTION,
                 answers=[code],
-                bbox=box,
-                needs_hr=small,
+                evidence=box,
+                needs_crop=small,
                 metric="exact",
                 category="small" if small else "large",
             )

@@ -111,8 +111,8 @@ def iter_samples(
             image=result.image,
             question=result.question,
             answers=[result.answer],
-            bbox=result.bbox,
-            needs_hr=needs_hr,
+            evidence=result.bbox,
+            needs_crop=needs_hr,
             metric="exact",
             category=kind,
         )
@@ -139,7 +139,7 @@ def generate(
         n: number of samples; ids are ``syn-000000`` onwards.
         seed: the seed; the same seed (and fonts) gives byte-identical images and the same questions.
         size_range: ``((min_w, min_h), (max_w, max_h))``; each side is drawn uniformly.
-        hr_fraction: the fraction of samples whose evidence is small (``needs_hr=True``); exact within
+        hr_fraction: the fraction of samples whose evidence is small (``needs_crop=True``); exact within
             every 20 samples of a category (rounded to a multiple of 1/20).
         straddle_fraction: the fraction of samples whose evidence straddles a centre line (the rest lie
             inside one quadrant); positions are otherwise spread evenly over the 3x3 grid.
@@ -177,8 +177,8 @@ def to_row(sample: EvalSample) -> dict[str, Any]:
         "image": sample.image,
         "question": sample.question,
         "answers": list(sample.answers),
-        "bbox": list(sample.bbox) if sample.bbox is not None else None,
-        "needs_hr": sample.needs_hr,
+        "evidence": list(sample.evidence) if sample.evidence is not None else None,
+        "needs_crop": sample.needs_crop,
         "metric": sample.metric,
         "category": sample.category,
     }

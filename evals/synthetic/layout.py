@@ -15,17 +15,9 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from awares_agent.boxes import Box, union_boxes
+from awares_agent.boxes import Box, overlaps, shift, union_boxes
 from awares_agent.evals.synthetic.fonts import Font, ink_box
 from awares_agent.evals.synthetic.vocabulary import normalize
-
-
-def _shift(box: Box, dx: int, dy: int) -> Box:
-    return box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy
-
-
-def _overlaps(a: Box, b: Box) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 @dataclass
@@ -127,14 +119,14 @@ class Block:
                 draw.text((x + dx, y + dy), text, font=font, fill=fill)
             elif kind == "rect":
                 _, box, fill, outline, width, radius = op
-                shifted = _shift(box, dx, dy)
+                shifted = shift(box, dx, dy)
                 if radius:
                     draw.rounded_rectangle(shifted, radius=radius, fill=fill, outline=outline, width=width)
                 else:
                     draw.rectangle(shifted, fill=fill, outline=outline, width=width)
             elif kind == "ellipse":
                 _, box, fill, outline, width = op
-                draw.ellipse(_shift(box, dx, dy), fill=fill, outline=outline, width=width)
+                draw.ellipse(shift(box, dx, dy), fill=fill, outline=outline, width=width)
             elif kind == "line":
                 _, pts, fill, width = op
                 draw.line([(x + dx, y + dy) for x, y in pts], fill=fill, width=width)
@@ -183,7 +175,7 @@ class Page:
         """
         assert block.bounds is not None
         block.draw(self.draw, dx, dy)
-        b = _shift(block.bounds, dx, dy)
+        b = shift(block.bounds, dx, dy)
         self.occupied.append((b[0] - pad, b[1] - pad, b[2] + pad, b[3] + pad))
 
     def try_place(
@@ -206,8 +198,8 @@ class Page:
         for _ in range(tries):
             dx = rng.randint(ax0 - bx0, ax1 - bx1)
             dy = rng.randint(ay0 - by0, ay1 - by1)
-            box = _shift(block.bounds, dx, dy)
-            if not any(_overlaps(box, o) for o in self.occupied):
+            box = shift(block.bounds, dx, dy)
+            if not any(overlaps(box, o) for o in self.occupied):
                 self.place(block, dx, dy)
                 return True
         return False
@@ -338,4 +330,4 @@ def place_evidence(page: Page, block: Block, spot: Spot, rng: random.Random, tri
             break
     assert best is not None
     page.place(block, *best)
-    return _shift(block.evidence, *best)
+    return shift(block.evidence, *best)

@@ -12,6 +12,7 @@ from typing import Any
 
 from PIL import Image
 
+from awares_agent.boxes import contains
 from awares_agent.evals.schema import EvalSample
 from awares_agent.evals.synthetic.vocabulary import normalize
 from awares_agent.images import ViewSpec
@@ -114,11 +115,7 @@ def holding_region(bbox: Sequence[float], width: int, height: int, crop_set: Cro
         crop_set: the crop set (default: the paper's).
     """
     regions = (crop_set or PaperCropSet()).regions(width, height)
-    holding = [
-        r
-        for r in regions
-        if r.box[0] <= bbox[0] and r.box[1] <= bbox[1] and bbox[2] <= r.box[2] and bbox[3] <= r.box[3]
-    ]
+    holding = [r for r in regions if contains(r.box, bbox)]
     return min(holding, key=lambda r: r.width * r.height)  # "all" always holds it
 
 
@@ -164,12 +161,13 @@ def verify_readability(
         w, h = img.size
         full = answer in ocr_text(img, ocr, use_cls=use_cls)
         half = answer in ocr_text(img.resize(spec.size(w, h), Image.Resampling.LANCZOS), ocr, use_cls=use_cls)
-        bbox = sample.bbox or (0, 0, w, h)
+        bbox = sample.evidence or (0, 0, w, h)
         region = holding_region(bbox, w, h)
         crop = None
-        if check_crop and sample.needs_hr:
+        if check_crop and sample.needs_crop:
             crop = answer in ocr_text(img.crop(region.box), ocr, use_cls=use_cls)
-        result = Readability(sample.id, sample.category, bool(sample.needs_hr), full, half, crop, region.name)
+        needed = bool(sample.needs_crop)
+        result = Readability(sample.id, sample.category, needed, full, half, crop, region.name)
         results.append(result)
         if progress is not None:
             progress(result)

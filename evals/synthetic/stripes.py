@@ -173,7 +173,8 @@ def generate_stripes(
         id_prefix: the ids are ``{prefix}{seed}-{i:05d}``.
 
     Returns:
-        Samples with ``needs_hr`` (fine), ``bbox`` (the patch) and ``category`` (``"fine"`` / ``"coarse"``).
+        Samples with ``needs_crop`` (fine), ``evidence`` (the patch) and ``category`` (``"fine"`` /
+        ``"coarse"``).
     """
     spec = spec or StripesSpec()
     rng = random.Random(seed)
@@ -196,8 +197,8 @@ def generate_stripes(
                 image=image,
                 question=STRIPES_QUESTION,
                 answers=[answer],
-                bbox=box,
-                needs_hr=fine,
+                evidence=box,
+                needs_crop=fine,
                 metric="exact",
                 category="fine" if fine else "coarse",
             )
