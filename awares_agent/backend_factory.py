@@ -16,12 +16,10 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from awares_agent.backends.base import ChatBackend
+from awares_agent.backends.retry import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, DEFAULT_WAIT_ALLOWANCE
 from awares_agent.errors import ConfigError
 
 BackendKind = Literal["auto", "reader", "pattern-reader", "openai", "transformers"]
-
-#: A local model's tokens per turn when ``max_new_tokens`` is not given.
-LOCAL_MAX_NEW_TOKENS = 256
 
 
 @dataclass(frozen=True)
@@ -41,8 +39,9 @@ class BackendOptions:
         image_detail: OpenAI's image detail; ``high`` on api.openai.com keeps crops at their resolution.
         device: where a local model runs.
         dtype: a local model's weights' type.
-        max_new_tokens: the most tokens a model turn may generate: a local model's (256 when not given), or
-            sent to a server as ``max_tokens`` (when not given, the server's own limit applies).
+        max_new_tokens: the most tokens a model turn may generate: a local model's (when not given, the
+            local backend's own default), or sent to a server as ``max_tokens`` (when not given, the
+            server's own limit applies).
         offline: never contact the Hugging Face hub for a local model.
     """
 
@@ -75,17 +74,19 @@ class BackendOptions:
         },
     )
     timeout: float = field(
-        default=60.0,
+        default=DEFAULT_TIMEOUT,
         metadata={"group": "server", "help": "seconds per request attempt, the whole reply included"},
     )
-    max_retries: int = field(default=3, metadata={"group": "server", "help": "retries on 429/5xx/timeouts"})
+    max_retries: int = field(
+        default=DEFAULT_MAX_RETRIES, metadata={"group": "server", "help": "retries on 429/5xx/timeouts"}
+    )
     deadline: float | None = field(
         default=None,
         metadata={
             "group": "server",
             "metavar": "SECONDS",
             "help": "seconds per model call, every retry and Retry-After wait included (default: timeout x "
-            "(max-retries + 1) + 30)",
+            f"(max-retries + 1) + {DEFAULT_WAIT_ALLOWANCE:g})",
         },
     )
     image_format: Literal["png", "jpeg"] = field(
@@ -107,8 +108,8 @@ class BackendOptions:
         default=None,
         metadata={
             "metavar": "N",
-            "help": "the most tokens a model turn may generate (default: 256 for a local model; a server's "
-            "own limit, unless given)",
+            "help": "the most tokens a model turn may generate (default: the backend's own: the local "
+            "backend's default for a local model, the server's limit for a server)",
         },
     )
     offline: bool = field(
@@ -174,10 +175,11 @@ def make_backend(options: BackendOptions, *, crop_set: str = "paper") -> ChatBac
         )
     from awares_agent.backends.transformers_backend import TransformersBackend
 
+    limit = {"max_new_tokens": options.max_new_tokens} if options.max_new_tokens is not None else {}
     return TransformersBackend(
         options.model,
         device=options.device,
         dtype=options.dtype,
-        max_new_tokens=options.max_new_tokens if options.max_new_tokens is not None else LOCAL_MAX_NEW_TOKENS,
         local_files_only=options.offline,
+        **limit,  # not given: the backend's own default, written once there
     )

@@ -12,14 +12,18 @@
 * ``awares train sft|grpo|eval`` fine-tunes a VLM on it and scores the trained policy
   (:mod:`awares_agent.training.cli`).
 * ``awares demo [IMAGE]`` opens the interactive console demo (:mod:`awares_agent.demo.app`).
+
+Every command is a row of :data:`COMMANDS` (with ``collect``'s and ``train``'s rows): its name, help, the
+configs its flags are generated from (:mod:`awares_agent.cli_options`) and its handler. One parser tree is
+built from the table, and the parsed command's handler is called; ``-h``/``--help`` works at every level.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
@@ -29,135 +33,88 @@ from rich.table import Table
 from awares_agent.backend_factory import make_backend
 from awares_agent.backends.base import ChatBackend
 from awares_agent.cli_options import (
+    EXIT_BACKEND,
+    EXIT_INPUT,
+    EXIT_INTERNAL,
+    EXIT_OK,
     READER_NOTE,
+    Command,
     add_agent_options,
     add_backend_options,
+    add_data_options,
     agent_config,
     backend_options,
+    build_parser,
+    config_options,
 )
-from awares_agent.collect.command import add_parser as add_collect_parser
-from awares_agent.collect.command import run as run_collect
-from awares_agent.errors import AwaresError, BackendError
-from awares_agent.redact import install_log_redaction, redact
-from awares_agent.training.cli import add_parser as add_train_parser
-from awares_agent.training.cli import run as run_train
+from awares_agent.cli_options import run as run_command
+from awares_agent.collect.command import COMMANDS as COLLECT_COMMANDS
+from awares_agent.training.cli import COMMANDS as TRAIN_COMMANDS
+from awares_agent.training.cli import COMMANDS_HELP as TRAIN_HELP
 
-EXIT_OK, EXIT_BACKEND, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+__all__ = ["COMMANDS", "EXIT_BACKEND", "EXIT_INPUT", "EXIT_INTERNAL", "EXIT_OK", "main"]
 
 # Each command imports what it runs when it runs: the agent (LangGraph), datasets and matplotlib take seconds
 # to import, and `awares --help` or a bad option should not wait for them.
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="awares",
-        description="AwaRes: a VLM looks at a low-resolution view and fetches only the crops it needs.",
-        epilog=READER_NOTE,
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log backend requests and graph steps")
-    sub = parser.add_subparsers(dest="command", required=True)
+@dataclass(frozen=True)
+class AskOptions:
+    """``awares ask``'s own options (with the backend's and the agent's)."""
 
-    ask = sub.add_parser(
-        "ask",
-        help="answer a question about an image",
-        description=(
-            "Answer a question about an image with an AwaRes agent: on an OpenAI-compatible server "
-            "(--base-url), a local Hugging Face model (--model PATH_OR_HUB_ID), or the offline reader."
-        ),
-        epilog=READER_NOTE,
+    image: str = field(
+        metadata={"positional": True, "help": "path to the image (PNG, JPEG, WebP, GIF, TIFF...)"}
     )
-    ask.add_argument("image", help="path to the image (PNG, JPEG, WebP, GIF, TIFF...)")
-    ask.add_argument("question", help="the question to answer")
-    add_backend_options(ask)
-    add_agent_options(ask)
-    ask.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    ask.add_argument(
-        "--no-stream",
-        action="store_true",
-        help="take each model turn whole instead of showing its text as it is generated (for a server that "
-        "cannot stream)",
+    question: str = field(metadata={"positional": True, "help": "the question to answer"})
+    json: bool = field(default=False, metadata={"help": "print the result as one JSON object"})
+    no_stream: bool = field(
+        default=False,
+        metadata={
+            "help": "take each model turn whole instead of showing its text as it is generated (for a server "
+            "that cannot stream)"
+        },
     )
 
-    ev = sub.add_parser(
-        "eval",
-        help="evaluate policies on a benchmark: accuracy and visual-token cost",
-        description=(
-            "Run policies over a benchmark and write per-sample JSONL and a summary per policy under --out. "
-            "Resumable: run the same command again to finish a killed run."
-        ),
-        epilog=READER_NOTE,
-    )
-    ev.add_argument(
-        "--bench",
-        required=True,
-        help="'synthetic', 'crop-decision', 'stripes' / 'stripes-tinted' (generated), a paper benchmark "
-        "(chartqa, docvqa, ocrbench, pope, realworldqa, vstar) or a path to your own data (a datasets "
-        "directory or JSONL + images)",
-    )
-    ev.add_argument("--split", help="dataset split (default: the benchmark's standard one)")
-    ev.add_argument(
-        "--limit", type=int, help="evaluate the first N samples (synthetic: how many to generate)"
-    )
-    ev.add_argument("--seed", type=int, default=0, help="seed of the synthetic benchmark and random policy")
-    ev.add_argument(
-        "--policy",
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """``awares eval``'s own options (with the data block, the backend's and the agent's)."""
+
+    policy: str = field(
         default="awares",
-        help="comma-separated: awares, low-res, full-res, all-crops, random, oracle (default: awares)",
+        metadata={"help": "comma-separated: awares, low-res, full-res, all-crops, random, oracle"},
     )
-    ev.add_argument("--out", required=True, help="run directory (per-policy results and summaries)")
-    ev.add_argument("--concurrency", type=int, default=2, help="samples in flight at once (default: 2)")
-    add_backend_options(ev)
-    add_agent_options(ev)
 
-    rep = sub.add_parser(
-        "report",
-        help="a markdown table and an accuracy-vs-RTR plot over evaluation runs",
-        description="Render a Table-1-style markdown table and an accuracy-vs-RTR plot over run directories.",
-    )
-    rep.add_argument("runs", nargs="+", help="run directories written by `awares eval --out`")
-    rep.add_argument(
-        "--markdown", help="write the table here (default: report.md in the first run directory)"
-    )
-    rep.add_argument("--plot", help="write the plot here (default: accuracy_vs_rtr.png beside the table)")
 
-    task = sub.add_parser(
-        "lmms-task",
-        help="write a benchmark as a local lmms-eval task (for lmms-eval --model awares)",
-        description=(
-            "Write a benchmark (its data, a task YAML and its hooks) as a local lmms-eval task folder; run "
-            "it with `lmms-eval --model awares --tasks awares_NAME --include_path DIR`, scored with the same "
-            "metric as `awares eval`."
-        ),
-    )
-    task.add_argument(
-        "--bench", required=True, help="'synthetic', 'stripes', a paper benchmark, or a path to your data"
-    )
-    task.add_argument("--split", help="dataset split (default: the benchmark's standard one)")
-    task.add_argument("--limit", type=int, help="the first N samples (synthetic: how many to generate)")
-    task.add_argument("--seed", type=int, default=0, help="seed of the synthetic benchmark")
-    task.add_argument("--out", required=True, help="the task folder to write")
+@dataclass(frozen=True)
+class ReportOptions:
+    """``awares report``'s options."""
 
-    add_collect_parser(sub, READER_NOTE)
-    add_train_parser(sub)
+    runs: list[str] = field(
+        metadata={
+            "positional": True,
+            "metavar": "RUN",
+            "help": "run directories written by `awares eval --out`",
+        }
+    )
+    markdown: str | None = field(
+        default=None,
+        metadata={"help": "write the table here (default: report.md in the first run directory)"},
+    )
+    plot: str | None = field(
+        default=None, metadata={"help": "write the plot here (default: accuracy_vs_rtr.png beside the table)"}
+    )
 
-    demo = sub.add_parser(
-        "demo",
-        help="the interactive console demo: watch the model look, crop and answer",
-        description=(
-            "A full-screen terminal app: the low-resolution view with the crop regions, the crops the model "
-            "asks for as they arrive, its answer streamed, and what it cost. With no arguments it runs "
-            "offline on the embedded reader with bundled sample pages; point it at your own image and "
-            "server (or local model) with IMAGE and --base-url/--model. Type /help in the app for commands."
-        ),
-        epilog=READER_NOTE,
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """``awares demo``'s own options (with the backend's and the agent's)."""
+
+    image: str | None = field(
+        default=None,
+        metadata={"positional": True, "help": "an image to open (default: the first sample page)"},
     )
-    demo.add_argument("image", nargs="?", help="an image to open (default: the first sample page)")
-    demo.add_argument(
-        "--out", default="awares-demo", help="where /save and /crops write (default: ./awares-demo)"
-    )
-    add_backend_options(demo)
-    add_agent_options(demo)
-    return parser
+    out: str = field(default="awares-demo", metadata={"help": "where /save and /crops write"})
 
 
 def _ask(args: argparse.Namespace, console: Console) -> int:
@@ -350,49 +307,88 @@ def _show_result(console: Console, result: Any) -> None:
         console.print(f"[yellow]note[/] round {error.round}: {error.kind}: {escape(error.message)}")
 
 
+_AGENT = (add_backend_options, add_agent_options)
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "ask",
+        help="answer a question about an image",
+        description=(
+            "Answer a question about an image with an AwaRes agent: on an OpenAI-compatible server "
+            "(--base-url), a local Hugging Face model (--model PATH_OR_HUB_ID), or the offline reader."
+        ),
+        epilog=READER_NOTE,
+        run=_ask,
+        options=(config_options(AskOptions), *_AGENT),
+    ),
+    Command(
+        "eval",
+        help="evaluate policies on a benchmark: accuracy and visual-token cost",
+        description=(
+            "Run policies over a benchmark and write per-sample JSONL and a summary per policy under --out. "
+            "Resumable: run the same command again to finish a killed run."
+        ),
+        epilog=READER_NOTE,
+        run=_eval,
+        options=(
+            add_data_options("bench", "split", "limit", "seed", "out", "concurrency"),
+            config_options(EvalOptions),
+            *_AGENT,
+        ),
+    ),
+    Command(
+        "report",
+        help="a markdown table and an accuracy-vs-RTR plot over evaluation runs",
+        description="Render a Table-1-style markdown table and an accuracy-vs-RTR plot over run directories.",
+        run=_report,
+        options=(config_options(ReportOptions),),
+    ),
+    Command(
+        "lmms-task",
+        help="write a benchmark as a local lmms-eval task (for lmms-eval --model awares)",
+        description=(
+            "Write a benchmark (its data, a task YAML and its hooks) as a local lmms-eval task folder; run "
+            "it with `lmms-eval --model awares --tasks awares_NAME --include_path DIR`, scored with the same "
+            "metric as `awares eval`."
+        ),
+        run=_lmms_task,
+        options=(add_data_options("bench", "split", "limit", "seed", "out"),),
+    ),
+    Command(
+        "collect",
+        help="build training data: teacher labels or on-policy rollouts, as a TRL-ready dataset",
+        commands=COLLECT_COMMANDS,
+    ),
+    Command("train", help=TRAIN_HELP, commands=TRAIN_COMMANDS),
+    Command(
+        "demo",
+        help="the interactive console demo: watch the model look, crop and answer",
+        description=(
+            "A full-screen terminal app: the low-resolution view with the crop regions, the crops the model "
+            "asks for as they arrive, its answer streamed, and what it cost. With no arguments it runs "
+            "offline on the embedded reader with bundled sample pages; point it at your own image and "
+            "server (or local model) with IMAGE and --base-url/--model. Type /help in the app for commands."
+        ),
+        epilog=READER_NOTE,
+        run=_demo,
+        options=(config_options(DemoOptions), *_AGENT),
+    ),
+)
+"""Every ``awares`` command: the one table the parser tree and the dispatch are built from."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    return build_parser(
+        "awares",
+        COMMANDS,
+        description="AwaRes: a VLM looks at a low-resolution view and fetches only the crops it needs.",
+        epilog=READER_NOTE,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``awares`` command. Returns the process exit code."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    install_log_redaction()
-    console = Console(stderr=False)
-    errors = Console(stderr=True, soft_wrap=True)
-    try:
-        if args.command == "ask":
-            return _ask(args, console)
-        if args.command == "eval":
-            return _eval(args, console)
-        if args.command == "report":
-            return _report(args, console)
-        if args.command == "collect":
-            return run_collect(args, console)
-        if args.command == "train":
-            return run_train(args, console)
-        if args.command == "demo":
-            return _demo(args, console)
-        if args.command == "lmms-task":
-            return _lmms_task(args, console)
-    except BackendError as exc:
-        errors.print(f"[red]error:[/] {escape(redact(str(exc)))}", highlight=False)
-        return EXIT_BACKEND
-    except AwaresError as exc:
-        errors.print(f"[red]error:[/] {escape(redact(str(exc)))}", highlight=False)
-        return EXIT_INPUT
-    except KeyboardInterrupt:
-        errors.print("interrupted")
-        return 130
-    except Exception as exc:
-        # A bug of ours, not bad input: one line by default, the traceback (redacted) with --verbose.
-        logging.getLogger("awares").error("internal error", exc_info=exc if args.verbose else None)
-        errors.print(
-            f"[red]internal error:[/] {type(exc).__name__}: {escape(redact(str(exc)))[:500]}; please report "
-            "it (run again with --verbose for the traceback)",
-            highlight=False,
-        )
-        return EXIT_INTERNAL
-    return EXIT_INPUT
+    return run_command(_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from awares_agent.errors import ConfigError
 from awares_agent.images import DEFAULT_MAX_IMAGE_PIXELS, ViewSpec
 from awares_agent.tools.crop_sets import crop_set
-from awares_agent.tools.prompts import PromptPreset, released_prompt
+from awares_agent.tools.prompts import RELEASED_MODEL, PromptPreset, released_prompt
 
 CHECKPOINT_FILE = "awares_agent.json"
 """The file in a trained checkpoint directory that records how its agent must be run (``awares train``)."""
+
+MAX_ROUNDS = 8
+"""The most crop rounds a query may allow (:attr:`AgentConfig.max_rounds`, a run's ``RunOptions``, GRPO's
+``crop_rounds``)."""
 
 CHECKPOINT_FIELDS = ("protocol", "crop_set", "system_prompt_preset", "system_prompt", "keep_tools")
 """The :class:`AgentConfig` fields a checkpoint records: what the model was trained to speak."""
@@ -30,7 +34,7 @@ class AgentConfig(BaseModel):
         crop_set: ``"paper"`` (9 regions + ``all``) or ``"grid-RxC"``.
         view_scale: the low-res view's scale of the original's width and height (paper: 0.5).
         view_longest_side: if set, the view's longest side in pixels instead of ``view_scale``.
-        max_rounds: crop rounds allowed per query (paper: 1).
+        max_rounds: crop rounds allowed per query (paper: 1; at most :data:`MAX_ROUNDS`).
         max_corrections: times a model may correct an invalid tool call before it must answer (default 1).
         max_rtr: optional visual-token budget per query, as a retained token ratio; crops beyond it are
             withheld.
@@ -51,18 +55,66 @@ class AgentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    protocol: Literal["json", "awares-text"] = "json"
-    crop_set: str = "paper"
-    view_scale: float = Field(default=0.5, gt=0, le=1)
-    view_longest_side: int | None = Field(default=None, ge=1)
-    max_rounds: int = Field(default=1, ge=0, le=8)
-    max_corrections: int = Field(default=1, ge=0, le=8)
-    max_rtr: float | None = Field(default=None, gt=0)
-    token_rule: str | None = None
-    system_prompt_preset: PromptPreset = "auto"
-    system_prompt: str | None = None
-    max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1)
-    keep_tools: bool = False
+    # Each description is the field's command-line help (awares_agent.cli_options); json_schema_extra holds
+    # what the command line needs beyond it.
+    protocol: Literal["json", "awares-text"] = Field(
+        default="json",
+        description="tool-call protocol: json function calling, or the released GET_CROPS text",
+    )
+    crop_set: str = Field(default="paper", description="'paper' (9 regions + all) or 'grid-RxC'")
+    view_scale: float = Field(default=0.5, gt=0, le=1, description="low-res view scale")
+    view_longest_side: int | None = Field(
+        default=None,
+        ge=1,
+        description="the low-res view's longest side in pixels, instead of --view-scale",
+        json_schema_extra={"metavar": "PIXELS"},
+    )
+    max_rounds: int = Field(
+        default=1,
+        ge=0,
+        le=MAX_ROUNDS,
+        description="crop rounds allowed per query (default: 1, as in the paper)",
+    )
+    max_corrections: int = Field(
+        default=1,
+        ge=0,
+        le=8,
+        description="times a model may correct an invalid tool call before it must answer",
+    )
+    max_rtr: float | None = Field(
+        default=None,
+        gt=0,
+        description="visual-token budget as a retained token ratio, e.g. 0.5 (default: none)",
+    )
+    token_rule: str | None = Field(
+        default=None,
+        description="visual-token rule: qwen2.5-vl, qwen2-vl, qwen3-vl, pixels (default: the backend's or "
+        "inferred from the model name)",
+    )
+    system_prompt_preset: PromptPreset = Field(
+        default="auto",
+        description="the system prompt: awares (the project's own), released (the released evaluation "
+        "script's, verbatim), released-readme (the released README's quick start); auto (default, unless a "
+        f"model trained by awares records its own): released for {RELEASED_MODEL} with --protocol "
+        "awares-text, else awares",
+        json_schema_extra={"flag": "--system-prompt"},
+    )
+    system_prompt: str | None = Field(
+        default=None,
+        description="a system prompt of your own (Python API and trained checkpoints)",
+        json_schema_extra={"cli": False},
+    )
+    max_image_pixels: int = Field(
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        ge=1,
+        description="refuse images with more pixels than this (decompression-bomb guard)",
+        json_schema_extra={"metavar": "N"},
+    )
+    keep_tools: bool = Field(
+        default=False,
+        description="offer the crop tool on every turn, the last one too, as in the trajectories awares "
+        "train trains on (default: withdrawn once no more crops can be served)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> AgentConfig:

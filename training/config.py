@@ -2,9 +2,11 @@
 fields and the paper's defaults.
 
 The ``awares train sft`` and ``awares train grpo`` command lines are generated from these dataclasses (TRL's
-``TrlParser``), so every flag, default and help text is written here once, and a YAML file with the same keys
-is accepted (``awares train sft --config sft.yaml``). Every TRL and ``transformers.TrainingArguments`` option
-is there too (``--learning_rate``, ``--per_device_train_batch_size``, ``--bf16``...).
+``TrlParser``, :mod:`awares_agent.training.parser`), so every flag, default and help text is written here
+once, and a YAML file with the same keys is accepted (``awares train sft --config sft.yaml``). Every TRL
+and ``transformers.TrainingArguments`` option is there too (``--learning-rate``,
+``--per-device-train-batch-size``, ``--bf16``...; TRL's underscore spellings, ``--learning_rate``, work as
+well).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig, SFTConfig
 
+from awares_agent.config import MAX_ROUNDS, AgentConfig
 from awares_agent.errors import ConfigError
 
 __all__ = ["TINY_MODEL", "TINY_MODELS", "TINY_QWEN25_MODEL", "AwaresGRPOConfig", "AwaresSFTConfig"]
@@ -62,7 +65,7 @@ class _AwaresArgs:
     # TRL turns checkpointing on under its deprecated name; the current name keeps the default without the
     # deprecation warning on every run.
     gradient_checkpointing: bool | None = field(
-        default=None, metadata={"help": "deprecated alias of --activation_checkpointing"}
+        default=None, metadata={"help": "deprecated alias of --activation-checkpointing"}
     )
     activation_checkpointing: bool | None = field(
         default=True,
@@ -147,7 +150,7 @@ class AwaresSFTConfig(_AwaresArgs, SFTConfig):
         if not self.tool_call_weight > 0:
             raise ConfigError(f"--tool-call-weight must be > 0, got {self.tool_call_weight}")
         if not self.assistant_only_loss:
-            raise ConfigError("AwaRes SFT trains on assistant tokens only; drop --assistant_only_loss False")
+            raise ConfigError("AwaRes SFT trains on assistant tokens only; drop --assistant-only-loss false")
         if self.loss_type not in ("nll", "dft"):
             raise ConfigError(f"loss_type must be 'nll' or 'dft' for weighted SFT, got {self.loss_type!r}")
         if self.label_smoothing_factor:
@@ -223,7 +226,10 @@ class AwaresGRPOConfig(_AwaresArgs, GRPOConfig):
             "'st:PATH' (a local sentence-transformers model)"
         },
     )
-    crop_rounds: int = field(default=1, metadata={"help": "crop rounds a rollout may use (inference: 1)"})
+    crop_rounds: int = field(
+        default=AgentConfig.model_fields["max_rounds"].default,  # inference's
+        metadata={"help": "crop rounds a rollout may use (default: inference's, --max-rounds)"},
+    )
     rollout_batch: int = field(default=8, metadata={"help": "rollouts generated together"})
     guard_low: float = field(default=0.05, metadata={"help": "lowest acceptable crop-call rate"})
     guard_high: float = field(default=0.95, metadata={"help": "highest acceptable crop-call rate"})
@@ -260,12 +266,12 @@ class AwaresGRPOConfig(_AwaresArgs, GRPOConfig):
             )
         if self.beta < 0:
             raise ConfigError(f"--beta must be >= 0, got {self.beta}")
-        if not 0 <= self.crop_rounds <= 8:
-            raise ConfigError(f"--crop-rounds must be between 0 and 8, got {self.crop_rounds}")
+        if not 0 <= self.crop_rounds <= MAX_ROUNDS:
+            raise ConfigError(f"--crop-rounds must be between 0 and {MAX_ROUNDS}, got {self.crop_rounds}")
         if self.rollout_batch < 1:
             raise ConfigError(f"--rollout-batch must be >= 1, got {self.rollout_batch}")
         if self.use_vllm and importlib.util.find_spec("vllm") is None:
-            raise ConfigError("--use_vllm needs vLLM (pip install 'trl[vllm]', on a machine with a GPU)")
+            raise ConfigError("--use-vllm needs vLLM (pip install 'trl[vllm]', on a machine with a GPU)")
 
 
 def _bf16_gpu() -> bool:

@@ -8,6 +8,9 @@
   machines) and exports them.
 * ``awares collect export DIR [--to EXPORT] [--correct-only]`` (re)writes the TRL dataset and JSONL.
 
+Each is a row of :data:`COMMANDS`; their flags come from the option configs below and the shared blocks of
+:mod:`awares_agent.cli_options` (data, backend, agent).
+
 A run's folder holds the collector's shards (rows, index of finished ids, failures), ``images/`` (every
 image the trajectories reference, content-addressed) and, once the run is complete and not sharded,
 ``export/`` (``dataset/`` for ``datasets.load_from_disk`` and ``trajectories.jsonl``). Run the same command
@@ -18,8 +21,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.markup import escape
@@ -27,7 +31,16 @@ from rich.table import Table
 
 from awares_agent.backend_factory import BackendOptions, make_backend
 from awares_agent.backends.base import ChatBackend
-from awares_agent.cli_options import add_agent_options, add_backend_options, agent_config, backend_options
+from awares_agent.cli_options import (
+    READER_NOTE,
+    Command,
+    add_agent_options,
+    add_backend_options,
+    add_data_options,
+    agent_config,
+    backend_options,
+    config_options,
+)
 from awares_agent.errors import ConfigError
 
 # As in awares_agent.cli, each step imports the pipeline it runs when it runs (LangGraph, datasets and the OCR
@@ -37,113 +50,140 @@ IMAGES = "images"
 EXPORT = "export"
 
 
-def add_parser(sub: Any, epilog: str | None = None) -> None:
-    """Register ``collect`` and its sub-commands on the ``awares`` parser's sub-parsers.
+@dataclass(frozen=True)
+class CollectOptions:
+    """How ``awares collect label|rollout`` runs, beyond the data block (``--bench``, ``--out``...).
 
-    ``epilog`` (the note on the default offline reader) is shown under the teacher commands' help.
+    Attributes:
+        shard: ``i/N``: collect only this machine's share of the samples.
+        sample_attempts: tries per sample on rate limits, timeouts and 5xx, after the client's own retries.
     """
-    collect = sub.add_parser(
-        "collect",
-        help="build training data: teacher labels or on-policy rollouts, as a TRL-ready dataset",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-    )
-    steps = collect.add_subparsers(dest="collect_command", required=True)
 
-    label = steps.add_parser(
-        "label",
-        help="label samples from a teacher's low-res and full-res answers (direct or tool trajectories)",
-        description=(
-            "The teacher answers each question on the low-res view and on the full image; a judge decides "
-            "where the view was not enough; a grounder finds the evidence box, mapped to the crop set. Each "
-            "sample becomes a direct or a tool trajectory (samples where both answers are wrong are dropped)."
-        ),
-        epilog=epilog,
+    shard: str | None = field(
+        default=None, metadata={"metavar": "i/N", "help": "collect only this machine's share of the samples"}
     )
-    rollout = steps.add_parser(
-        "rollout",
-        help="run the agent with a teacher model over samples and judge every answer",
-        description="On-policy collection: the agent as at inference, every answer judged; verdicts kept.",
-        epilog=epilog,
-    )
-    for parser in (label, rollout):
-        _run_options(parser)
-        add_backend_options(parser)
-        add_agent_options(parser)
-        _judge_options(parser)
-    grounding = label.add_argument_group("grounding (where the evidence is, for samples that need crops)")
-    grounding.add_argument(
-        "--grounder",
-        default="dataset,ocr",
-        help="comma-separated, tried in order: dataset (the sample's bbox), ocr (find the answer's text "
-        "offline), vlm (ask --grounder-model for a bbox_2d) (default: dataset,ocr)",
-    )
-    grounding.add_argument("--grounder-model", help="the VLM grounder's model (default: the teacher)")
-    grounding.add_argument("--grounder-base-url", help="the VLM grounder's server (default: the teacher's)")
-    label.add_argument(
-        "--answer-source",
-        choices=["ground-truth", "teacher"],
-        default="ground-truth",
-        help="the trajectories' answers: the dataset's first answer, or the teacher's accepted one",
-    )
-
-    merge = steps.add_parser("merge", help="merge sharded runs (--shard i/N) into one run and export it")
-    merge.add_argument("sources", nargs="+", help="run folders written by collect label/rollout --shard")
-    merge.add_argument("--out", required=True, help="the merged run folder")
-    merge.add_argument("--correct-only", action="store_true", help="export only rows judged correct")
-
-    export = steps.add_parser("export", help="write a run's TRL dataset and JSONL (again)")
-    export.add_argument("run", help="a run folder written by collect label/rollout/merge")
-    export.add_argument("--to", help="the export folder (default: RUN/export)")
-    export.add_argument("--correct-only", action="store_true", help="export only rows judged correct")
-
-
-def _run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--bench",
-        required=True,
-        help="'synthetic', 'crop-decision', 'stripes' (generated), a paper benchmark id, or your own data (a "
-        "datasets directory or JSONL + images)",
-    )
-    parser.add_argument("--split", help="dataset split (default: the benchmark's standard one)")
-    parser.add_argument("--limit", type=int, help="the first N samples (synthetic: how many to generate)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic benchmark (default: 0)")
-    parser.add_argument("--out", required=True, help="the run folder (resumable)")
-    parser.add_argument("--concurrency", type=int, default=8, help="samples in flight at once (default: 8)")
-    parser.add_argument("--shard", help="i/N: collect only this machine's share of the samples")
-    parser.add_argument(
-        "--sample-attempts",
-        type=int,
+    sample_attempts: int = field(
         default=3,
-        help="tries per sample on rate limits, timeouts and 5xx after the client's own retries, with "
-        "exponential backoff; a rate limit also pauses new requests (default: 3; 1: no collector retry)",
+        metadata={
+            "min": 1,
+            "help": "tries per sample on rate limits, timeouts and 5xx after the client's own retries, with "
+            "exponential backoff; a rate limit also pauses new requests (default: 3; 1: no collector retry)",
+        },
     )
-    parser.add_argument("--correct-only", action="store_true", help="export only rows judged correct")
 
 
-def _judge_options(parser: argparse.ArgumentParser) -> None:
-    judge = parser.add_argument_group("judge")
-    judge.add_argument(
-        "--judge",
-        choices=["metric", "llm"],
+@dataclass(frozen=True)
+class ExportOptions:
+    """Which rows an export keeps (``awares collect label|rollout|merge|export``)."""
+
+    correct_only: bool = field(default=False, metadata={"help": "export only rows judged correct"})
+
+
+@dataclass(frozen=True)
+class JudgeOptions:
+    """Who judges the answers: the benchmark's metric, or an LLM on a server.
+
+    Attributes:
+        judge: ``metric`` (offline) or ``llm``.
+        judge_model / judge_base_url / judge_api_key_env: the LLM judge's model, server and key variable.
+    """
+
+    judge: Literal["metric", "llm"] = field(
         default="metric",
-        help="metric (the benchmark's metric with a threshold, offline; default) or llm (a chat model)",
+        metadata={
+            "help": "metric (the benchmark's metric with a threshold, offline; default) or llm (a chat model)"
+        },
     )
-    judge.add_argument("--judge-model", help="the LLM judge's model name")
-    judge.add_argument("--judge-base-url", help="the LLM judge's OpenAI-compatible server")
-    judge.add_argument(
-        "--judge-api-key-env",
-        default="OPENAI_API_KEY",
-        metavar="VAR",
-        help="environment variable holding the judge server's API key (default: OPENAI_API_KEY)",
+    judge_model: str | None = field(default=None, metadata={"help": "the LLM judge's model name"})
+    judge_base_url: str | None = field(
+        default=None, metadata={"help": "the LLM judge's OpenAI-compatible server"}
+    )
+    judge_api_key_env: str = field(
+        default=BackendOptions.api_key_env,
+        metadata={"metavar": "VAR", "help": "environment variable holding the judge server's API key"},
     )
 
 
-def run(args: argparse.Namespace, console: Console) -> int:
-    """Run ``awares collect ...``; returns the exit code."""
-    if args.collect_command in ("label", "rollout"):
-        return _collect(args, console)
-    if args.collect_command == "merge":
-        return _merge(args, console)
+@dataclass(frozen=True)
+class LabelOptions:
+    """How ``awares collect label`` grounds the evidence and which answers its trajectories carry.
+
+    Attributes:
+        grounder: comma-separated grounders tried in order (``dataset``, ``ocr``, ``vlm``).
+        grounder_model / grounder_base_url: the VLM grounder's model and server (default: the teacher's).
+        answer_source: the trajectories' answers: the dataset's first answer, or the teacher's accepted one.
+    """
+
+    grounder: str = field(
+        default="dataset,ocr",
+        metadata={
+            "help": "comma-separated, tried in order: dataset (the sample's bbox), ocr (find the answer's "
+            "text offline), vlm (ask --grounder-model for a bbox_2d)"
+        },
+    )
+    grounder_model: str | None = field(
+        default=None, metadata={"help": "the VLM grounder's model (default: the teacher)"}
+    )
+    grounder_base_url: str | None = field(
+        default=None, metadata={"help": "the VLM grounder's server (default: the teacher's)"}
+    )
+    answer_source: Literal["ground-truth", "teacher"] = field(
+        default="ground-truth",
+        metadata={
+            "help": "the trajectories' answers: the dataset's first answer, or the teacher's accepted one"
+        },
+    )
+
+
+@dataclass(frozen=True)
+class MergeOptions:
+    """``awares collect merge``'s sources (its ``--out`` is the data block's)."""
+
+    sources: list[str] = field(
+        metadata={
+            "positional": True,
+            "metavar": "RUN",
+            "help": "run folders written by collect label/rollout --shard",
+        }
+    )
+
+
+@dataclass(frozen=True)
+class ReexportOptions:
+    """``awares collect export``: which run, and where its export goes."""
+
+    run: str = field(
+        metadata={
+            "positional": True,
+            "metavar": "RUN",
+            "help": "a run folder written by collect label/rollout/merge",
+        }
+    )
+    to: str | None = field(default=None, metadata={"help": "the export folder (default: RUN/export)"})
+
+
+_TEACHER = (
+    add_data_options("bench", "split", "limit", "seed", "out", "concurrency"),
+    config_options(CollectOptions),
+    config_options(ExportOptions),
+    add_backend_options,
+    add_agent_options,
+    config_options(JudgeOptions, title="judge"),
+)
+
+
+def label(args: argparse.Namespace, console: Console) -> int:
+    """``awares collect label``: label samples from a teacher's answers; export when complete."""
+    return _collect(args, console, "label")
+
+
+def rollout(args: argparse.Namespace, console: Console) -> int:
+    """``awares collect rollout``: the agent with a teacher, every answer judged; export when complete."""
+    return _collect(args, console, "rollout")
+
+
+def export(args: argparse.Namespace, console: Console) -> int:
+    """``awares collect export``: (re)write a run's TRL dataset and JSONL."""
     return _export(Path(args.run), Path(args.to) if args.to else None, args.correct_only, console)
 
 
@@ -179,7 +219,7 @@ def _grounder(args: argparse.Namespace, teacher: ChatBackend) -> Any:
     return make_grounder(",".join(names), **kwargs)
 
 
-def _collect(args: argparse.Namespace, console: Console) -> int:
+def _collect(args: argparse.Namespace, console: Console, step: Literal["label", "rollout"]) -> int:
     from awares_agent.collect.pipeline import Labeler, Rollout
     from awares_agent.engine import RetryPolicy, ShardSpec, collect_sync, read_rows
     from awares_agent.evals.benchmarks import load_benchmark
@@ -192,7 +232,7 @@ def _collect(args: argparse.Namespace, console: Console) -> int:
     out.mkdir(parents=True, exist_ok=True)
     store = ImageStore(root=out / IMAGES, max_pixels=config.max_image_pixels)
     judge = _judge(args)
-    if args.collect_command == "label":
+    if step == "label":
         work: Any = Labeler(
             teacher,
             judge,
@@ -208,7 +248,7 @@ def _collect(args: argparse.Namespace, console: Console) -> int:
     for skipped in getattr(samples, "skipped", []) or []:
         console.print(f"[yellow]skipped[/] {escape(str(skipped))}")
     console.print(
-        f"{args.collect_command}: {len(samples)} samples, teacher {type(teacher).__name__} "
+        f"{step}: {len(samples)} samples, teacher {type(teacher).__name__} "
         f"({teacher.model_name}), judge {args.judge} -> {out}" + (f" (shard {args.shard})" if shard else "")
     )
     stats = collect_sync(
@@ -218,7 +258,7 @@ def _collect(args: argparse.Namespace, console: Console) -> int:
         id_of=lambda s: s.id,
         concurrency=args.concurrency,
         shard=shard,
-        description=args.collect_command,
+        description=step,
         retry=RetryPolicy(attempts=args.sample_attempts) if args.sample_attempts > 1 else None,
         # From the command line a run never dies of one sample: whatever a sample raised is recorded with
         # its reason (failures.jsonl) and tried again on the next run.
@@ -276,7 +316,8 @@ def _export(run_dir: Path, to: Path | None, correct_only: bool, console: Console
     return 0
 
 
-def _merge(args: argparse.Namespace, console: Console) -> int:
+def merge(args: argparse.Namespace, console: Console) -> int:
+    """``awares collect merge``: merge sharded runs into one run and export it."""
     from awares_agent.engine import merge, read_rows
 
     sources = [Path(s) for s in args.sources]
@@ -293,3 +334,46 @@ def _merge(args: argparse.Namespace, console: Console) -> int:
                 shutil.copytree(src, dest / IMAGES / folder, dirs_exist_ok=True)
     _print_summary(console, read_rows(dest))
     return _export(dest, None, args.correct_only, console)
+
+
+COMMANDS = (
+    Command(
+        "label",
+        help="label samples from a teacher's low-res and full-res answers (direct or tool trajectories)",
+        description=(
+            "The teacher answers each question on the low-res view and on the full image; a judge decides "
+            "where the view was not enough; a grounder finds the evidence box, mapped to the crop set. Each "
+            "sample becomes a direct or a tool trajectory (samples where both answers are wrong are dropped)."
+        ),
+        epilog=READER_NOTE,
+        run=label,
+        options=(
+            *_TEACHER,
+            config_options(
+                LabelOptions,
+                title="labelling (where the evidence is, for samples that need crops; the answers)",
+            ),
+        ),
+    ),
+    Command(
+        "rollout",
+        help="run the agent with a teacher model over samples and judge every answer",
+        description="On-policy collection: the agent as at inference, every answer judged; verdicts kept.",
+        epilog=READER_NOTE,
+        run=rollout,
+        options=_TEACHER,
+    ),
+    Command(
+        "merge",
+        help="merge sharded runs (--shard i/N) into one run and export it",
+        run=merge,
+        options=(config_options(MergeOptions), add_data_options("out"), config_options(ExportOptions)),
+    ),
+    Command(
+        "export",
+        help="write a run's TRL dataset and JSONL (again)",
+        run=export,
+        options=(config_options(ReexportOptions), config_options(ExportOptions)),
+    ),
+)
+"""The ``awares collect`` commands (``awares_agent.cli`` puts them under ``collect``)."""
