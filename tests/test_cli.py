@@ -70,7 +70,7 @@ def test_json_output_is_one_object(
     assert result["answer"] == "B7"
     assert [c["region_id"] for c in result["crops"]] == ["3"]
     assert 0 < result["rtr"] < 1 and result["visual_tokens"] < result["full_tokens"]
-    assert result["trajectory"]["protocol"] == "awares-text"
+    assert result["trajectory"]["settings"]["protocol"] == "awares-text"
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,7 @@ def reward_functions(similarity: AnswerSimilarity, cost: CropCost) -> list[Any]:
 
     def crop_cost(*, episode: list[Episode], rollout_sample: list[EvalSample], **_: Any) -> list[float]:
         return [
-            -cost(needs_crop=s.needs_hr, crops=e.requested_crops)
+            -cost(needs_crop=s.needs_crop, crops=e.requested_crops)
             for e, s in zip(episode, rollout_sample, strict=True)
         ]
 
@@ -111,7 +111,7 @@ class AwaresGRPOTrainer(GRPOTrainer):
         model: the policy (loaded by :func:`~awares_agent.training.models.load_for_training`); with
             ``beta > 0`` TRL loads the KL reference from the same checkpoint.
         args: the configuration.
-        samples: the training samples (original image, question, answers, ``needs_hr`` label).
+        samples: the training samples (original image, question, answers, ``needs_crop`` label).
         processing_class: the model's processor.
         agent: how rollouts run (protocol, crop set, system prompt); ``args.crop_rounds`` sets the rounds.
         similarity: ``R_ans`` (default: from ``args.similarity``).
@@ -251,12 +251,11 @@ class AwaresGRPOTrainer(GRPOTrainer):
         counts = {d: 0.0 for d in _DECISIONS}
         labelled = 0
         for episode, sample in zip(episodes, samples, strict=True):
-            if sample.needs_hr is None:
+            if sample.needs_crop is None:
                 continue
             labelled += 1
-            key = (
-                f"{'needed' if sample.needs_hr else 'not_needed'}_{'cropped' if episode.called else 'direct'}"
-            )
+            needed = "needed" if sample.needs_crop else "not_needed"
+            key = f"{needed}_{'cropped' if episode.called else 'direct'}"
             counts[key] += 1
         called = [e for e in episodes if e.called]
         sums = [
