@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from awares_agent.backends.base import ChatBackend
+from awares_agent.backends.reply_cap import DEFAULT_MAX_REPLY_BYTES
 from awares_agent.backends.retry import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, DEFAULT_WAIT_ALLOWANCE
 from awares_agent.errors import ConfigError
 
@@ -34,6 +35,8 @@ class BackendOptions:
         api_key_env: the environment variable holding the API key (the key itself is never stored here).
         timeout: seconds per request attempt, the whole reply included.
         max_retries: retries on 429, 5xx and timeouts.
+        max_reply_bytes: the most bytes a server's reply may hold, whole or streamed; a larger one fails at
+            once (not retried) with :class:`~awares_agent.errors.ReplyTooLargeError`.
         deadline: seconds per model call, every retry and wait included (default: derived from the two above).
         image_format: how images travel to a server.
         image_detail: OpenAI's image detail; ``high`` on api.openai.com keeps crops at their resolution.
@@ -79,6 +82,15 @@ class BackendOptions:
     )
     max_retries: int = field(
         default=DEFAULT_MAX_RETRIES, metadata={"group": "server", "help": "retries on 429/5xx/timeouts"}
+    )
+    max_reply_bytes: int = field(
+        default=DEFAULT_MAX_REPLY_BYTES,
+        metadata={
+            "group": "server",
+            "metavar": "BYTES",
+            "help": "the most bytes a server's reply may hold, whole or streamed (default 16 MiB); a larger "
+            "one is read no further and fails at once, not retried",
+        },
     )
     deadline: float | None = field(
         default=None,
@@ -168,6 +180,7 @@ def make_backend(options: BackendOptions, *, crop_set: str = "paper") -> ChatBac
             api_key_env=options.api_key_env,
             timeout=options.timeout,
             max_retries=options.max_retries,
+            max_reply_bytes=options.max_reply_bytes,
             deadline=options.deadline,
             image_format=options.image_format,
             image_detail=options.image_detail,

@@ -132,7 +132,8 @@ def _ask(args: argparse.Namespace, console: Console) -> int:
         streamed = ""
         for event in agent.stream(args.image, args.question, tokens=not args.no_stream):
             if event.type == "token":  # the turn's text so far, on the status line, as it is generated
-                streamed += event.data["text"]
+                # only the tail is shown: keeping the whole turn would make a long reply quadratic
+                streamed = (streamed + event.data["text"])[-200:]
                 status.update(f"model: {escape(' '.join(streamed.split())[-70:])}")
             elif event.type == "view":
                 view = event.data["view"]

@@ -98,6 +98,23 @@ class BackendResponseError(BackendError):
     """The backend answered, but the reply is not a valid chat completion."""
 
 
+class ReplyTooLargeError(BackendResponseError):
+    """The backend's reply was larger than the cap on a reply's size.
+
+    The reply was read no further than the cap (its connection closed) and is not retried: the same request
+    would get the same reply.
+
+    Attributes:
+        limit: the cap, in bytes.
+        status_code: the HTTP status the oversized reply came with (``None`` when unknown).
+    """
+
+    def __init__(self, message: str, *, limit: int, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.status_code = status_code
+
+
 class MessageTranslationError(AwaresError, ValueError):
     """A message cannot be expressed in a backend's format (e.g. an image inside a ``tool`` message)."""
 

@@ -17,7 +17,7 @@ Typical use (the ``chat_server`` fixture in ``tests/conftest.py`` yields a start
 
 Replies are consumed in order, one per ``POST /v1/chat/completions`` (a retried request consumes the next
 one). A reply is one of :class:`Completion`, :class:`HTTPError`, :class:`Delay`, :class:`Trickle`,
-:class:`Dropped`, :class:`Garbage`, :class:`RawJSON`, :class:`Echo`, or a callable taking the
+:class:`Dropped`, :class:`Garbage`, :class:`RawJSON`, :class:`Echo`, :class:`Flood`, or a callable taking the
 :class:`RecordedRequest` and returning one of those.
 When the script is empty the server answers HTTP 500 with ``x-should-retry: false`` and an error message
 saying so, so an under-scripted test fails at once and loudly instead of hanging in retries.
@@ -35,6 +35,7 @@ import json
 import threading
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ __all__ = [
     "Delay",
     "Dropped",
     "Echo",
+    "Flood",
     "Garbage",
     "HTTPError",
     "RawJSON",
@@ -200,8 +202,40 @@ class Echo:
     prefix: str = ""
 
 
+@dataclass
+class Flood:
+    """A reply far larger than any chat completion, made as it is written (the server holds none of it), for
+    tests of the cap on a reply's size.
+
+    By default it is one chat completion JSON body whose text runs on for ``size`` bytes, announced by its
+    ``Content-Length``; with ``sse``, chat completion chunk events of about ``chunk`` bytes each (at least
+    ``size`` bytes of them, then ``[DONE]``), whatever the request asked for. Without a ``size`` (or with
+    ``gzip``) the body has no announced length and ends when the connection closes.
+
+    Attributes:
+        size: body bytes to send (decoded bytes with ``gzip``); ``None`` sends until the client hangs up or
+            the server stops.
+        sse: send server-sent events (``text/event-stream``) instead of one JSON body.
+        status: the HTTP status.
+        chunk: bytes per write (before compression).
+        gzip: send the body gzip-compressed (``Content-Encoding: gzip``): a few KiB that inflate to ``size``.
+        sent: set by the server: body bytes written so far (compressed bytes with ``gzip``).
+        hung_up: set by the server when the client closed the connection before the body ended.
+        ended: set by the server when it stopped writing, for whatever reason.
+    """
+
+    size: int | None = 300 * 1024 * 1024
+    sse: bool = False
+    status: int = 200
+    chunk: int = 64 * 1024
+    gzip: bool = False
+    sent: int = field(default=0, init=False)
+    hung_up: threading.Event = field(default_factory=threading.Event, init=False)
+    ended: threading.Event = field(default_factory=threading.Event, init=False)
+
+
 Reply: TypeAlias = (
-    "Completion | HTTPError | Delay | Trickle | Dropped | Garbage | RawJSON | Echo "
+    "Completion | HTTPError | Delay | Trickle | Dropped | Garbage | RawJSON | Echo | Flood "
     "| Callable[[RecordedRequest], Reply]"
 )
 
@@ -479,6 +513,14 @@ class ScriptedChatServer:
             self._send_reply(h, req, reply.then)
         elif isinstance(reply, Trickle):
             self._send_trickle(h, req, reply)
+        elif isinstance(reply, Flood):
+            try:
+                self._send_flood(h, req, reply)
+            except (BrokenPipeError, ConnectionResetError):
+                reply.hung_up.set()
+                h.close_connection = True
+            finally:
+                reply.ended.set()
         elif isinstance(reply, Dropped):
             status, data, content_type, headers = self._render(req, reply.then)
             h.close_connection = True
@@ -534,6 +576,59 @@ class ScriptedChatServer:
             h.wfile.write(rest[i : i + step])
             h.wfile.flush()
 
+    def _send_flood(self, h: _Handler, req: RecordedRequest, reply: Flood) -> None:
+        model = req.model or "scripted-model"
+        if reply.sse:
+            content_type = "text/event-stream"
+            base = {"id": "chatcmpl-flood", "object": "chat.completion.chunk", "created": 0, "model": model}
+            head = f"data: {json.dumps({**base, 'choices': [_delta({'role': 'assistant'})]})}\n\n".encode()
+            event = {**base, "choices": [_delta({"content": "x" * max(1, reply.chunk - 200)})]}
+            piece = f"data: {json.dumps(event)}\n\n".encode()
+            last = {**base, "choices": [_delta({}, "length")]}
+            tail = f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n".encode()
+        else:
+            content_type = "application/json"
+            message = {"role": "assistant", "content": "@TEXT@"}
+            completion = {
+                "id": "chatcmpl-flood",
+                "object": "chat.completion",
+                "created": 0,
+                "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": "length"}],
+            }
+            head, tail = json.dumps(completion).encode().split(b"@TEXT@")  # the text runs on between them
+            piece = b"x" * reply.chunk
+        h.close_connection = True
+        h.send_response(reply.status)
+        h.send_header("Content-Type", content_type)
+        if reply.size is not None and not reply.gzip and not reply.sse:
+            h.send_header("Content-Length", str(reply.size))
+        if reply.gzip:
+            h.send_header("Content-Encoding", "gzip")
+        h.send_header("Connection", "close")
+        h.end_headers()
+        packer = zlib.compressobj(9, zlib.DEFLATED, 31) if reply.gzip else None
+
+        def write(data: bytes, *, last: bool = False) -> None:
+            if packer is not None:
+                data = packer.compress(data) + packer.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+            h.wfile.write(data)
+            h.wfile.flush()
+            reply.sent += len(data)
+
+        write(head)
+        made = len(head)
+        while reply.size is None or made + len(tail) < reply.size:
+            if self._stopping.is_set():
+                return
+            if reply.size is not None and not reply.sse:
+                data = piece[: reply.size - len(tail) - made]
+            else:
+                data = piece
+            write(data)
+            made += len(data)
+        write(tail, last=True)
+
     @staticmethod
     def _send_bytes(
         h: _Handler,
@@ -577,6 +672,10 @@ class ScriptedChatServer:
 
 def _error_body(message: str, type_: str = "server_error") -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": None, "code": None}}
+
+
+def _delta(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
 
 
 def _last_user_text(messages: Iterable[dict[str, Any]]) -> str:

@@ -24,7 +24,7 @@ import httpcore2
 import httpx2
 import openai
 
-__all__ = ["ATTEMPT_END", "DeadlineTransport", "HttpClient", "attempt_deadline"]
+__all__ = ["ATTEMPT_END", "DeadlineTransport", "HttpClient", "attempt_deadline", "environment_proxy"]
 
 ATTEMPT_END: ContextVar[float | None] = ContextVar("awares_openai_attempt_end", default=None)
 
@@ -158,7 +158,7 @@ class DeadlineTransport(httpx2.BaseTransport):
         ssl_context = httpx2.create_ssl_context()
         # The openai client's own connection limits.
         limits = {"max_connections": 1000, "max_keepalive_connections": 100, "keepalive_expiry": 5.0}
-        proxy = _environment_proxy(url)
+        proxy = environment_proxy(url)
         self._pool: httpcore2.ConnectionPool | httpcore2.HTTPProxy | httpcore2.SOCKSProxy
         if proxy is None:
             self._pool = httpcore2.ConnectionPool(ssl_context=ssl_context, network_backend=backend, **limits)
@@ -223,7 +223,7 @@ class HttpClient(openai.DefaultHttpxClient):
                 self.close()
 
 
-def _environment_proxy(url: str) -> httpx2.Proxy | None:
+def environment_proxy(url: str) -> httpx2.Proxy | None:
     """The proxy the environment names for ``url`` (``None`` for none, or when ``NO_PROXY`` excludes it)."""
     parts = urllib.parse.urlsplit(url)
     proxies = urllib.request.getproxies()

@@ -11,6 +11,7 @@ calling (``tools``). This module is the backend and its error table; its parts l
 * :mod:`~awares_agent.backends.retry`: the attempt policy (timeout, retries, backoff, deadline) and the loop
   that every call, sync or async, streamed or not, runs its attempts in;
 * :mod:`~awares_agent.backends.http_deadline`: the transport that bounds a synchronous attempt as a whole;
+* :mod:`~awares_agent.backends.reply_cap`: the transports that cap a reply's size while it is read;
 * :mod:`~awares_agent.backends.error_mapping`: the translation of a failure through this module's table.
 
 Time is bounded twice. ``timeout`` bounds each attempt as a whole (connecting, sending, and receiving the
@@ -22,6 +23,11 @@ wait between them included. The retries are the backend's own (the ``openai`` cl
 a little jitter) or the wait a server asks for with a positive ``Retry-After`` (seconds or an HTTP date) or
 ``retry-after-ms``. A wait that would end past the deadline is not taken: the call gives up at once and says
 why. A streamed attempt is retried only until its first text has been passed on: text cannot be taken back.
+
+Size is bounded too. ``max_reply_bytes`` caps the body of every reply, whole or streamed, success or error
+status, as sent and (for a compressed body) as decoded; it is counted as the body arrives, and a reply past it
+ends the call at once with :class:`~awares_agent.errors.ReplyTooLargeError`, its connection closed, not
+retried. A reply's text is bounded by the same cap (a JSON string holds no more characters than bytes).
 
 Every failure surfaces as a :class:`~awares_agent.errors.BackendError` subclass that names the server and the
 model. The API key is registered with :mod:`awares_agent.redact`, and every text an error carries (its
@@ -50,10 +56,21 @@ import openai
 
 from awares_agent.backends.base import TextSink
 from awares_agent.backends.error_mapping import ErrorRule, translate_error
-from awares_agent.backends.http_deadline import DeadlineTransport, HttpClient, attempt_deadline
+from awares_agent.backends.http_deadline import (
+    DeadlineTransport,
+    HttpClient,
+    attempt_deadline,
+    environment_proxy,
+)
 from awares_agent.backends.openai_messages import to_openai_messages
 from awares_agent.backends.openai_parsing import error_text, json_text, parse_completion
 from awares_agent.backends.openai_stream import STREAM_FIELDS, ChunkReader
+from awares_agent.backends.reply_cap import (
+    DEFAULT_MAX_REPLY_BYTES,
+    AsyncReplyCapTransport,
+    ReplyCapTransport,
+    size_text,
+)
 from awares_agent.backends.retry import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
@@ -84,6 +101,7 @@ if TYPE_CHECKING:
     from awares_agent.image_store import ImageStore
 
 __all__ = [
+    "DEFAULT_MAX_REPLY_BYTES",
     "DEFAULT_WAIT_ALLOWANCE",
     "OPENAI_BASE_URL",
     "PLACEHOLDER_API_KEY",
@@ -165,6 +183,10 @@ class OpenAIBackend:
         max_tokens: cap on generated tokens; ``None`` leaves it to the server.
         extra_body: extra JSON fields merged into every request body (e.g. vLLM's ``top_k``).
         default_headers: extra HTTP headers sent with every request.
+        max_reply_bytes: the most bytes a reply's body may hold, whole or streamed, as sent and (compressed)
+            as decoded: :data:`~awares_agent.backends.reply_cap.DEFAULT_MAX_REPLY_BYTES` (16 MiB) by default.
+            A larger reply is read no further: the call fails at once with
+            :class:`~awares_agent.errors.ReplyTooLargeError`, without a retry.
 
     Raises:
         ConfigError: no API key for api.openai.com, or an invalid option.
@@ -186,6 +208,7 @@ class OpenAIBackend:
         max_tokens: int | None = None,
         extra_body: dict[str, Any] | None = None,
         default_headers: dict[str, str] | None = None,
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         if not model:
             raise ConfigError("OpenAIBackend: model must be a non-empty model name")
@@ -202,6 +225,11 @@ class OpenAIBackend:
             raise ConfigError(f"OpenAIBackend: image_format must be 'png' or 'jpeg', got {image_format!r}")
         if image_detail not in (None, "auto", "low", "high"):
             raise ConfigError(f"OpenAIBackend: image_detail must be auto/low/high/None, got {image_detail!r}")
+        if not isinstance(max_reply_bytes, int) or isinstance(max_reply_bytes, bool) or max_reply_bytes <= 0:
+            raise ConfigError(
+                f"OpenAIBackend: max_reply_bytes must be a positive number of bytes (default "
+                f"{DEFAULT_MAX_REPLY_BYTES}: {size_text(DEFAULT_MAX_REPLY_BYTES)}), got {max_reply_bytes!r}"
+            )
         if max_tokens is not None and max_tokens <= 0:
             raise ConfigError(f"OpenAIBackend: max_tokens must be positive or None, got {max_tokens!r}")
         if base_url is not None and not base_url.startswith(("http://", "https://")):
@@ -233,6 +261,7 @@ class OpenAIBackend:
         self._max_tokens = max_tokens
         self._extra_body = dict(extra_body) if extra_body else None
         self._default_headers = dict(default_headers) if default_headers else None
+        self._max_reply_bytes = max_reply_bytes
         self._lock = threading.Lock()
         self._client: openai.OpenAI | None = None
         # One AsyncOpenAI per event loop: its pooled connections belong to the loop that opened them.
@@ -256,6 +285,11 @@ class OpenAIBackend:
     def deadline(self) -> float:
         """Seconds allowed for one call, every attempt and wait included (the default resolved)."""
         return self._policy.deadline
+
+    @property
+    def max_reply_bytes(self) -> int:
+        """The most bytes a reply's body may hold."""
+        return self._max_reply_bytes
 
     def __repr__(self) -> str:
         policy = self._policy
@@ -284,7 +318,8 @@ class OpenAIBackend:
 
         Raises:
             BackendError: a subclass saying what went wrong (timeout, deadline, connection, rate limit, HTTP
-                status, credentials, or an unusable reply).
+                status, credentials, or an unusable reply: :class:`~awares_agent.errors.ReplyTooLargeError`
+                for one larger than ``max_reply_bytes``).
             MessageTranslationError: the messages cannot be expressed in the OpenAI format.
         """
         request = self._request(messages, images, tools)
@@ -448,18 +483,10 @@ class OpenAIBackend:
     def _sync_client(self) -> openai.OpenAI:
         with self._lock:
             if self._client is None:
-                try:
+                with self._usable_proxy():
                     transport = DeadlineTransport(self._base_url)
-                except (ValueError, ImportError) as err:
-                    detail = f"{type(err).__name__}: {err}"
-                    raise ConfigError(
-                        self._secrets.redact(
-                            f"OpenAIBackend: the proxy that the environment (HTTPS_PROXY, HTTP_PROXY, "
-                            f"ALL_PROXY) names for {self._base_url} is not usable: {detail}; fix or unset "
-                            f"it, or list the host in NO_PROXY"
-                        )
-                    ) from None
-                http_client = HttpClient(transport=transport)
+                capped = ReplyCapTransport(transport, limit=self._max_reply_bytes, where=self._where)
+                http_client = HttpClient(transport=capped)
                 self._client = openai.OpenAI(**self._client_kwargs(), http_client=http_client)
             return self._client
 
@@ -469,7 +496,15 @@ class OpenAIBackend:
             entry = self._async_clients.get(loop)
         if entry is not None:
             return entry.client
-        client = openai.AsyncOpenAI(**self._client_kwargs())
+        # A transport of one's own bypasses httpx2's proxy discovery: the environment's proxy is passed on.
+        with self._usable_proxy():
+            transport = httpx2.AsyncHTTPTransport(
+                proxy=environment_proxy(self._base_url), limits=openai.DEFAULT_CONNECTION_LIMITS
+            )
+        capped = AsyncReplyCapTransport(transport, limit=self._max_reply_bytes, where=self._where)
+        client = openai.AsyncOpenAI(
+            **self._client_kwargs(), http_client=openai.DefaultAsyncHttpxClient(transport=capped)
+        )
         closer = _close_with_the_loop(client)
         # Runs to the yield without suspending (so no other task on this loop can get here meanwhile), and
         # registers the generator with this loop.
@@ -477,6 +512,21 @@ class OpenAIBackend:
         with self._lock:
             self._async_clients[loop] = _LoopClient(client, closer)
         return client
+
+    @contextlib.contextmanager
+    def _usable_proxy(self) -> Iterator[None]:
+        """Raise a ConfigError for a proxy the environment names that cannot be used."""
+        try:
+            yield
+        except (ValueError, ImportError) as err:
+            detail = f"{type(err).__name__}: {err}"
+            raise ConfigError(
+                self._secrets.redact(
+                    f"OpenAIBackend: the proxy that the environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY) "
+                    f"names for {self._base_url} is not usable: {detail}; fix or unset it, or list the host "
+                    f"in NO_PROXY"
+                )
+            ) from None
 
     @staticmethod
     def _attempt_options(call: CallState, allowance: float) -> dict[str, Any]:

@@ -44,6 +44,7 @@ class EventDecoder:
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self._scanned = 0  # buffer bytes known to hold no line end (so a long line is scanned once)
         self._data: list[str] = []  # the current event's data lines
         self._event = ""  # the current event's type
 
@@ -55,7 +56,7 @@ class EventDecoder:
         """
         self._buffer += data
         used = 0
-        for cut in _LINE_END.finditer(self._buffer):
+        for cut in _LINE_END.finditer(self._buffer, self._scanned):
             if cut.group() == b"\r" and cut.end() == len(self._buffer):
                 break
             line = bytes(self._buffer[used : cut.start()])
@@ -64,6 +65,8 @@ class EventDecoder:
             if event is not None:
                 yield event
         del self._buffer[:used]
+        # What is left holds no line end, but for a last CR that may be the first half of a CRLF.
+        self._scanned = max(len(self._buffer) - 1, 0)
 
     def close(self) -> Iterator[ServerSentEvent]:
         """The last event, once the stream has ended: its last line counts without its line end.
@@ -74,6 +77,7 @@ class EventDecoder:
         if self._buffer:
             event = self._line(bytes(self._buffer.removesuffix(b"\r")))
             self._buffer.clear()
+            self._scanned = 0
             if event is not None:
                 yield event
         event = self._dispatch()
