@@ -30,20 +30,20 @@ class SamplePage:
         image: the page.
         question: the question its evidence answers.
         answer: the printed answer.
-        needs_hr: whether the evidence is too small for the low-resolution view.
+        needs_crop: whether the evidence is too small for the low-resolution view.
     """
 
     name: str
     image: Image.Image
     question: str
     answer: str
-    needs_hr: bool
+    needs_crop: bool
 
     @property
     def label(self) -> str:
         """How the page is listed: its name, size and whether it needs detail."""
         w, h = self.image.size
-        detail = "small print" if self.needs_hr else "large print"
+        detail = "small print" if self.needs_crop else "large print"
         return f"{self.name} ({w}x{h}, {detail})"
 
 
@@ -63,7 +63,7 @@ def sample_pages(n: int = SAMPLE_COUNT, *, seed: int = SAMPLE_SEED) -> list[Samp
                 image=sample.image,
                 question=sample.question,
                 answer=sample.answers[0],
-                needs_hr=bool(sample.needs_crop),
+                needs_crop=bool(sample.needs_crop),
             )
         )
     return pages

@@ -34,7 +34,7 @@ class SampleContext:
         rng: the sample's random source (every draw of the sample comes from it, in a fixed order).
         fonts: the fonts.
         size: the image's ``(width, height)``.
-        needs_hr: whether the evidence is printed small (readable only at high resolution).
+        needs_crop: whether the evidence is printed small (readable only at high resolution).
         spot: where the evidence should lie.
         small_px: font sizes of small evidence, see :data:`~awares_agent.evals.synthetic.fonts.SMALL_PX`.
         large_px: font sizes of large evidence, see :data:`~awares_agent.evals.synthetic.fonts.LARGE_PX`.
@@ -44,7 +44,7 @@ class SampleContext:
     rng: random.Random
     fonts: FontBook
     size: tuple[int, int]
-    needs_hr: bool
+    needs_crop: bool
     spot: Spot
     small_px: tuple[int, int]
     large_px: tuple[int, int]
@@ -57,7 +57,7 @@ class SampleContext:
             letters: whether the answer has letters (small evidence with letters is a pixel larger).
         """
         rng = self.rng
-        if self.needs_hr:
+        if self.needs_crop:
             style = rng.choice(self.fonts.styles(SMALL_VALUE_STYLES))
             size = self.small_px[1] if letters else self.small_px[0]
             label_size = size if self.label_same_size else rng.randint(*self.large_px)

@@ -116,7 +116,7 @@ def draw_chart(ctx: SampleContext) -> DrawnSample:
     cat_pool = list(CHART_CATEGORIES)
     rng.shuffle(cat_pool)
     label_font, value_font = ctx.evidence_fonts(letters=False)  # numbers
-    n = rng.randint(4, 7) if ctx.needs_hr else rng.randint(3, 5)
+    n = rng.randint(4, 7) if ctx.needs_crop else rng.randint(3, 5)
     cats = [cat_pool.pop() for _ in range(n)]
     style = rng.randrange(3)
     texts = distinct_values(rng, lambda: random_chart_value(rng, style)[0], n, avoid=cats)

@@ -49,7 +49,7 @@ def _stratified(seed: int, key: str, block: int, options: Sequence[Any], index: 
     return order[index]
 
 
-def _needs_hr(seed: int, kind: str, j: int, hr_fraction: float) -> bool:
+def _needs_crop(seed: int, kind: str, j: int, hr_fraction: float) -> bool:
     """Whether the ``j``-th sample of ``kind`` needs high resolution: exactly ``hr_fraction`` per 20."""
     n_hr = round(20 * hr_fraction)
     return _stratified(seed, f"hr:{kind}", j // 20, [True] * n_hr + [False] * (20 - n_hr), j % 20)
@@ -89,12 +89,12 @@ def iter_samples(
     for i in range(n):
         kind = categories[i % len(categories)]
         j = i // len(categories)
-        needs_hr = _needs_hr(seed, kind, j, hr_fraction)
+        needs = _needs_crop(seed, kind, j, hr_fraction)
         for attempt in range(_ATTEMPTS):  # a layout that does not fit the image is drawn again
             rng = random.Random(f"awares-synthetic:{seed}:{i}" + (f":{attempt}" if attempt else ""))
             size = (rng.randint(wmin, wmax), rng.randint(hmin, hmax))
             spot = _spot(seed, kind, j, rng, straddle_fraction)
-            ctx = SampleContext(rng, fonts, size, needs_hr, spot, small_px, large_px, label_same_size)
+            ctx = SampleContext(rng, fonts, size, needs, spot, small_px, large_px, label_same_size)
             try:
                 result = _BUILDERS[kind](ctx)
             except NoFit:
@@ -112,7 +112,7 @@ def iter_samples(
             question=result.question,
             answers=[result.answer],
             evidence=result.bbox,
-            needs_crop=needs_hr,
+            needs_crop=needs,
             metric="exact",
             category=kind,
         )

@@ -1,7 +1,8 @@
 """Checking the synthetic labels with the offline OCR reader: is the answer read where the label says?
 
-A ``needs_hr=False`` sample should be read in the full image and in the half-size view; a ``needs_hr=True``
-one in the full image and in the crop that holds its evidence, but not in the half-size view.
+A ``needs_crop=False`` sample should be read in the full image and in the half-size view; a
+``needs_crop=True`` one in the full image and in the crop that holds its evidence, but not in the half-size
+view.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class Readability:
     Attributes:
         id: the sample id.
         category: the sample's category.
-        needs_hr: the sample's label.
+        needs_crop: the sample's label.
         full: the answer was read in the full-resolution image.
         half: the answer was read in the half-size (LANCZOS) view.
         crop: the answer was read in the smallest crop-set region holding the bbox (None: not checked).
@@ -35,7 +36,7 @@ class Readability:
 
     id: str
     category: str | None
-    needs_hr: bool
+    needs_crop: bool
     full: bool
     half: bool
     crop: bool | None
@@ -44,7 +45,7 @@ class Readability:
     @property
     def ok(self) -> bool:
         """Whether the sample behaves as labelled: read in both views, or only in the full image and crop."""
-        if self.needs_hr:
+        if self.needs_crop:
             return self.full and not self.half and self.crop is not False
         return self.full and self.half
 
@@ -59,24 +60,24 @@ class ReadabilityReport:
 
     results: list[Readability]
 
-    def fraction(self, needs_hr: bool | None = None, attr: str = "ok") -> float:
+    def fraction(self, needs_crop: bool | None = None, attr: str = "ok") -> float:
         """The fraction of samples (all, or those with the given label) for which ``attr`` is true.
 
         Args:
-            needs_hr: only the samples with this label (None: all).
+            needs_crop: only the samples with this label (None: all).
             attr: the :class:`Readability` attribute counted (``"ok"``, ``"full"``, ``"half"``, ``"crop"``).
         """
-        rs = [r for r in self.results if needs_hr is None or r.needs_hr == needs_hr]
+        rs = [r for r in self.results if needs_crop is None or r.needs_crop == needs_crop]
         return sum(bool(getattr(r, attr)) for r in rs) / len(rs) if rs else float("nan")
 
     def summary(self) -> str:
         """A few lines of figures: overall and per label, per category."""
         lines = [f"{len(self.results)} samples: {self.fraction():.1%} behave as labelled"]
         for label in (False, True):
-            rs = [r for r in self.results if r.needs_hr == label]
+            rs = [r for r in self.results if r.needs_crop == label]
             if not rs:
                 continue
-            part = f"  needs_hr={label} ({len(rs)}): ok {self.fraction(label):.1%}, read full "
+            part = f"  needs_crop={label} ({len(rs)}): ok {self.fraction(label):.1%}, read full "
             part += f"{self.fraction(label, 'full'):.1%}, read half {self.fraction(label, 'half'):.1%}"
             if label:
                 part += f", read crop {sum(r.crop is True for r in rs) / len(rs):.1%}"
@@ -128,18 +129,18 @@ def verify_readability(
     use_cls: bool = False,
     progress: Callable[[Readability], None] | None = None,
 ) -> ReadabilityReport:
-    """Check each sample's ``needs_hr`` label with the offline OCR reader (``rapidocr-onnxruntime``).
+    """Check each sample's ``needs_crop`` label with the offline OCR reader (``rapidocr-onnxruntime``).
 
     The answer counts as read in an image when the OCR text, whitespace removed and case folded, contains
-    the answer so normalized. A ``needs_hr=False`` sample behaves as labelled when its answer is read in both
-    the full image and the half-size view (``awares_agent.images.ViewSpec()``, LANCZOS); a ``needs_hr=True``
-    sample when it is read in the full image and in the smallest crop-set region holding its bbox, but not in
-    the half-size view.
+    the answer so normalized. A ``needs_crop=False`` sample behaves as labelled when its answer is read in
+    both the full image and the half-size view (``awares_agent.images.ViewSpec()``, LANCZOS); a
+    ``needs_crop=True`` sample when it is read in the full image and in the smallest crop-set region holding
+    its evidence, but not in the half-size view.
 
     Args:
         samples: samples with PIL images, answers and (for the crop) bboxes.
         ocr: a ``RapidOCR`` instance (default: one with ``max_side_len``).
-        check_crop: also OCR the crop of ``needs_hr=True`` samples.
+        check_crop: also OCR the crop of ``needs_crop=True`` samples.
         max_side_len: the OCR's input limit; the default 4096 reads these images at full resolution
             (RapidOCR's own default, 2000, would shrink the widest ones).
         use_cls: run RapidOCR's angle classifier (see :func:`ocr_text`).

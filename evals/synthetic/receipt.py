@@ -40,7 +40,7 @@ def draw_receipt(ctx: SampleContext) -> DrawnSample:
     style = rng.choice(ctx.fonts.styles(("mono", "sans-condensed", "sans", "mono-bold")))
     body_size = value_font.size if rng.random() < 0.7 else ctx.mixed_font().size
     body_font = ctx.fonts.font(style, body_size)
-    n_items = rng.randint(3, 5) if not ctx.needs_hr else rng.randint(4, 9)
+    n_items = rng.randint(3, 5) if not ctx.needs_crop else rng.randint(4, 9)
     store_font = ctx.fonts.font(ctx.fonts.bold(style), max(body_size + 4, rng.randint(18, 40)))
     pitch = int(max(line_height(f) for f in (body_font, label_font, value_font)) * 1.35)
     room = page.area[3] - page.area[1] - int(line_height(store_font) * 1.35) - 2 * max(12, body_size) - 40

@@ -122,7 +122,7 @@ def draw_scene(ctx: SampleContext) -> DrawnSample:
     label = labels.pop()
     answer = random_sign_code(rng)
     label_font, code_font = ctx.evidence_fonts(letters=has_letters(answer))
-    if not ctx.needs_hr:  # signs are mostly bold
+    if not ctx.needs_crop:  # signs are mostly bold
         label_font = ctx.fonts.font(
             ctx.fonts.bold(rng.choice(ctx.fonts.styles(REGULAR_STYLES))), label_font.size
         )

@@ -115,7 +115,7 @@ def draw_table(ctx: SampleContext) -> DrawnSample:
     row_pool = list(ROW_LABELS)
     rng.shuffle(row_pool)
     cols_all = list(rng.choice(COLUMN_SETS))
-    if ctx.needs_hr:
+    if ctx.needs_crop:
         n_rows, n_cols = rng.randint(4, 9), rng.randint(3, len(cols_all))
     else:
         n_rows, n_cols = rng.randint(3, 5), rng.randint(2, min(4, len(cols_all)))
