@@ -5,7 +5,7 @@
 * :mod:`awares_agent.baselines.pattern_reader`: the ``stripes`` benchmark's honest teacher (which way lines
   run, read from the pixels it is sent).
 
-Both implement the :class:`~awares_agent.backends.base.Backend` protocol; the backend factory
+Both implement the :class:`~awares_agent.backends.base.ChatBackend` protocol; the backend factory
 (:mod:`awares_agent.backend_factory`) picks them by name. The thin adapters to real models live in
 :mod:`awares_agent.backends`.
 """
