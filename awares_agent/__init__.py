@@ -18,8 +18,9 @@ metrics, reports) and ``awares_agent.training`` (SFT and GRPO).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from awares_agent.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "AgentConfig": "awares_agent.config",
@@ -94,15 +95,4 @@ if TYPE_CHECKING:
     from awares_agent.messages import ChatReply, Usage
     from awares_agent.trajectory import Trajectory
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'awares_agent' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

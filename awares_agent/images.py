@@ -12,31 +12,44 @@ import base64
 import binascii
 import hashlib
 import io
-import math
 import os
 import stat
 import struct
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from numbers import Integral, Real
+from collections.abc import Callable
+from numbers import Integral
 from pathlib import Path
 from typing import TypeAlias
 
 from PIL import Image, UnidentifiedImageError
 
+from awares_agent.boxes import PixelBox, validate_box
 from awares_agent.errors import ConfigError, ImageDecodeError, ImageTooLargeError
+from awares_agent.image_headers import png_pixel_bytes, webp_size
+from awares_agent.image_limits import DEFAULT_MAX_IMAGE_PIXELS, pil_limit_lifted
+from awares_agent.image_modes import to_rgb
+from awares_agent.views import ViewSpec
+
+# ViewSpec, to_rgb, png_pixel_bytes, validate_box and DEFAULT_MAX_IMAGE_PIXELS have modules of their own; they
+# are importable from here too, where image users have always found them.
+__all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "MAX_IMAGE_FILE_BYTES",
+    "ImageInput",
+    "SourceImage",
+    "ViewSpec",
+    "open_image",
+    "png_pixel_bytes",
+    "to_rgb",
+    "validate_box",
+]
 
 ImageInput: TypeAlias = str | os.PathLike[str] | bytes | Image.Image
 """What :func:`open_image` accepts: a file path, encoded bytes, a ``data:`` URI string or a PIL image."""
 
-DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
-
-#: The most bytes read from an image file (an uncompressed 100 MP, 16-bit RGB TIFF is about 600 MiB).
 MAX_IMAGE_FILE_BYTES = 1 << 30
-"""Images with more pixels than this are refused unless a larger ``max_pixels`` is passed."""
+"""The most bytes read from an image file (an uncompressed 100 MP, 16-bit RGB TIFF is about 600 MiB)."""
 
 _ORIENTATION_TAG = 0x0112
 # EXIF orientation -> the transpose that displays the image upright (the table ImageOps.exif_transpose uses).
@@ -51,145 +64,11 @@ _ORIENTATION_TRANSPOSE = {
 }
 _SWAPS_AXES = frozenset({5, 6, 7, 8})
 _JPEG_FORMATS = frozenset({"JPEG", "MPO"})
-_HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 # What PIL raises on corrupt or truncated data (struct.error, IndexError: malformed headers in some plugins).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, struct.error, IndexError, EOFError)
 
-# --- PIL's own decompression-bomb limit ----------------------------------------------------------------
-#
-# PIL checks Image.MAX_IMAGE_PIXELS (a process-wide global) in Image.open and Image.crop: it warns above it
-# and raises above twice it. Our per-call max_pixels must be the limit that applies, whether higher or lower,
-# so while we open or decode an image PIL's check is switched off (reference-counted, so overlapping threads
-# restore it only when the last one leaves). It is switched off only around header reads, which allocate no
-# pixels, and around decodes of images whose size we have already checked and which PIL would flag.
-# warnings.catch_warnings is not used because it is not thread-safe.
 
-_pil_limit_lock = threading.Lock()
-_pil_limit_depth = 0
-_pil_limit_saved: int | None = None
-
-
-@contextmanager
-def _pil_limit_lifted(pixels: int | None) -> Iterator[None]:
-    """Switch PIL's bomb check off for the duration, if ``pixels`` (None: not yet known) would trip it."""
-    global _pil_limit_depth, _pil_limit_saved
-    with _pil_limit_lock:
-        pil_limit = _pil_limit_saved if _pil_limit_depth else Image.MAX_IMAGE_PIXELS
-        lift = pixels is None or (pil_limit is not None and pixels > pil_limit)
-        if lift:
-            if _pil_limit_depth == 0:
-                _pil_limit_saved = Image.MAX_IMAGE_PIXELS
-                Image.MAX_IMAGE_PIXELS = None
-            _pil_limit_depth += 1
-    try:
-        yield
-    finally:
-        if lift:
-            with _pil_limit_lock:
-                _pil_limit_depth -= 1
-                if _pil_limit_depth == 0:
-                    Image.MAX_IMAGE_PIXELS = _pil_limit_saved
-
-
-# --- the view ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ViewSpec:
-    """How to derive the low-resolution view from a source image.
-
-    Args:
-        scale: factor applied to both sides, in (0, 1]; each side is ``max(1, floor(side * scale))``, so the
-            default 0.5 gives exactly half the width and half the height (rounded down).
-        longest_side: if set, takes precedence over ``scale``: the view is resized so that its longest side
-            equals this (the other side scaled in proportion, rounded down), and is never upscaled.
-
-    Raises:
-        ConfigError: ``scale`` is not in (0, 1] or ``longest_side`` is not a positive integer.
-    """
-
-    scale: float = 0.5
-    longest_side: int | None = None
-
-    def __post_init__(self) -> None:
-        scale = self.scale
-        if isinstance(scale, bool) or not isinstance(scale, Real) or not (0 < scale <= 1):
-            raise ConfigError(f"ViewSpec.scale must be a number in (0, 1], got {scale!r}")
-        side = self.longest_side
-        if side is not None and (isinstance(side, bool) or not isinstance(side, Integral) or side < 1):
-            raise ConfigError(f"ViewSpec.longest_side must be a positive integer or None, got {side!r}")
-
-    def size(self, width: int, height: int) -> tuple[int, int]:
-        """The view's size for a source image of ``width`` x ``height`` pixels (each side at least 1).
-
-        Args:
-            width: width of the (orientation-corrected) source image.
-            height: height of the (orientation-corrected) source image.
-        """
-        if self.longest_side is not None:
-            longest = max(width, height)
-            if longest <= self.longest_side:
-                return width, height
-            target = int(self.longest_side)
-            if width >= height:
-                return target, max(1, height * target // width)
-            return max(1, width * target // height), target
-        # The epsilon keeps products like 10 * 0.7 = 6.999... from flooring one pixel short.
-        return (
-            max(1, math.floor(width * self.scale + 1e-9)),
-            max(1, math.floor(height * self.scale + 1e-9)),
-        )
-
-    def key(self) -> str:
-        """A stable string naming this view, used to build content ids (``"scale=0.5"``)."""
-        if self.longest_side is not None:
-            return f"longest_side={int(self.longest_side)}"
-        return f"scale={float(self.scale)!r}"
-
-
-# --- colour modes --------------------------------------------------------------------------------------
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert an image of any PIL mode to RGB.
-
-    Transparent images (RGBA, LA, PA, P or L/RGB with a transparency key) are composited on white; 16- and
-    32-bit integer images are brought to 8 bits (``value >> 8`` when their values exceed 255, a linear
-    stretch of their range when they are negative or exceed 16 bits); float (``F``) images are stretched from
-    their range to 0..255. Other modes (CMYK, YCbCr, 1, L, P, HSV) use PIL's conversion.
-
-    Args:
-        img: the image; an RGB image is returned as is (not copied).
-
-    Returns:
-        An RGB image of the same size.
-    """
-    if img.mode == "RGB":
-        return img
-    if img.mode in _HIGH_BIT_DEPTH_MODES or img.mode == "F":
-        return _to_8bit(img).convert("RGB")
-    if img.has_transparency_data:
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return img.convert("RGB")
-
-
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """An L image from a high-bit-depth integer (I, I;16...) or float (F) image, scaled, not clipped."""
-    if img.mode != "F":
-        img = img.convert("I")
-    lo, hi = img.getextrema()
-    if img.mode == "I" and lo >= 0 and hi <= 255:
-        return img.convert("L")
-    if img.mode == "I" and lo >= 0 and hi <= 65535:
-        # Multiplying by 1/256 (exact in binary) then truncating is value >> 8.
-        return img.point(lambda v: v * (1 / 256)).convert("L")
-    if hi == lo:
-        return Image.new("L", img.size, min(255, max(0, round(lo))))
-    factor = 255 / (hi - lo)
-    # +0.5: both point() on I and the F -> L conversion truncate; this rounds to nearest.
-    return img.point(lambda v: (v - lo) * factor + 0.5).convert("L")
+# --- orientation and size ----------------------------------------------------------------------------
 
 
 def _orient(img: Image.Image, orientation: int) -> Image.Image:
@@ -258,7 +137,7 @@ class SourceImage:
             self.label = label or "<PIL image>"
             self.encoded: bytes | None = None
             self._pil = self._copy_pil(src)
-            with _pil_limit_lifted(self.width * self.height):
+            with pil_limit_lifted(self.width * self.height):
                 self.id = image_id or _pil_digest(self._pil)
         else:
             default_label, data = _read_input(src)
@@ -272,7 +151,7 @@ class SourceImage:
         raw_w, raw_h = img.size
         self._check_size(raw_w, raw_h)
         try:
-            with _pil_limit_lifted(raw_w * raw_h):
+            with pil_limit_lifted(raw_w * raw_h):
                 copy = img.copy()
         except _DECODE_ERRORS as exc:
             raise self._decode_error(exc) from exc
@@ -285,7 +164,7 @@ class SourceImage:
     def _init_from_header(self, data: bytes) -> None:
         if not data:
             raise ImageDecodeError(f"{self.label} is empty (0 bytes), not an image", source=self.label)
-        claimed = _webp_size(data)
+        claimed = webp_size(data)
         if claimed is not None:
             self._check_size(*claimed)
         im = self._open(data, pixels=None)
@@ -335,7 +214,7 @@ class SourceImage:
     def _open(self, data: bytes, *, pixels: int | None) -> Image.Image:
         """A lazily-loaded PIL image of ``data`` (header read only)."""
         try:
-            with _pil_limit_lifted(pixels):
+            with pil_limit_lifted(pixels):
                 return Image.open(io.BytesIO(data))
         except UnidentifiedImageError as exc:
             raise ImageDecodeError(
@@ -376,7 +255,7 @@ class SourceImage:
         assert self.encoded is not None
         pixels = self.width * self.height
         try:
-            with _pil_limit_lifted(pixels):
+            with pil_limit_lifted(pixels):
                 im = self._open(self.encoded, pixels=pixels)
                 im.load()
                 if im.format == "PNG":
@@ -422,7 +301,7 @@ class SourceImage:
         assert self.encoded is not None
         pixels = self.width * self.height
         try:
-            with _pil_limit_lifted(pixels):
+            with pil_limit_lifted(pixels):
                 im = self._open(self.encoded, pixels=pixels)
                 # draft() takes the size in the file's stored (un-rotated) orientation and picks the largest
                 # DCT reduction that still gives at least that size.
@@ -437,7 +316,7 @@ class SourceImage:
             return oriented.crop((0, 0, *target)) if oriented.size != target else oriented
         return _resize(oriented, target)
 
-    def crop(self, box: tuple[int, int, int, int]) -> Image.Image:
+    def crop(self, box: PixelBox) -> Image.Image:
         """A crop of the full-resolution image (decoding it if needed).
 
         Args:
@@ -450,7 +329,7 @@ class SourceImage:
         """
         left, top, right, bottom = validate_box(box, self.width, self.height, label=self.label)
         full = self.full()
-        with _pil_limit_lifted((right - left) * (bottom - top)):
+        with pil_limit_lifted((right - left) * (bottom - top)):
             return full.crop((left, top, right, bottom))
 
     def __repr__(self) -> str:
@@ -458,93 +337,6 @@ class SourceImage:
             f"SourceImage(id={self.id[:12]}..., label={self.label!r}, size={self.width}x{self.height}, "
             f"format={self.format!r}, full_decoded={self.full_decoded})"
         )
-
-
-def validate_box(
-    box: tuple[int, int, int, int], width: int, height: int, *, label: str = "the image"
-) -> tuple[int, int, int, int]:
-    """Check that ``box`` is a non-empty ``(left, top, right, bottom)`` integer box within the image.
-
-    Args:
-        box: the box to check.
-        width: the image's width.
-        height: the image's height.
-        label: names the image in the error message.
-
-    Returns:
-        The box as a tuple of four ints.
-
-    Raises:
-        ConfigError: the box is not four integers, is empty, or reaches outside ``width`` x ``height``.
-    """
-    try:
-        values = tuple(box)
-    except TypeError:
-        values = ()
-    if len(values) != 4 or any(isinstance(v, bool) or not isinstance(v, Integral) for v in values):
-        raise ConfigError(f"a crop box must be four integers (left, top, right, bottom), got {box!r}")
-    left, top, right, bottom = (int(v) for v in values)
-    if not (0 <= left < right <= width and 0 <= top < bottom <= height):
-        raise ConfigError(
-            f"crop box {(left, top, right, bottom)} is empty or outside {label} ({width}x{height}); it needs "
-            f"0 <= left < right <= {width} and 0 <= top < bottom <= {height}"
-        )
-    return left, top, right, bottom
-
-
-#: Samples per pixel of each PNG colour type (grey, RGB, palette, grey + alpha, RGBA).
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
-
-#: Adam7 passes: (first column, first row, column step, row step).
-_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
-
-
-def png_pixel_bytes(data: bytes) -> tuple[int, int] | None:
-    """``(decompressed IDAT bytes, the bytes the IHDR implies)`` of a PNG, or ``None`` if it cannot say.
-
-    Decompression stops once the expected size is reached, so a small file that inflates hugely costs no
-    more than a valid one. ``None`` for data that is not a PNG with a well-formed IHDR and IDAT chunks (PIL
-    reports what is wrong with those).
-
-    Args:
-        data: the encoded file.
-    """
-    import zlib
-
-    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 33 or data[12:16] != b"IHDR":
-        return None
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
-    channels = _PNG_CHANNELS.get(colour)
-    if channels is None or depth not in (1, 2, 4, 8, 16) or interlace not in (0, 1):
-        return None
-
-    def row_bytes(w: int) -> int:
-        return 1 + (w * channels * depth + 7) // 8 if w else 0
-
-    if interlace:
-        passes = [
-            (max(0, (width - x0 + dx - 1) // dx), max(0, (height - y0 + dy - 1) // dy))
-            for x0, y0, dx, dy in _ADAM7
-        ]
-        want = sum(row_bytes(w) * h for w, h in passes if w and h)
-    else:
-        want = row_bytes(width) * height
-    inflate = zlib.decompressobj()
-    have, at = 0, 8
-    try:
-        while at + 8 <= len(data) and have < want:
-            length, kind = struct.unpack(">I4s", data[at : at + 8])
-            chunk = data[at + 8 : at + 8 + length]
-            at += 12 + length
-            if kind == b"IDAT":
-                have += len(inflate.decompress(chunk, want - have + 1))
-                while inflate.unconsumed_tail and have < want:
-                    have += len(inflate.decompress(inflate.unconsumed_tail, want - have + 1))
-            elif kind == b"IEND":
-                break
-    except zlib.error:
-        return None  # corrupt compressed data: PIL says so itself
-    return have, want
 
 
 def open_image(src: ImageInput, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> SourceImage:
@@ -641,25 +433,6 @@ def _decode_data_uri(uri: str) -> bytes:
         return urllib.parse.unquote_to_bytes(payload)
     except (binascii.Error, ValueError) as exc:
         raise ImageDecodeError(f"<data-uri> has invalid base64 data: {exc}", source="<data-uri>") from exc
-
-
-def _webp_size(data: bytes) -> tuple[int, int] | None:
-    """The size a WebP file's header claims; None if ``data`` is not WebP (or the header is not recognised).
-
-    Read here because PIL's WebP plugin allocates the whole canvas, twice, while it opens the file: a header
-    claiming 100000x40000 pixels would reserve 32 GB before its size could be checked.
-    """
-    if len(data) < 30 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
-        return None
-    chunk = data[12:16]
-    if chunk == b"VP8X":  # extended format: the canvas size, 24 bits each, minus one
-        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
-    if chunk == b"VP8L" and data[20] == 0x2F:  # lossless: 14 bits each, minus one
-        bits = int.from_bytes(data[21:25], "little")
-        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
-    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":  # lossy key frame: 14 bits each
-        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
-    return None
 
 
 def _exif_orientation(read_exif: Callable[[], Image.Exif]) -> int:

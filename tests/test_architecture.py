@@ -186,8 +186,16 @@ LAYERS: list[list[str]] = [
         "awares_agent.errors",
         "awares_agent.boxes",
         "awares_agent.fuzzy",
+        "awares_agent.lazy_exports",
     ],
     ["awares_agent.messages"],
+    [  # what opening an image rests on, and the OCR engine that reads one
+        "awares_agent.image_headers",
+        "awares_agent.image_limits",
+        "awares_agent.image_modes",
+        "awares_agent.views",
+        "awares_agent.ocr",
+    ],
     ["awares_agent.images", "awares_agent.tokens"],
     ["awares_agent.image_store"],
     ["awares_agent.tools"],
@@ -202,7 +210,7 @@ LAYERS: list[list[str]] = [
     ["awares_agent.evals", "awares_agent.testing"],
     ["awares_agent.collect"],
     ["awares_agent.training"],
-    ["awares_agent.demo"],
+    ["awares_agent.demo", "awares_agent.serve"],  # the console demo; the OpenAI-compatible server
     ["awares_agent.cli"],
 ]
 

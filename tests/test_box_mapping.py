@@ -49,6 +49,13 @@ def test_tiny_images_are_sent_whole() -> None:
     assert crops_covering((5, 5, 60, 40), PaperCropSet(), 80, 60) == ["all"]
 
 
+def test_a_box_wholly_outside_the_image_shows_nothing_there() -> None:
+    # Clipped, it would be an empty box on the edge that a region grazes; it is not evidence in the image.
+    assert crops_covering((1100, 10, 1200, 50), PaperCropSet(), W, H) == ["all"]
+    assert crops_covering((10, -60, 100, -5), PaperCropSet(), W, H) == ["all"]
+    assert crops_covering((1000, 10, 1010, 50), PaperCropSet(), W, H) == ["1"]  # touching the edge: inside
+
+
 def test_malformed_boxes() -> None:
     with pytest.raises(ConfigError):
         crops_covering((10, 10, 5, 50), PaperCropSet(), W, H)

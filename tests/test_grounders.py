@@ -12,11 +12,12 @@ from chat_server import FAST_RETRY, Completion, Garbage, HTTPError, ScriptedChat
 from PIL import Image, ImageDraw, ImageFont
 
 from awares_agent.backends.openai_compat import OpenAIBackend
-from awares_agent.baselines.reader.ocr import RawBox
+from awares_agent.baselines.reader import DEFAULT_CONFIG
 from awares_agent.collect import (
     ChainGrounder,
     DatasetGrounder,
     Grounder,
+    GrounderOptions,
     Grounding,
     OCRGrounder,
     VLMGrounder,
@@ -24,6 +25,7 @@ from awares_agent.collect import (
 )
 from awares_agent.collect.grounders import DEFAULT_VLM_MAX_PIXELS, parse_boxes
 from awares_agent.errors import BackendHTTPError, BackendResponseError, ConfigError
+from awares_agent.ocr import OcrSettings, RawBox
 from awares_agent.tokens import QWEN2_5_VL, QWEN3_VL, smart_resize
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")  # evals/synthetic/fonts.py's font folder
@@ -482,3 +484,30 @@ def test_make_grounder(chat_server: ScriptedChatServer) -> None:
 def test_make_grounder_errors(spec: str, kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         make_grounder(spec, **kwargs)
+
+
+def test_make_grounder_takes_typed_options(chat_server: ScriptedChatServer) -> None:
+    backend = OpenAIBackend(QWEN3, base_url=chat_server.base_url)
+    options = GrounderOptions(backend=backend, tile_size=1000, overlap=100, combine="first")
+    chain = make_grounder("ocr,vlm", options, max_run=2)  # keywords add to (and override) the options
+    assert isinstance(chain, ChainGrounder)
+    ocr, vlm = chain.grounders
+    assert isinstance(ocr, OCRGrounder) and isinstance(vlm, VLMGrounder)
+    assert (ocr.tile_size, ocr.overlap, ocr.max_run) == (1000, 100, 2)
+    assert ocr.min_similarity == 0.8  # not given: the grounder's own default
+    assert vlm.backend is backend and vlm.combine == "first"
+    with pytest.raises(ConfigError, match=r"no grounder takes \['tile_size'\]; valid here: \[\]"):
+        make_grounder("dataset", GrounderOptions(tile_size=1000))
+    with pytest.raises(ConfigError, match=r"no grounder takes \['colour'\]"):
+        make_grounder("ocr", colour="red")
+
+
+def test_the_ocr_grounder_reads_with_the_readers_default_thresholds() -> None:
+    # One engine, one set of default thresholds: what the grounder reads is what the reader would.
+    assert OcrSettings() == OcrSettings(
+        box_thresh=DEFAULT_CONFIG.ocr_box_thresh,
+        text_score=DEFAULT_CONFIG.ocr_text_score,
+        unclip_ratio=DEFAULT_CONFIG.ocr_unclip_ratio,
+        char_width_to_px=DEFAULT_CONFIG.char_width_to_px,
+        char_width_min_chars=DEFAULT_CONFIG.char_width_min_chars,
+    )

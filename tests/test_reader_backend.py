@@ -528,13 +528,13 @@ def test_evidence_whose_labels_cannot_be_read_is_found_by_its_shape(
     from awares_agent.evals.synthetic import iter_samples
 
     sample = list(iter_samples(index + 1, seed=seed))[index]
-    assert sample.category == category and sample.needs_hr
+    assert sample.category == category and sample.needs_crop
     result = AwaResAgent(reader).ask(sample.image, sample.question)
     boxes = [c.box for c in result.trajectory.crops]
     assert 1 <= len(boxes) <= 2
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
-    e = sample.bbox
+    e = sample.evidence
     assert x0 - 4 <= e[0] and y0 - 4 <= e[1] and e[2] <= x1 + 4 and e[3] <= y1 + 4
 
 

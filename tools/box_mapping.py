@@ -8,23 +8,23 @@ The rule, used by the oracle policy and by trajectory labelling:
 3. Among qualifying candidates the one that sends the fewest pixels wins (the sum of the crops' areas: what
    the crops cost in visual tokens). Ties go to the candidate whose union has the best IoU with the box, then
    to a single region over a pair, then to the lower ids.
-4. If nothing qualifies, or the winner costs as many pixels as the whole image, ``all``.
+4. If nothing qualifies, or the winner costs as many pixels as the whole image, ``all``; so too for a box
+   that lies wholly outside the image (it shows nothing there).
 
 Images under 100 px on a side are sent whole by every region, so the rule returns ``all`` there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from itertools import combinations, pairwise
 
-from awares_agent.boxes import Box, union_boxes
+from awares_agent.boxes import Box, BoxLike, clip, iou, union_boxes
 from awares_agent.errors import ConfigError
 from awares_agent.tools.crop_sets import ALL, CropSet, Region
 
 
 def crops_covering(
-    box: Sequence[float], crop_set: CropSet, width: int, height: int, *, tolerance: float = 2.0
+    box: BoxLike, crop_set: CropSet, width: int, height: int, *, tolerance: float = 2.0
 ) -> list[str]:
     """The region ids of the cheapest single region or pair of regions that covers ``box``.
 
@@ -36,7 +36,8 @@ def crops_covering(
         tolerance: pixels the box may stick out of a candidate on each side.
 
     Returns:
-        One or two region ids, or ``["all"]`` when no single region or pair covers the box more cheaply.
+        One or two region ids, or ``["all"]`` when no single region or pair covers the box more cheaply (or
+        the box lies wholly outside the image).
 
     Raises:
         ConfigError: the box is malformed (not 4 numbers, or x1 < x0 / y1 < y0).
@@ -46,8 +47,10 @@ def crops_covering(
     x0, y0, x1, y1 = (float(v) for v in box)
     if x1 < x0 or y1 < y0:
         raise ConfigError(f"evidence box {list(box)!r} has x1 < x0 or y1 < y0")
+    if x0 > width or y0 > height or x1 < 0 or y1 < 0:
+        return [ALL]
     # Clip to the image: a box that overshoots the border is about the pixels that exist.
-    target = (max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1))
+    target = clip((x0, y0, x1, y1), width, height)
     regions = [r for r in crop_set.regions(width, height) if r.id != ALL]
     candidates: list[tuple[Region, ...]] = [(r,) for r in regions]
     candidates += list(combinations(regions, 2))
@@ -59,7 +62,7 @@ def crops_covering(
         cost = sum(r.width * r.height for r in candidate)
         key = (
             cost,
-            -_iou(union_boxes([r.box for r in candidate]), target),
+            -iou(union_boxes([r.box for r in candidate]), target),
             len(candidate),
             tuple(order[r.id] for r in candidate),
         )
@@ -84,11 +87,3 @@ def _covers(boxes: list[tuple[int, int, int, int]], target: Box, tol: float) -> 
         for xa, xb in x_cells
         for ya, yb in y_cells
     )
-
-
-def _iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0

@@ -20,8 +20,7 @@ Needs the ``train`` extra (``pip install 'awares[train]'``: TRL, peft, transform
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from awares_agent.lazy_exports import lazy_exports
 
 # The names below load TRL and torch (seconds): they are imported on first use, so that the command line's
 # `awares train --help` and the modules that need none of it stay fast.
@@ -48,7 +47,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -10,38 +10,41 @@ of it.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-# Public names and their modules, imported on first use: `awares --help` stays fast.
+from awares_agent.lazy_exports import lazy_exports
+
+# Public names and their modules, imported on first use: `awares --help` stays fast. The run engine's names
+# are re-exported here, where collection's users have always found them.
 _EXPORTS = {
-    "ChainGrounder": "grounders",
-    "DatasetGrounder": "grounders",
-    "Grounder": "grounders",
-    "Grounding": "grounders",
-    "OCRGrounder": "grounders",
-    "VLMGrounder": "grounders",
-    "make_grounder": "grounders",
-    "Judge": "judges",
-    "JudgeReplyError": "judges",
-    "LLMJudge": "judges",
-    "MetricJudge": "judges",
-    "Verdict": "judges",
-    "make_judge": "judges",
-    "CollectedRow": "pipeline",
-    "Labeler": "pipeline",
-    "Rollout": "pipeline",
-    "summarize_rows": "pipeline",
-    "export_dataset": "export",
+    "ChainGrounder": "awares_agent.collect.grounders",
+    "DatasetGrounder": "awares_agent.collect.dataset_grounder",
+    "Grounder": "awares_agent.collect.grounding",
+    "GrounderOptions": "awares_agent.collect.grounders",
+    "Grounding": "awares_agent.collect.grounding",
+    "OCRGrounder": "awares_agent.collect.ocr_grounder",
+    "VLMGrounder": "awares_agent.collect.vlm_grounder",
+    "make_grounder": "awares_agent.collect.grounders",
+    "Judge": "awares_agent.collect.judges",
+    "JudgeReplyError": "awares_agent.collect.judges",
+    "LLMJudge": "awares_agent.collect.judges",
+    "MetricJudge": "awares_agent.collect.judges",
+    "Verdict": "awares_agent.collect.judges",
+    "make_judge": "awares_agent.collect.judges",
+    "CollectedRow": "awares_agent.collect.pipeline",
+    "Labeler": "awares_agent.collect.pipeline",
+    "Rollout": "awares_agent.collect.pipeline",
+    "summarize_rows": "awares_agent.collect.pipeline",
+    "export_dataset": "awares_agent.collect.export",
+    **dict.fromkeys(["ShardSpec", "collect", "collect_sync", "merge", "read_rows"], "awares_agent.engine"),
 }
-# The run engine's names, re-exported here where collection's users have always found them.
-_ENGINE = {"ShardSpec", "collect", "collect_sync", "merge", "read_rows"}
 
 __all__ = [
     "ChainGrounder",
     "CollectedRow",
     "DatasetGrounder",
     "Grounder",
+    "GrounderOptions",
     "Grounding",
     "Judge",
     "JudgeReplyError",
@@ -64,31 +67,14 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from awares_agent.collect.dataset_grounder import DatasetGrounder
     from awares_agent.collect.export import export_dataset
-    from awares_agent.collect.grounders import (
-        ChainGrounder,
-        DatasetGrounder,
-        Grounder,
-        Grounding,
-        OCRGrounder,
-        VLMGrounder,
-        make_grounder,
-    )
+    from awares_agent.collect.grounders import ChainGrounder, GrounderOptions, make_grounder
+    from awares_agent.collect.grounding import Grounder, Grounding
     from awares_agent.collect.judges import Judge, JudgeReplyError, LLMJudge, MetricJudge, Verdict, make_judge
+    from awares_agent.collect.ocr_grounder import OCRGrounder
     from awares_agent.collect.pipeline import CollectedRow, Labeler, Rollout, summarize_rows
+    from awares_agent.collect.vlm_grounder import VLMGrounder
     from awares_agent.engine import ShardSpec, collect, collect_sync, merge, read_rows
 
-
-def __getattr__(name: str) -> Any:
-    module = "awares_agent.engine" if name in _ENGINE else _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'awares_agent.collect' has no attribute {name!r}")
-    if name not in _ENGINE:
-        module = f"awares_agent.collect.{module}"
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -34,11 +34,12 @@ from awares_agent.baselines.reader.config import (
     ReaderConfig,
 )
 from awares_agent.baselines.reader.keywords import key_likelihood
-from awares_agent.baselines.reader.ocr import RawBox, TextBox, read_text
+from awares_agent.baselines.reader.ocr import TextBox, read_text
 from awares_agent.baselines.reader.policy import ReaderPolicy
 from awares_agent.baselines.reader.questions import Query, parse_question
 from awares_agent.baselines.reader.reading import Reading, plausible
 from awares_agent.baselines.reader.tables import text_blocks
+from awares_agent.ocr import RawBox
 
 __all__ = [
     "DEFAULT_CONFIG",

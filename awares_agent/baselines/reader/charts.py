@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from PIL import Image
 
 from awares_agent.baselines.reader.config import DEFAULT_CONFIG, ReaderConfig
-from awares_agent.baselines.reader.geometry import clip
 from awares_agent.baselines.reader.keywords import key_likelihood
 from awares_agent.baselines.reader.ocr import TextBox
 from awares_agent.baselines.reader.questions import Query
 from awares_agent.baselines.reader.text import has_word
-from awares_agent.boxes import Box, union_boxes
+from awares_agent.boxes import Box, clip, union_boxes
 from awares_agent.tools.box_mapping import crops_covering
 from awares_agent.tools.crop_sets import ALL, CropSet
 

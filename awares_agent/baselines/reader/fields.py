@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from awares_agent.baselines.reader.config import ReaderConfig
-from awares_agent.baselines.reader.geometry import h_overlap, v_overlap
 from awares_agent.baselines.reader.keys import GENERIC_TAIL, Match, find_key, match_key, stem
 from awares_agent.baselines.reader.ocr import TextBox
 from awares_agent.baselines.reader.questions import Query
@@ -26,6 +25,7 @@ from awares_agent.baselines.reader.text import (
     split_glued_label,
     tokens,
 )
+from awares_agent.boxes import h_overlap, v_overlap
 
 __all__ = ["read_field", "right_of", "value_for"]
 

@@ -12,12 +12,12 @@ import re
 from collections.abc import Sequence
 
 from awares_agent.baselines.reader.config import ReaderConfig
-from awares_agent.baselines.reader.geometry import clip, contains, h_overlap, near, v_overlap
+from awares_agent.baselines.reader.geometry import near
 from awares_agent.baselines.reader.keys import GENERIC_TAIL, similarity
 from awares_agent.baselines.reader.ocr import TextBox
 from awares_agent.baselines.reader.questions import Query
 from awares_agent.baselines.reader.text import DIGIT_RE, MONEY_RE, has_word, is_sentence
-from awares_agent.boxes import Box
+from awares_agent.boxes import Box, clip, contains, h_overlap, v_overlap
 from awares_agent.tools.box_mapping import crops_covering
 from awares_agent.tools.crop_sets import ALL, CropSet
 

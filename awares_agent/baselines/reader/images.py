@@ -15,13 +15,14 @@ from PIL import Image
 
 from awares_agent.baselines.reader.config import ReaderConfig
 from awares_agent.baselines.reader.conversation import Turn
-from awares_agent.baselines.reader.ocr import OcrCache, RawBox, TextBox, read_text
+from awares_agent.baselines.reader.ocr import OcrCache, TextBox, read_text
 from awares_agent.baselines.reader.reading import Reading
 from awares_agent.baselines.reader.text import norm
 from awares_agent.boxes import Box, union_boxes
 from awares_agent.errors import ConfigError
 from awares_agent.image_store import ImageStore
 from awares_agent.messages import ImagePart
+from awares_agent.ocr import RawBox
 from awares_agent.tools.crop_sets import CropSet
 
 __all__ = ["ImageReader"]

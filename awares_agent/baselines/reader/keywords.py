@@ -13,7 +13,8 @@ from typing import Any
 from PIL import Image
 
 from awares_agent.baselines.reader.config import DEFAULT_CONFIG, ReaderConfig
-from awares_agent.baselines.reader.ocr import OCR_LOCK, TextBox, engine
+from awares_agent.baselines.reader.ocr import TextBox
+from awares_agent.ocr import OCR_LOCK, engine
 
 __all__ = ["box_patch", "key_likelihood"]
 

@@ -27,7 +27,6 @@ from awares_agent.baselines.reader.answers import UNKNOWN, best_guess, read
 from awares_agent.baselines.reader.charts import locate_chart
 from awares_agent.baselines.reader.config import ReaderConfig
 from awares_agent.baselines.reader.conversation import Turn
-from awares_agent.baselines.reader.geometry import clip
 from awares_agent.baselines.reader.guess import likeliest
 from awares_agent.baselines.reader.images import ImageReader
 from awares_agent.baselines.reader.ocr import TextBox
@@ -36,6 +35,7 @@ from awares_agent.baselines.reader.reading import Reading, next_to, plausible
 from awares_agent.baselines.reader.signs import locate_sign
 from awares_agent.baselines.reader.tables import locate_table
 from awares_agent.baselines.reader.text import is_sentence
+from awares_agent.boxes import clip
 from awares_agent.image_store import ImageStore
 from awares_agent.tools.box_mapping import crops_covering
 from awares_agent.tools.crop_sets import CropSet

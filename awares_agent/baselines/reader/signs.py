@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from PIL import Image
 
 from awares_agent.baselines.reader.config import ReaderConfig
-from awares_agent.baselines.reader.geometry import h_overlap, near, v_overlap
+from awares_agent.baselines.reader.geometry import near
 from awares_agent.baselines.reader.keywords import box_patch, key_likelihood
 from awares_agent.baselines.reader.ocr import TextBox
 from awares_agent.baselines.reader.questions import Query
 from awares_agent.baselines.reader.reading import Reading
 from awares_agent.baselines.reader.text import word_count
-from awares_agent.boxes import Box, union_boxes
+from awares_agent.boxes import Box, h_overlap, union_boxes, v_overlap
 
 __all__ = ["locate_sign", "read_sign"]
 

@@ -17,14 +17,13 @@ from PIL import Image
 
 from awares_agent.baselines.reader.config import DEFAULT_CONFIG, ReaderConfig
 from awares_agent.baselines.reader.fields import read_field
-from awares_agent.baselines.reader.geometry import clip, v_overlap
 from awares_agent.baselines.reader.keys import find_key
 from awares_agent.baselines.reader.keywords import box_patch, key_likelihood
 from awares_agent.baselines.reader.ocr import TextBox
 from awares_agent.baselines.reader.questions import Query
 from awares_agent.baselines.reader.reading import Reading
 from awares_agent.baselines.reader.text import DIGIT_RE, MONEY_RE, clean_value, is_sentence, norm, tokens
-from awares_agent.boxes import Box, union_boxes
+from awares_agent.boxes import Box, clip, union_boxes, v_overlap
 from awares_agent.tools.box_mapping import crops_covering
 from awares_agent.tools.crop_sets import ALL, CropSet
 
