@@ -2,7 +2,7 @@
 
 A package whose exports pull in heavy dependencies (torch, TRL, the OCR engine, LangGraph) lists them by
 module and installs the pair this module makes as its module-level ``__getattr__`` and ``__dir__``
-(:pep:`562`), so that importing the package, or one light submodule of it, stays fast::
+(PEP 562), so that importing the package, or one light submodule of it, stays fast::
 
     __getattr__, __dir__ = lazy_exports(__name__, {"AwaResAgent": "awares_agent.agent"})
 """
