@@ -12,6 +12,8 @@
 * ``awares train sft|grpo|eval`` fine-tunes a VLM on it and scores the trained policy
   (:mod:`awares_agent.training.cli`).
 * ``awares demo [IMAGE]`` opens the interactive console demo (:mod:`awares_agent.demo.app`).
+* ``awares serve --upstream URL --model NAME`` serves the OpenAI API with AwaRes over an upstream server
+  (:mod:`awares_agent.serve`).
 
 Every command is a row of :data:`COMMANDS` (with ``collect``'s and ``train``'s rows): its name, help, the
 configs its flags are generated from (:mod:`awares_agent.cli_options`) and its handler. One parser tree is
@@ -49,6 +51,7 @@ from awares_agent.cli_options import (
 )
 from awares_agent.cli_options import run as run_command
 from awares_agent.collect.command import COMMANDS as COLLECT_COMMANDS
+from awares_agent.serve.command import COMMAND as SERVE_COMMAND
 from awares_agent.training.cli import COMMANDS as TRAIN_COMMANDS
 from awares_agent.training.cli import COMMANDS_HELP as TRAIN_HELP
 
@@ -374,6 +377,7 @@ COMMANDS: tuple[Command, ...] = (
         run=_demo,
         options=(config_options(DemoOptions), *_AGENT),
     ),
+    SERVE_COMMAND,
 )
 """Every ``awares`` command: the one table the parser tree and the dispatch are built from."""
 
