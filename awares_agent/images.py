@@ -194,14 +194,26 @@ class SourceImage:
             source=self.label,
         )
 
-    def _check_png_rows(self, data: bytes) -> None:
-        """Refuse a PNG whose pixel data is shorter than its header promises.
+    def _check_png_rows(self, im: Image.Image) -> None:
+        """Refuse a PNG whose pixel data is shorter than its header promises; ``im`` is its loaded PIL image.
 
         PIL decodes such a file without an error when its compressed stream is complete but short (a header
         that claims more rows than were written, or data cut at a clean boundary), and leaves the missing
-        rows black: a model would be shown a picture that is not the file's.
+        rows as it allocated them, all zero bytes: a model would be shown a picture that is not the file's.
+
+        Counting the pixel data (:func:`png_pixel_bytes`) inflates it a second time, which costs as much as
+        PIL's whole decode, so it is counted only when the row that the file's last scanline fills is still
+        all zero bytes. Short data always leaves that row so (PIL zeroes the image memory it decodes into,
+        reused blocks included); a decoded row is so only when it is pure black (or palette index 0), and
+        then the count decides.
         """
-        found = png_pixel_bytes(data)
+        assert self.encoded is not None
+        last = _png_last_scanline_row(im.height, interlaced=bool(im.info.get("interlace")))
+        if last is not None:
+            row = im.crop((0, last, im.width, last + 1)).tobytes()
+            if row.count(0) < len(row):
+                return  # PIL's decoder wrote the last scanline: the data was long enough
+        found = png_pixel_bytes(self.encoded)
         if found is not None and found[0] < found[1]:
             have, want = found
             raise ImageDecodeError(
@@ -259,7 +271,7 @@ class SourceImage:
                 im = self._open(self.encoded, pixels=pixels)
                 im.load()
                 if im.format == "PNG":
-                    self._check_png_rows(self.encoded)
+                    self._check_png_rows(im)
                 return _orient(to_rgb(im), self.orientation)
         except Image.DecompressionBombError as exc:
             raise ImageTooLargeError(f"{self.label}: {exc}", source=self.label) from exc
@@ -442,6 +454,17 @@ def _exif_orientation(read_exif: Callable[[], Image.Exif]) -> int:
     except Exception:  # a malformed EXIF block must not make an otherwise readable image unusable
         return 1
     return orientation if orientation in _ORIENTATION_TRANSPOSE else 1
+
+
+def _png_last_scanline_row(height: int, *, interlaced: bool) -> int | None:
+    """The image row that a PNG's last scanline fills whole; None when no row is filled by it alone.
+
+    Without interlacing that is the bottom row. With Adam7 the last pass fills the odd rows whole, so it is
+    the last odd row; a one-row image has no such pass.
+    """
+    if not interlaced:
+        return height - 1
+    return height - 1 - height % 2 if height > 1 else None
 
 
 def _pil_digest(img: Image.Image) -> str:

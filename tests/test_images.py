@@ -625,15 +625,19 @@ def _chunk(tag: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
 
-def _adam7_rgb_png(image: Image.Image) -> bytes:
-    """An interlaced (Adam7) 8-bit RGB PNG of ``image``, written by hand: PIL writes no interlaced PNG."""
+def _adam7_rgb_png(image: Image.Image, passes: int = 7) -> bytes:
+    """An interlaced (Adam7) 8-bit RGB PNG of ``image``, written by hand: PIL writes no interlaced PNG.
+
+    ``passes`` < 7 writes only the first passes' data, in a complete zlib stream: a file cut at a clean
+    boundary.
+    """
     import numpy as np
 
     pixels = np.asarray(image.convert("RGB"))
     h, w = pixels.shape[:2]
     raw = b""
     for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
-                           (0, 1, 1, 2)):  # fmt: skip
+                           (0, 1, 1, 2))[:passes]:  # fmt: skip
         part = pixels[y0::dy, x0::dx]
         if part.size:
             raw += b"".join(b"\x00" + row.tobytes() for row in part)
@@ -670,3 +674,60 @@ def test_a_png_whose_header_claims_more_rows_than_it_holds_is_refused() -> None:
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
     with pytest.raises(ImageDecodeError, match=r"where its header \(40x60\) promises"):
         open_image(bytes(data)).full()
+
+
+def _lying_png() -> bytes:
+    """A 40x30 PNG whose IHDR claims 60 rows: PIL decodes it without an error, rows 30 to 59 left black."""
+    data = bytearray(encode(quadrants(40, 30), "PNG"))
+    struct.pack_into(">I", data, 20, 60)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def test_a_short_png_is_refused_when_pil_decodes_into_reused_memory() -> None:
+    # The check trusts that rows PIL did not decode are zero bytes; PIL zeroes even the blocks it recycles.
+    blocks_max = Image.core.get_blocks_max()
+    Image.core.set_blocks_max(64)
+    try:
+        for _ in range(4):  # leave freed, non-zero blocks of this size in PIL's cache
+            open_image(encode(Image.new("RGB", (40, 60), (200, 180, 160)), "PNG")).full()
+        with pytest.raises(ImageDecodeError, match=r"where its header \(40x60\) promises"):
+            open_image(_lying_png()).full()
+    finally:
+        Image.core.set_blocks_max(blocks_max)
+
+
+@pytest.mark.parametrize(
+    ("size", "passes"),
+    [((9, 9), 6), ((8, 8), 5), ((33, 17), 6), ((9, 1), 5)],
+    ids=["odd-rows-missing", "two-passes-missing", "wide", "one-row"],
+)
+def test_an_interlaced_png_missing_its_last_passes_is_refused(size: tuple[int, int], passes: int) -> None:
+    # PIL stops silently at the end of the stream; the bottom row (filled by earlier passes) is not black.
+    data = _adam7_rgb_png(quadrants(*size), passes=passes)
+    with pytest.raises(ImageDecodeError, match=rf"where its header \({size[0]}x{size[1]}\) promises"):
+        open_image(data).full()
+
+
+def test_a_whole_png_is_inflated_once_unless_its_last_row_is_black(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The pixel data is counted (a second inflate, as long as PIL's decode) only when PIL's result leaves the
+    # question open: every query decodes its PNG, so a count for every PNG costs the agent several percent.
+    import awares_agent.images as images
+
+    counted: list[bytes] = []
+
+    def counting(data: bytes) -> tuple[int, int] | None:
+        counted.append(data)
+        return png_pixel_bytes(data)
+
+    monkeypatch.setattr(images, "png_pixel_bytes", counting)
+    coloured = encode(quadrants(64, 48), "PNG")
+    assert open_image(coloured).full().size == (64, 48)
+    assert open_image(_adam7_rgb_png(quadrants(33, 17))).full().size == (33, 17)
+    assert counted == []
+
+    black_bottom = quadrants(64, 48)
+    black_bottom.paste((0, 0, 0), (0, 47, 64, 48))
+    data = encode(black_bottom, "PNG")
+    assert ImageChops.difference(open_image(data).full(), black_bottom).getbbox() is None
+    assert counted == [data]
