@@ -1,4 +1,5 @@
-"""The OpenAI adapter against a real third-party server: ``transformers serve`` running the tiny Qwen2.5-VL.
+"""The OpenAI adapter, and ``awares serve`` in front of it, against a real third-party server: ``transformers
+serve`` running the tiny Qwen2.5-VL.
 
 The scripted loopback server (``tests/chat_server.py``) checks the adapter against the contract as this
 project reads it; here it meets a server somebody else wrote, over real HTTP, with nothing scripted. One
@@ -342,3 +343,50 @@ def test_an_unknown_model_is_a_typed_error_naming_it(served: Served, tmp_path: P
 
     assert caught.value.status_code == 500
     assert missing in str(caught.value) and served.server.base_url in str(caught.value)
+
+
+# --- awares serve in front of it --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_awares_serve_in_front_of_transformers_serve(served: Served, stream: bool) -> None:
+    """The openai client, through ``awares serve``, to ``transformers serve``: the crop round runs upstream
+    for real, and the client gets the answer and what AwaRes did."""
+    import base64
+    import io
+
+    import openai
+    from serve_live import LiveServer
+
+    from awares_agent.backend_factory import BackendOptions
+    from awares_agent.config import AgentConfig
+    from awares_agent.serve import ServeOptions
+
+    options = ServeOptions.of(
+        upstream=served.server.base_url,
+        model=served.paths["trained"],
+        port=0,
+        backend=BackendOptions(timeout=60, max_retries=0, max_new_tokens=MAX_TOKENS),
+        agent=AgentConfig(),
+    )
+    png = io.BytesIO()
+    sign_image().save(png, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": CROP_Q}]
+    messages = [{"role": "user", "content": content}]
+    with LiveServer(options) as live:
+        client = openai.OpenAI(base_url=live.base_url, api_key="unused", max_retries=0)
+        if stream:
+            chunks = list(
+                client.chat.completions.create(model=served.paths["trained"], messages=messages, stream=True)
+            )
+            answer = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            awares = next(c.model_extra["awares"] for c in reversed(chunks) if c.model_extra.get("awares"))
+        else:
+            reply = client.chat.completions.create(model=served.paths["trained"], messages=messages)
+            answer = reply.choices[0].message.content
+            awares = reply.model_extra["awares"]
+            assert reply.usage.prompt_tokens > 0
+    assert answer == CROP_A
+    assert [c["region_id"] for c in awares["crops"]] == ["3"]
+    assert awares["model_calls"] == 2 and 0 < awares["rtr"] < 1
