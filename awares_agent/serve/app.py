@@ -25,7 +25,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -41,6 +41,7 @@ from awares_agent.serve.disconnect import ClientDisconnected, DisconnectWatch
 from awares_agent.serve.errors import ServeError, error_body
 from awares_agent.serve.metrics import ServeMetrics
 from awares_agent.serve.options import ServeOptions
+from awares_agent.serve.proxy import PassthroughResponse, ReplyBrokeOff
 from awares_agent.serve.routing import AwaresQuery, Passthrough, route_chat
 from awares_agent.serve.runtime import Runtime, client_error, deadline_exceeded, upstream_api_key
 from awares_agent.serve.streaming import StreamedQuery, sse_answer
@@ -259,9 +260,12 @@ def _api(handler: Handler, name: str) -> Callable[[Request], Awaitable[Response]
                 rt.keys.check(request.headers.get("authorization"))
             async with asyncio.timeout_at(request.state.deadline):
                 response = await handler(request, rt, request_id)
-            streamed = isinstance(response, StreamingResponse) and request.state.route == "awares"
+            if isinstance(response, PassthroughResponse):
+                response.body_iterator = _passthrough_body(rt, response.body_iterator, started)
+            # A streamed response is in flight, and observes its latency, until its body ends.
+            streamed = isinstance(response, StreamingResponse)
             return response
-        except ClientDisconnected:
+        except (ClientDisconnected, ClientDisconnect):  # Starlette's: hung up before the body was read
             rt.metrics.errors.labels(code="client_disconnected").inc()
             return Response(status_code=499)  # nobody is listening; uvicorn drops it
         except TimeoutError:
@@ -271,11 +275,31 @@ def _api(handler: Handler, name: str) -> Callable[[Request], Awaitable[Response]
         finally:
             rt.metrics.in_flight.dec()
             rt.metrics.requests.labels(route=request.state.route).inc()
-            if not streamed:  # a streamed AwaRes answer observes its latency when the stream ends
+            if not streamed:
                 rt.metrics.latency.labels(route=request.state.route).observe(time.perf_counter() - started)
 
     endpoint.__name__ = name
     return endpoint
+
+
+async def _passthrough_body(rt: Runtime, body: AsyncIterator[bytes], started: float) -> AsyncIterator[bytes]:
+    """A passed-through reply's body, its request counted in flight until the body ends; then its latency is
+    observed, and a client that hung up or an upstream that broke off is counted by its error code."""
+    rt.metrics.in_flight.inc()
+    failed: str | None = "client_disconnected"  # unless the body reaches its end
+    try:
+        async with contextlib.aclosing(body):
+            async for chunk in body:
+                yield chunk
+        failed = None
+    except ReplyBrokeOff as exc:
+        failed = exc.error.code
+        raise
+    finally:
+        if failed is not None:
+            rt.metrics.errors.labels(code=failed).inc()
+        rt.metrics.in_flight.dec()
+        rt.metrics.latency.labels(route="passthrough").observe(time.perf_counter() - started)
 
 
 def _error_response(rt: Runtime, error: ServeError, request: Request, request_id: str) -> JSONResponse:

@@ -13,13 +13,19 @@ The reply's status, headers (hop-by-hop ones and the length left out) and body c
 them, a server-sent-event stream chunk by chunk, with ``x-awares-route: passthrough`` and the reason. The
 upstream's key is scrubbed from the body (:class:`SecretScrubber`): an upstream that echoes request headers
 in its errors cannot hand it to a client.
+
+A reply that breaks off once its headers are passed on (the upstream hangs up, or the request's deadline
+passes) is broken off for the client too: the connection is closed before the reply's end, so the client's
+HTTP library raises rather than take what came as the whole reply (:class:`ReplyBrokeOff`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
 
 import httpx2
 from starlette.background import BackgroundTask
@@ -28,7 +34,7 @@ from starlette.responses import Response, StreamingResponse
 from awares_agent.redact import REDACTED
 from awares_agent.serve.errors import ServeError
 
-__all__ = ["SecretScrubber", "Upstream"]
+__all__ = ["PassthroughResponse", "ReplyBrokeOff", "SecretScrubber", "Upstream"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +87,28 @@ class SecretScrubber:
         for secret in self._secrets:
             data = data.replace(secret, REDACTED.encode())
         return data
+
+
+class ReplyBrokeOff(Exception):
+    """A passed-through reply broke off after its headers had gone to the client.
+
+    Args:
+        error: what broke it off, as the metrics count it (``upstream_unavailable``, ``deadline_exceeded``).
+    """
+
+    def __init__(self, error: ServeError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class PassthroughResponse(StreamingResponse):
+    """The upstream's reply as it arrives. One that breaks off (:class:`ReplyBrokeOff`) is left incomplete:
+    the ASGI server then closes the connection, and logs no traceback (the break is the upstream's, and
+    logged)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        with contextlib.suppress(ReplyBrokeOff):
+            await super().__call__(scope, receive, send)
 
 
 class Upstream:
@@ -166,7 +194,7 @@ class Upstream:
         returned = {k: v for k, v in reply.headers.items() if k.lower() not in _DROPPED_RESPONSE}
         returned["x-awares-route"] = "passthrough"
         returned["x-awares-passthrough-reason"] = reason
-        return StreamingResponse(
+        return PassthroughResponse(
             self._body(reply, deadline),
             status_code=reply.status_code,
             headers=returned,
@@ -189,8 +217,18 @@ class Upstream:
                     yield out
         except TimeoutError:
             log.warning("a passthrough reply was cut off at the request's deadline")
+            raise ReplyBrokeOff(
+                ServeError(
+                    504, "deadline_exceeded", "the reply was cut off at the deadline", type="timeout_error"
+                )
+            ) from None
         except httpx2.HTTPError as exc:
             log.warning("a passthrough reply broke off: %s: %s", type(exc).__name__, exc)
+            raise ReplyBrokeOff(
+                ServeError(
+                    502, "upstream_unavailable", "the upstream broke off its reply", type="upstream_error"
+                )
+            ) from None
         finally:
             await reply.aclose()
         if rest := scrubber.flush():
