@@ -54,6 +54,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_transformers_backend.py
 	$(BIN)/python benchmarks/bench_streaming.py
 	$(BIN)/python benchmarks/bench_agent_overhead.py
+	$(BIN)/python benchmarks/bench_serve_overhead.py
+	$(BIN)/python benchmarks/bench_serve_load.py
 	$(BIN)/python benchmarks/bench_lowres_decode.py
 	$(BIN)/python benchmarks/bench_collect_throughput.py
 	$(BIN)/python benchmarks/bench_reliability.py
