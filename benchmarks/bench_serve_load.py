@@ -367,7 +367,7 @@ class Run:
     after: dict[str, float]
     sockets_before: Sockets
     sockets_after: Sockets
-    upstream_stats: dict[str, int]
+    upstream_stats: dict[str, Any]
     seconds: float
 
 
@@ -461,7 +461,7 @@ def check(run: Run) -> tuple[list[tuple[str, str, bool]], Counter[str], list[str
         (
             "no upstream call left in progress",
             f"{stats['in_progress']} in progress; {stats['held']} held, {stats['held_hung_up']} let go by a "
-            f"hang-up, {stats['held_to_limit']} held to the limit",
+            f"hang-up, {stats['held_to_limit']} held to the limit {stats['held_to_limit_tags'] or ''}",
             stats["in_progress"] == 0 and stats["held"] == stats["held_hung_up"],
         )
     )
@@ -610,6 +610,9 @@ def main() -> int:
         highlight=False,
         soft_wrap=True,
     )
+    for tag in run.upstream_stats["held_to_limit_tags"]:
+        if tag is not None and tag < len(run.plans):
+            console.print(f"  held to the limit: {run.plans[tag]}: {run.outcomes[tag]}", highlight=False)
     for line in wrong:
         console.print(f"  not as planned: {line}", highlight=False, soft_wrap=True)
     if traceback:

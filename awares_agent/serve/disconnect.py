@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -23,17 +24,23 @@ class ClientDisconnected(Exception):
     """The client hung up before its response was complete."""
 
 
+#: The tasks :func:`cancel_once` has cancelled (weakly held: a finished task is forgotten with it).
+_CANCELLED: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
+
+
 def cancel_once(task: asyncio.Future[Any]) -> None:
-    """Cancel ``task`` unless it is done or already being cancelled.
+    """Cancel ``task`` unless it is done or this function has cancelled it already.
 
     A second cancellation would land in the task's own clean-up: LangGraph, cancelled, cancels and awaits
     its node tasks (the upstream call among them), and a second cancellation would cut that short and
-    leave the upstream call running.
+    leave the upstream call running. The task's own count (``Task.cancelling()``) cannot say whether it is
+    being cancelled: a library it runs may cancel it and catch that cancellation without taking the count
+    back (the HTTP client's, waiting for the upstream's reply headers), and a client's hang-up would then
+    never reach the upstream call.
     """
-    if task.done():
+    if task.done() or task in _CANCELLED:
         return
-    if isinstance(task, asyncio.Task) and task.cancelling():
-        return
+    _CANCELLED.add(task)
     task.cancel()
 
 
