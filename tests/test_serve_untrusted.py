@@ -557,3 +557,23 @@ def test_an_upstream_failure_tells_the_client_no_upstream_detail(
     assert reply.headers["x-request-id"] in error["message"]
     assert detail in caplog.text  # the operator has it, under the same request id
     assert reply.headers["x-request-id"] in caplog.text
+
+
+# --- a hostile upstream ------------------------------------------------------------------------------------
+
+
+def test_an_upstream_reply_past_max_reply_bytes_is_a_typed_error_read_no_further(
+    upstream: ScriptedChatServer,
+) -> None:
+    """``--max-reply-bytes`` reaches the upstream calls: a 4 MiB completion (valid, and under the 16 MiB
+    default) ends the request once 1 MiB of it is read."""
+    from chat_server import Flood
+
+    flood = Flood(size=4 << 20)
+    upstream.enqueue(flood)
+    backend = BackendOptions(timeout=10.0, max_retries=0, max_reply_bytes=1 << 20)
+    with LiveServer(serve_options(upstream.base_url, backend=backend)) as live:
+        started = time.perf_counter()
+        reply = _post(live, image_request())
+    _error(reply, 502, "upstream_reply_too_large")
+    assert time.perf_counter() - started < 10 and flood.hung_up.wait(5)

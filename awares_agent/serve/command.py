@@ -34,7 +34,14 @@ from awares_agent.serve.options import ServeOptions
 __all__ = ["COMMAND", "UPSTREAM_CALL_FIELDS", "serve", "serve_options"]
 
 #: The :class:`BackendOptions` fields that set how the upstream is called.
-UPSTREAM_CALL_FIELDS = ("timeout", "max_retries", "image_format", "image_detail", "max_new_tokens")
+UPSTREAM_CALL_FIELDS = (
+    "timeout",
+    "max_retries",
+    "max_reply_bytes",
+    "image_format",
+    "image_detail",
+    "max_new_tokens",
+)
 
 _MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR"
 _FACTORY = "awares_agent.serve.app:app_from_environment"

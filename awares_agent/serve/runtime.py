@@ -65,6 +65,7 @@ def upstream_backend(options: ServeOptions) -> OpenAIBackend:
         api_key=upstream_api_key(options) or PLACEHOLDER_API_KEY,
         timeout=settings.timeout,
         max_retries=settings.max_retries,
+        max_reply_bytes=settings.max_reply_bytes,
         # One upstream call never needs longer than the whole request may take.
         deadline=options.deadline,
         image_format=settings.image_format,
